@@ -1,0 +1,89 @@
+"""Printing command results: aligned tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Sequence, TextIO
+
+LOVELACE_PER_ADA = 1_000_000
+
+
+def format_ada(lovelace: int) -> str:
+    """Format an integer lovelace amount as ADA with six decimals, e.g. ``1.500000``."""
+    sign = "-" if lovelace < 0 else ""
+    whole, frac = divmod(abs(int(lovelace)), LOVELACE_PER_ADA)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def parse_ada(text: str) -> int:
+    """Parse an ADA amount typed by a user (``"5"``, ``"1.25"``) into lovelace.
+
+    Raises:
+        ValueError: negative, more than six decimals, or not a number.
+    """
+    try:
+        value = Decimal(text.strip())
+    except Exception:
+        raise ValueError(f"not an ADA amount: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"not a non-negative ADA amount: {text!r}")
+    lovelace = value * LOVELACE_PER_ADA
+    if lovelace != lovelace.to_integral_value():
+        raise ValueError(f"ADA has at most 6 decimals: {text!r}")
+    return int(lovelace)
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, out: TextIO | None = None) -> None:
+    """Print ``rows`` as a left-aligned text table under ``headers`` (numbers right-aligned)."""
+    out = out or sys.stdout
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [
+        all(_is_number(r[i]) for r in cells[1:]) and len(cells) > 1 for i in range(len(headers))
+    ]
+    for n, row in enumerate(cells):
+        parts = [
+            c.rjust(widths[i]) if numeric[i] and n > 0 else c.ljust(widths[i])
+            for i, c in enumerate(row)
+        ]
+        out.write("  ".join(parts).rstrip() + "\n")
+    if len(cells) == 1:
+        out.write("(none)\n")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        Decimal(text)
+    except Exception:
+        return False
+    return True
+
+
+def emit(as_json: bool, data: Any, human: Callable[[Any], None] | None = None) -> None:
+    """Print ``data`` as JSON when ``as_json``; otherwise call ``human(data)`` (or print JSON)."""
+    if as_json or human is None:
+        json.dump(data, sys.stdout, indent=2, sort_keys=False, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        human(data)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, Decimal):
+        return str(obj)
+    return str(obj)
+
+
+def kv(pairs: Iterable[tuple[str, Any]], *, out: TextIO | None = None) -> None:
+    """Print ``key: value`` lines with the keys aligned."""
+    out = out or sys.stdout
+    items = list(pairs)
+    width = max((len(k) for k, _ in items), default=0)
+    for k, v in items:
+        out.write(f"{k.ljust(width)}  {v}\n")
