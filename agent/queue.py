@@ -1,0 +1,441 @@
+"""The job store: jobs the agent runs, with atomic claims and leases that outlive dead workers.
+
+States::
+
+    queued ──claim──► running ◄──► paying ◄──► awaiting_settlement ──complete──► done
+      ▲                 │  (any active state)                     └──fail──────► failed
+      └──fail(retry_at)─┘                                                        │
+    queued / failed ──cancel──► cancelled;   failed / cancelled ──retry──► queued ◄┘
+
+A claimed job carries a lease (``lease_owner``, ``lease_expires_at``). A worker that dies
+leaves its lease to expire; :meth:`JobStore.claim` then hands the job to another worker.
+Time is always a ``now`` parameter (epoch seconds). Two backends share one contract:
+:class:`SqliteJobStore` (the agent's) and :class:`MemoryJobStore` (tests, embedding).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping, Protocol
+
+from agent.errors import JobError
+from agent.store import Database, register_migrations
+
+QUEUED, RUNNING, PAYING, AWAITING = "queued", "running", "paying", "awaiting_settlement"
+DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, PAYING, AWAITING, DONE, FAILED, CANCELLED)
+ACTIVE = (RUNNING, PAYING, AWAITING)
+
+register_migrations("queue", [
+    """
+    CREATE TABLE jobs (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind             TEXT    NOT NULL,
+        request          TEXT    NOT NULL,
+        tags             TEXT    NOT NULL DEFAULT '[]',
+        budget           TEXT,
+        state            TEXT    NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        max_attempts     INTEGER NOT NULL,
+        run_at           REAL    NOT NULL,
+        created_at       REAL    NOT NULL,
+        updated_at       REAL    NOT NULL,
+        lease_owner      TEXT,
+        lease_expires_at REAL,
+        unique_key       TEXT UNIQUE,
+        result_path      TEXT,
+        result           TEXT,
+        last_error       TEXT,
+        request_id       TEXT
+    );
+    CREATE INDEX jobs_due ON jobs (state, run_at);
+    CREATE INDEX jobs_lease ON jobs (state, lease_expires_at);
+    """,
+])
+
+
+class LeaseLostError(JobError):
+    """The worker no longer holds the job's lease (it expired and another worker took it)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job. ``request`` is the kind's JSON request; ``result`` a small JSON summary."""
+
+    id: int
+    kind: str
+    request: dict[str, Any]
+    tags: tuple[str, ...]
+    budget: str | None
+    state: str
+    attempts: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    updated_at: float
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    unique_key: str | None = None
+    result_path: str | None = None
+    result: dict[str, Any] | None = None
+    last_error: str | None = None
+    request_id: str | None = None
+
+
+class JobStore(Protocol):
+    """The job store contract; :class:`SqliteJobStore` and :class:`MemoryJobStore` implement it."""
+
+    def enqueue(self, kind: str, request: Mapping[str, Any], *, tags: Iterable[str] = (),
+                budget: str | None = None, unique_key: str | None = None,
+                run_at: float | None = None, max_attempts: int = 5, now: float) -> Job: ...
+    def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None: ...
+    def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job: ...
+    def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
+                  request_id: str | None = None) -> Job: ...
+    def complete(self, job_id: int, *, result: Mapping[str, Any] | None, result_path: str | None,
+                 now: float, worker_id: str | None = None) -> Job: ...
+    def fail(self, job_id: int, error: str, *, now: float, retry_at: float | None,
+             worker_id: str | None = None) -> Job: ...
+    def cancel(self, job_id: int, now: float) -> Job: ...
+    def retry(self, job_id: int, now: float) -> Job: ...
+    def get(self, job_id: int) -> Job: ...
+    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> list[Job]: ...
+    def counts(self) -> dict[str, int]: ...
+    def next_run_at(self) -> float | None: ...
+
+
+# -- transition rules shared by both backends -------------------------------------------------
+
+def _check_owner(job: Job, worker_id: str | None) -> None:
+    if worker_id is not None and job.lease_owner != worker_id:
+        raise LeaseLostError(f"job {job.id}: worker {worker_id!r} does not hold its lease")
+
+
+def _claimed(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
+    return replace(job, state=RUNNING, attempts=job.attempts + 1, lease_owner=worker_id,
+                   lease_expires_at=now + lease_s, updated_at=now)
+
+
+def _heartbeat(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
+    if job.state not in ACTIVE:
+        raise LeaseLostError(f"job {job.id} is {job.state}, not running")
+    _check_owner(job, worker_id)
+    return replace(job, lease_expires_at=now + lease_s, updated_at=now)
+
+
+def _set_state(job: Job, state: str, worker_id: str | None, now: float, request_id: str | None) -> Job:
+    if state not in ACTIVE:
+        raise JobError(f"set_state moves between {', '.join(ACTIVE)}; use complete/fail/cancel")
+    if job.state not in ACTIVE:
+        raise JobError(f"job {job.id} is {job.state}; it cannot become {state}")
+    _check_owner(job, worker_id)
+    return replace(job, state=state, updated_at=now,
+                   request_id=request_id if request_id is not None else job.request_id)
+
+
+def _complete(job: Job, result: Mapping[str, Any] | None, result_path: str | None, now: float,
+              worker_id: str | None) -> Job:
+    if job.state not in ACTIVE:
+        raise JobError(f"job {job.id} is {job.state}; only a running job completes")
+    _check_owner(job, worker_id)
+    return replace(job, state=DONE, result=dict(result) if result is not None else None,
+                   result_path=result_path, lease_owner=None, lease_expires_at=None,
+                   last_error=None, updated_at=now)
+
+
+def _fail(job: Job, error: str, now: float, retry_at: float | None, worker_id: str | None) -> Job:
+    if job.state not in ACTIVE:
+        raise JobError(f"job {job.id} is {job.state}; only a running job fails")
+    _check_owner(job, worker_id)
+    if retry_at is not None and job.attempts < job.max_attempts:
+        return replace(job, state=QUEUED, run_at=float(retry_at), last_error=error,
+                       lease_owner=None, lease_expires_at=None, updated_at=now)
+    return replace(job, state=FAILED, last_error=error, lease_owner=None,
+                   lease_expires_at=None, updated_at=now)
+
+
+def _cancel(job: Job, now: float) -> Job:
+    if job.state == CANCELLED:
+        return job
+    if job.state not in (QUEUED, FAILED):
+        raise JobError(f"job {job.id} is {job.state}; only queued or failed jobs can be cancelled")
+    return replace(job, state=CANCELLED, updated_at=now)
+
+
+def _retry(job: Job, now: float) -> Job:
+    if job.state not in (FAILED, CANCELLED):
+        raise JobError(f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried")
+    return replace(job, state=QUEUED, attempts=0, run_at=now, updated_at=now)
+
+
+def _validate_new(kind: str, max_attempts: int) -> None:
+    if not kind:
+        raise JobError("a job needs a kind")
+    if max_attempts < 1:
+        raise JobError("max_attempts must be at least 1")
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+_COLUMNS = ("kind", "request", "tags", "budget", "state", "attempts", "max_attempts", "run_at",
+            "created_at", "updated_at", "lease_owner", "lease_expires_at", "unique_key",
+            "result_path", "result", "last_error", "request_id")
+
+
+def _from_row(r: sqlite3.Row) -> Job:
+    return Job(
+        id=r["id"], kind=r["kind"], request=json.loads(r["request"]), tags=tuple(json.loads(r["tags"])),
+        budget=r["budget"], state=r["state"], attempts=r["attempts"], max_attempts=r["max_attempts"],
+        run_at=r["run_at"], created_at=r["created_at"], updated_at=r["updated_at"],
+        lease_owner=r["lease_owner"], lease_expires_at=r["lease_expires_at"],
+        unique_key=r["unique_key"], result_path=r["result_path"],
+        result=json.loads(r["result"]) if r["result"] is not None else None,
+        last_error=r["last_error"], request_id=r["request_id"],
+    )
+
+
+def _to_values(job: Job) -> tuple[Any, ...]:
+    return (job.kind, json.dumps(job.request), json.dumps(list(job.tags)), job.budget, job.state,
+            job.attempts, job.max_attempts, job.run_at, job.created_at, job.updated_at,
+            job.lease_owner, job.lease_expires_at, job.unique_key, job.result_path,
+            json.dumps(job.result) if job.result is not None else None, job.last_error,
+            job.request_id)
+
+
+class SqliteJobStore:
+    """The job store in the agent database; safe across threads and processes."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def enqueue(self, kind: str, request: Mapping[str, Any], *, tags: Iterable[str] = (),
+                budget: str | None = None, unique_key: str | None = None,
+                run_at: float | None = None, max_attempts: int = 5, now: float) -> Job:
+        """Add a job (due at ``run_at``, default ``now``); an existing ``unique_key`` returns that job."""
+        _validate_new(kind, max_attempts)
+        job = Job(id=0, kind=kind, request=dict(request), tags=tuple(tags), budget=budget,
+                  state=QUEUED, attempts=0, max_attempts=max_attempts,
+                  run_at=float(now if run_at is None else run_at), created_at=now, updated_at=now,
+                  unique_key=unique_key)
+        with self.db.atomic() as conn:
+            if unique_key is not None:
+                found = conn.execute("SELECT * FROM jobs WHERE unique_key = ?", (unique_key,)).fetchone()
+                if found is not None:
+                    return _from_row(found)
+            cur = conn.execute(
+                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                _to_values(job),
+            )
+            return replace(job, id=int(cur.lastrowid))
+
+    def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None:
+        """Take the job whose lease expired longest ago, else the oldest due queued job."""
+        with self.db.atomic() as conn:
+            r = conn.execute(
+                "SELECT * FROM jobs WHERE state IN ('running', 'paying', 'awaiting_settlement')"
+                " AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT 1", (now,),
+            ).fetchone() or conn.execute(
+                "SELECT * FROM jobs WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT 1",
+                (now,),
+            ).fetchone()
+            if r is None:
+                return None
+            job = _claimed(_from_row(r), worker_id, now, lease_s)
+            self._save(conn, job)
+            return job
+
+    def _change(self, job_id: int, fn: Any) -> Job:
+        with self.db.atomic() as conn:
+            job = self._get(conn, job_id)
+            new = fn(job)
+            if new is not job:
+                self._save(conn, new)
+            return new
+
+    def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job:
+        """Extend ``worker_id``'s lease on the job (LeaseLostError if it no longer holds it)."""
+        return self._change(job_id, lambda j: _heartbeat(j, worker_id, now, lease_s))
+
+    def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
+                  request_id: str | None = None) -> Job:
+        """Move a claimed job between running, paying and awaiting_settlement."""
+        return self._change(job_id, lambda j: _set_state(j, state, worker_id, now, request_id))
+
+    def complete(self, job_id: int, *, result: Mapping[str, Any] | None, result_path: str | None,
+                 now: float, worker_id: str | None = None) -> Job:
+        """Mark a claimed job done with its summary and result location."""
+        return self._change(job_id, lambda j: _complete(j, result, result_path, now, worker_id))
+
+    def fail(self, job_id: int, error: str, *, now: float, retry_at: float | None,
+             worker_id: str | None = None) -> Job:
+        """Requeue at ``retry_at`` (while attempts remain) or mark failed for good (``None``)."""
+        return self._change(job_id, lambda j: _fail(j, error, now, retry_at, worker_id))
+
+    def cancel(self, job_id: int, now: float) -> Job:
+        """Cancel a queued or failed job (JobError for a running or finished one)."""
+        return self._change(job_id, lambda j: _cancel(j, now))
+
+    def retry(self, job_id: int, now: float) -> Job:
+        """Queue a failed or cancelled job again now, with its attempts reset."""
+        return self._change(job_id, lambda j: _retry(j, now))
+
+    def get(self, job_id: int) -> Job:
+        """Return job ``job_id`` (JobError if none)."""
+        return self._get(self.db, job_id)
+
+    @staticmethod
+    def _get(conn: Any, job_id: int) -> Job:
+        r = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if r is None:
+            raise JobError(f"no job {job_id}")
+        return _from_row(r)
+
+    @staticmethod
+    def _save(conn: Any, job: Job) -> None:
+        conn.execute(
+            f"UPDATE jobs SET {', '.join(c + ' = ?' for c in _COLUMNS)} WHERE id = ?",
+            (*_to_values(job), job.id),
+        )
+
+    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> list[Job]:
+        """Return up to ``limit`` jobs, newest first, optionally of one state and/or tag."""
+        rows = self.db.execute(
+            "SELECT * FROM jobs WHERE (? IS NULL OR state = ?)"
+            " AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?))"
+            " ORDER BY id DESC LIMIT ?", (state, state, tag, tag, limit),
+        )
+        return [_from_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Return the number of jobs in every state (zeros included)."""
+        out = dict.fromkeys(STATES, 0)
+        for r in self.db.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state"):
+            out[r["state"]] = r["n"]
+        return out
+
+    def next_run_at(self) -> float | None:
+        """Return the earliest time a claim could succeed: a queued job due or a lease expiring."""
+        r = self.db.execute(
+            "SELECT min(t) AS t FROM ("
+            " SELECT min(run_at) AS t FROM jobs WHERE state = 'queued'"
+            " UNION ALL SELECT min(lease_expires_at) FROM jobs"
+            " WHERE state IN ('running', 'paying', 'awaiting_settlement'))"
+        ).fetchone()
+        return r["t"]
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+class MemoryJobStore:
+    """The same contract in a dict guarded by a lock: for tests and for embedding without a home."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[int, Job] = {}
+        self._unique: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._next_id = 1
+
+    def enqueue(self, kind: str, request: Mapping[str, Any], *, tags: Iterable[str] = (),
+                budget: str | None = None, unique_key: str | None = None,
+                run_at: float | None = None, max_attempts: int = 5, now: float) -> Job:
+        """Add a job (due at ``run_at``, default ``now``); an existing ``unique_key`` returns that job."""
+        _validate_new(kind, max_attempts)
+        with self._lock:
+            if unique_key is not None and unique_key in self._unique:
+                return self._jobs[self._unique[unique_key]]
+            job = Job(id=self._next_id, kind=kind, request=json.loads(json.dumps(dict(request))),
+                      tags=tuple(tags), budget=budget, state=QUEUED, attempts=0,
+                      max_attempts=max_attempts, run_at=float(now if run_at is None else run_at),
+                      created_at=now, updated_at=now, unique_key=unique_key)
+            self._next_id += 1
+            self._jobs[job.id] = job
+            if unique_key is not None:
+                self._unique[unique_key] = job.id
+            return job
+
+    def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None:
+        """Take the job whose lease expired longest ago, else the oldest due queued job."""
+        with self._lock:
+            expired = [j for j in self._jobs.values()
+                       if j.state in ACTIVE and j.lease_expires_at is not None and j.lease_expires_at <= now]
+            if expired:
+                pick = min(expired, key=lambda j: (j.lease_expires_at, j.id))
+            else:
+                due = [j for j in self._jobs.values() if j.state == QUEUED and j.run_at <= now]
+                if not due:
+                    return None
+                pick = min(due, key=lambda j: (j.run_at, j.id))
+            job = _claimed(pick, worker_id, now, lease_s)
+            self._jobs[job.id] = job
+            return job
+
+    def _change(self, job_id: int, fn: Any) -> Job:
+        with self._lock:
+            job = self._get(job_id)
+            new = fn(job)
+            self._jobs[job_id] = new
+            return new
+
+    def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job:
+        """Extend ``worker_id``'s lease on the job (LeaseLostError if it no longer holds it)."""
+        return self._change(job_id, lambda j: _heartbeat(j, worker_id, now, lease_s))
+
+    def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
+                  request_id: str | None = None) -> Job:
+        """Move a claimed job between running, paying and awaiting_settlement."""
+        return self._change(job_id, lambda j: _set_state(j, state, worker_id, now, request_id))
+
+    def complete(self, job_id: int, *, result: Mapping[str, Any] | None, result_path: str | None,
+                 now: float, worker_id: str | None = None) -> Job:
+        """Mark a claimed job done with its summary and result location."""
+        return self._change(job_id, lambda j: _complete(j, result, result_path, now, worker_id))
+
+    def fail(self, job_id: int, error: str, *, now: float, retry_at: float | None,
+             worker_id: str | None = None) -> Job:
+        """Requeue at ``retry_at`` (while attempts remain) or mark failed for good (``None``)."""
+        return self._change(job_id, lambda j: _fail(j, error, now, retry_at, worker_id))
+
+    def cancel(self, job_id: int, now: float) -> Job:
+        """Cancel a queued or failed job (JobError for a running or finished one)."""
+        return self._change(job_id, lambda j: _cancel(j, now))
+
+    def retry(self, job_id: int, now: float) -> Job:
+        """Queue a failed or cancelled job again now, with its attempts reset."""
+        return self._change(job_id, lambda j: _retry(j, now))
+
+    def get(self, job_id: int) -> Job:
+        """Return job ``job_id`` (JobError if none)."""
+        with self._lock:
+            return self._get(job_id)
+
+    def _get(self, job_id: int) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobError(f"no job {job_id}") from None
+
+    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> list[Job]:
+        """Return up to ``limit`` jobs, newest first, optionally of one state and/or tag."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values()
+                    if (state is None or j.state == state) and (tag is None or tag in j.tags)]
+        return sorted(jobs, key=lambda j: -j.id)[:limit]
+
+    def counts(self) -> dict[str, int]:
+        """Return the number of jobs in every state (zeros included)."""
+        out = dict.fromkeys(STATES, 0)
+        with self._lock:
+            for j in self._jobs.values():
+                out[j.state] += 1
+        return out
+
+    def next_run_at(self) -> float | None:
+        """Return the earliest time a claim could succeed: a queued job due or a lease expiring."""
+        with self._lock:
+            times = [j.run_at for j in self._jobs.values() if j.state == QUEUED]
+            times += [j.lease_expires_at for j in self._jobs.values()
+                      if j.state in ACTIVE and j.lease_expires_at is not None]
+        return min(times) if times else None
