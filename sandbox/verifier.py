@@ -1,0 +1,231 @@
+"""The twin's payment verifier: reads the chain as an Ogmios client, never through the ledger object.
+
+A proof (``X-Payment``) is a 64-hex transaction id or the hex CBOR of a signed transaction.
+The verifier finds the transaction on the ledger (``queryLedgerState/utxo`` by output
+reference) or in the mempool (``acquireMempool`` / ``hasTransaction`` / ``nextTransaction``),
+checks that it carries every required output, and submits CBOR proofs that pay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from sandbox.errors import SandboxError
+from sandbox.invoices import Output
+
+log = logging.getLogger(__name__)
+
+LOVELACE = "lovelace"
+MAX_PROOF_HEX = 2 * 16_384
+_HEX = frozenset("0123456789abcdef")
+
+
+class PaymentRefusedError(SandboxError):
+    """A payment proof that does not settle the invoice; ``code`` is a stable snake_case reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ChainUnavailableError(SandboxError):
+    """Ogmios could not be reached or answered something unexpected."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxView:
+    """A transaction's outputs as seen on the ledger, in the mempool, or in a CBOR proof."""
+
+    tx_id: str
+    outputs: tuple[tuple[str, Mapping[str, int]], ...]  # (bech32 address, {asset: quantity})
+    where: str  # "ledger", "mempool" or "cbor"
+    network_id: int | None = None
+
+
+def parse_proof(proof: str) -> tuple[str, str | bytes]:
+    """Return ``("hash", tx_id)`` or ``("cbor", bytes)``; raise PaymentRefusedError for anything else."""
+    text = proof.strip().lower()
+    if not text or len(text) > MAX_PROOF_HEX or len(text) % 2 or not set(text) <= _HEX:
+        raise PaymentRefusedError("invalid_payment_proof", "X-Payment must be a 64-hex tx hash or hex signed CBOR")
+    if len(text) == 64:
+        return "hash", text
+    return "cbor", bytes.fromhex(text)
+
+
+def _assets_from_cbor_value(value: Any) -> dict[str, int]:
+    if isinstance(value, int):
+        return {LOVELACE: value}
+    coin, multi = value[0], value[1]
+    assets = {LOVELACE: int(coin)}
+    for policy, names in multi.items():
+        for name, qty in names.items():
+            assets[f"{bytes(policy).hex()}.{bytes(name).hex()}"] = int(qty)
+    return assets
+
+
+def decode_tx(cbor: bytes) -> TxView:
+    """Decode a signed transaction's id (blake2b-256 of its body as sent), outputs and network id."""
+    import cbor2
+    from pycardano import Address
+
+    try:
+        fp = io.BytesIO(cbor)
+        head = fp.read(1)
+        if not head or head[0] not in (0x84, 0x83, 0x9F):
+            raise ValueError("not a transaction array")
+        decoder = cbor2.CBORDecoder(fp)
+        start = fp.tell()
+        body = decoder.decode()
+        body_bytes = cbor[start:fp.tell()]
+        outputs = []
+        for out in body[1]:
+            raw_addr, value = out[0], out[1]  # legacy array and post-Alonzo map both key 0 and 1
+            outputs.append((str(Address.from_primitive(bytes(raw_addr))), _assets_from_cbor_value(value)))
+        network_id = body.get(15)
+    except Exception as exc:  # any decoding failure means the proof is garbage
+        raise PaymentRefusedError("invalid_payment_proof", f"X-Payment is not a signed transaction ({type(exc).__name__})") from exc
+    tx_id = hashlib.blake2b(body_bytes, digest_size=32).hexdigest()
+    return TxView(tx_id, tuple(outputs), "cbor", network_id)
+
+
+def _assets_from_ogmios_value(value: Mapping[str, Any]) -> dict[str, int]:
+    assets: dict[str, int] = {}
+    for policy, entry in value.items():
+        if policy == "ada":
+            assets[LOVELACE] = int(entry["lovelace"])
+        elif isinstance(entry, Mapping):
+            for name, qty in entry.items():
+                assets[f"{policy}.{name}"] = int(qty)
+    return assets
+
+
+def check_outputs(view: TxView, required: Sequence[Output], *, network_id: int = 0) -> None:
+    """Raise PaymentRefusedError unless ``view`` pays every required output, per address and asset."""
+    wrong_prefix = "addr1" if network_id == 0 else "addr_test1"
+    if (view.network_id is not None and view.network_id != network_id) or any(
+        addr.startswith(wrong_prefix) for addr, _ in view.outputs
+    ):
+        raise PaymentRefusedError("wrong_network", f"transaction {view.tx_id} is not for network id {network_id}")
+    paid: dict[tuple[str, str], int] = defaultdict(int)
+    for addr, assets in view.outputs:
+        for asset, qty in assets.items():
+            paid[(addr, asset)] += qty
+    needed: dict[tuple[str, str], tuple[int, str]] = {}
+    for out in required:
+        amount, role = needed.get((out.address, out.asset), (0, out.role))
+        needed[(out.address, out.asset)] = (amount + out.amount, role)
+    for (addr, asset), (amount, role) in needed.items():
+        got = paid.get((addr, asset), 0)
+        if got == 0:
+            raise PaymentRefusedError("missing_output", f"no {asset} output to {role} {addr}")
+        if got < amount:
+            raise PaymentRefusedError("short_output", f"{role} {addr} got {got} {asset}, needs {amount}")
+
+
+class OgmiosReader:
+    """A minimal JSON-RPC client of Ogmios v6 over a WebSocket; one connection per call."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0, max_outputs: int = 64) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.max_outputs = max_outputs
+
+    def _session(self) -> Any:
+        from websockets.sync.client import connect
+
+        try:
+            return connect(self.url, open_timeout=self.timeout_s, max_size=None)
+        except Exception as exc:  # OSError, TimeoutError, websockets' InvalidHandshake...
+            raise ChainUnavailableError(f"cannot reach Ogmios at {self.url}: {exc}") from exc
+
+    def _call(self, ws: Any, method: str, params: Mapping[str, Any] | None = None) -> dict:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": method}
+        if params is not None:
+            msg["params"] = params
+        try:
+            ws.send(json.dumps(msg))
+            reply = json.loads(ws.recv(timeout=self.timeout_s))
+        except Exception as exc:  # ConnectionClosed, TimeoutError, bad JSON
+            raise ChainUnavailableError(f"Ogmios {method} at {self.url} failed: {type(exc).__name__}") from exc
+        if not isinstance(reply, dict):
+            raise ChainUnavailableError(f"Ogmios {method} answered a non-object")
+        return reply
+
+    def ledger_outputs(self, tx_id: str) -> TxView | None:
+        """Return the transaction's unspent outputs on the ledger, or None if none are there."""
+        refs = [{"transaction": {"id": tx_id}, "index": i} for i in range(self.max_outputs)]
+        with self._session() as ws:
+            reply = self._call(ws, "queryLedgerState/utxo", {"outputReferences": refs})
+        if "error" in reply:
+            raise ChainUnavailableError(f"utxo query refused: {reply['error'].get('message')}")
+        try:
+            items = sorted(reply["result"], key=lambda u: u["index"])
+            outs = tuple((u["address"], _assets_from_ogmios_value(u["value"])) for u in items)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ChainUnavailableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
+        return TxView(tx_id, outs, "ledger") if outs else None
+
+    def mempool_tx(self, tx_id: str) -> TxView | None:
+        """Return the transaction from a fresh mempool snapshot, or None if it is not there."""
+        with self._session() as ws:
+            self._call(ws, "acquireMempool")  # the first snapshot of a connection comes at once
+            if self._call(ws, "hasTransaction", {"id": tx_id}).get("result") is not True:
+                return None
+            while True:
+                reply = self._call(ws, "nextTransaction", {"fields": "all"})
+                tx = (reply.get("result") or {}).get("transaction")
+                if tx is None:
+                    return None
+                if tx.get("id") != tx_id:
+                    continue
+                try:
+                    outs = tuple((o["address"], _assets_from_ogmios_value(o["value"])) for o in tx["outputs"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ChainUnavailableError(f"unexpected mempool transaction from Ogmios: {exc!r}") from exc
+                network = {"mainnet": 1, "testnet": 0}.get(str(tx.get("network")))
+                return TxView(tx_id, outs, "mempool", network)
+
+    def submit(self, cbor: bytes) -> str:
+        """Submit a signed transaction; return its id or raise PaymentRefusedError with the node's reason."""
+        with self._session() as ws:
+            reply = self._call(ws, "submitTransaction", {"transaction": {"cbor": cbor.hex()}})
+        if "error" in reply:
+            err = reply["error"]
+            raise PaymentRefusedError("payment_rejected_by_node",
+                                      f"node refused the transaction ({err.get('code')}: {err.get('message')})")
+        return str(reply["result"]["transaction"]["id"])
+
+
+class Verifier:
+    """Locates payment transactions through Ogmios and checks their outputs."""
+
+    def __init__(self, reader: OgmiosReader, *, network_id: int = 0) -> None:
+        self.reader = reader
+        self.network_id = network_id
+
+    def locate(self, tx_id: str) -> TxView | None:
+        """Find ``tx_id`` on the ledger, else in the mempool (looking at the ledger again for a race)."""
+        view = self.reader.ledger_outputs(tx_id)
+        if view is not None:
+            return view
+        view = self.reader.mempool_tx(tx_id)
+        return view if view is not None else self.reader.ledger_outputs(tx_id)
+
+    def check(self, view: TxView, required: Sequence[Output]) -> None:
+        """Refuse ``view`` unless it pays every output in ``required`` on this network."""
+        check_outputs(view, required, network_id=self.network_id)
+
+    def submit_proof(self, view: TxView, cbor: bytes, required: Sequence[Output]) -> TxView:
+        """Check a decoded CBOR proof, submit it, and return where the transaction now is."""
+        self.check(view, required)
+        tx_id = self.reader.submit(cbor)
+        log.info("submitted CBOR payment %s", tx_id)
+        located = self.locate(tx_id)
+        return located if located is not None else TxView(tx_id, view.outputs, "mempool", view.network_id)
