@@ -1,0 +1,350 @@
+"""The devnet's ledger: UTxO set with native assets, slot clock, mempool and blocks (pure, no I/O).
+
+Transactions arrive as raw CBOR and are checked against Cardano's phase-1 rules
+(:mod:`sandbox.rules`) against the UTxO set *as the mempool extends it*: outputs of
+transactions still waiting count, inputs they spend are gone, as on a real node.
+Work per transaction is proportional to its inputs and outputs, never to the UTxO set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import cbor2
+
+from sandbox.errors import LedgerRejection, SandboxConfigError
+from sandbox.rules import RuleParams, Spent, decode_rejection, validate
+from sandbox.txcbor import (
+    Credential,
+    DecodedTx,
+    DecodeError,
+    address_from_str,
+    address_network,
+    address_to_str,
+    decode_transaction,
+    payment_credential,
+)
+from wallets.types import LOVELACE, OutputRef, is_native_asset
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LedgerParams:
+    """Protocol parameters the ledger enforces (mainnet's current values by default)."""
+
+    network_id: int = 0
+    min_fee_coefficient: int = 44
+    min_fee_constant: int = 155381
+    coins_per_utxo_byte: int = 4310
+    max_tx_size: int = 16384
+    max_value_size: int = 5000
+
+    def rule_params(self) -> RuleParams:
+        """The same values as the rules module reads them."""
+        return RuleParams(
+            network_id=self.network_id,
+            min_fee_coefficient=self.min_fee_coefficient,
+            min_fee_constant=self.min_fee_constant,
+            coins_per_utxo_byte=self.coins_per_utxo_byte,
+            max_tx_size=self.max_tx_size,
+            max_value_size=self.max_value_size,
+        )
+
+
+@dataclass(frozen=True)
+class TxOut:
+    """An unspent output: bech32 address, lovelace, native assets (``policy.name`` → qty), datum.
+
+    ``datum`` (hex CBOR of an inline datum) is an addition to the contract; it defaults to None.
+    """
+
+    address: str
+    lovelace: int
+    assets: Mapping[str, int] = field(default_factory=dict)
+    datum_hash: str | None = None
+    datum: str | None = None
+
+
+@dataclass(frozen=True)
+class Block:
+    """A produced block: height (from 1), slot, header hash (64 hex) and its transaction ids."""
+
+    height: int
+    slot: int
+    id: str
+    tx_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    tx: DecodedTx
+    spent: tuple[OutputRef, ...]
+    produced: tuple[OutputRef, ...]
+
+
+def _entry(out: TxOut, credential: Credential) -> tuple[TxOut, Credential]:
+    return (out, credential)
+
+
+class Ledger:
+    """UTxO set, mempool and chain of blocks of the devnet. Not thread-safe: callers lock."""
+
+    def __init__(self, params: LedgerParams = LedgerParams(), *, slot: int = 0) -> None:
+        self.params = params
+        self._rule_params = params.rule_params()
+        self.slot = slot
+        self.tip: Block | None = None
+        self._utxo: dict[OutputRef, tuple[TxOut, Credential]] = {}
+        self._by_address: dict[str, set[OutputRef]] = {}
+        self._mempool: dict[str, _Pending] = {}
+        self._mempool_outputs: dict[OutputRef, tuple[TxOut, Credential]] = {}
+        self._mempool_spent: dict[OutputRef, str] = {}
+        self._genesis_count = 0
+
+    # --- clock and chain --------------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        """The block height of the tip (0 before the first block)."""
+        return self.tip.height if self.tip else 0
+
+    def advance_to(self, slot: int) -> None:
+        """Move the current slot forward to ``slot`` (never backwards)."""
+        if slot > self.slot:
+            self.slot = slot
+
+    def add_genesis_utxo(self, address: str, lovelace: int, assets: Mapping[str, int] | None = None) -> OutputRef:
+        """Create an output out of thin air (genesis funds) at ``address``; it is confirmed at once."""
+        try:
+            raw = address_from_str(address)
+        except DecodeError as exc:
+            raise SandboxConfigError(f"genesis address {address!r} is not a bech32 payment address") from exc
+        if address_network(raw) != self.params.network_id:
+            raise SandboxConfigError(f"genesis address {address!r} is not on network {self.params.network_id}")
+        clean_assets = {a: q for a, q in (assets or {}).items() if q}
+        if lovelace < 0 or any(q < 0 or not is_native_asset(a) for a, q in clean_assets.items()):
+            raise SandboxConfigError("genesis amounts must be non-negative and asset ids policy.name hex")
+        self._genesis_count += 1
+        seed = cbor2.dumps(["genesis", self._genesis_count, raw, lovelace, sorted(clean_assets.items())])
+        ref = OutputRef(hashlib.blake2b(seed, digest_size=32).hexdigest(), 0)
+        self._add_confirmed(ref, TxOut(address_to_str(raw), lovelace, clean_assets), payment_credential(raw))
+        return ref
+
+    # --- submission ---------------------------------------------------------------------------
+
+    def _resolve(self, ref: OutputRef) -> Spent | None:
+        if ref in self._mempool_spent:
+            return None
+        entry = self._utxo.get(ref) or self._mempool_outputs.get(ref)
+        if entry is None:
+            return None
+        out, credential = entry
+        return Spent(out.lovelace, out.assets, credential)
+
+    def _decode(self, cbor: bytes) -> DecodedTx:
+        if not isinstance(cbor, (bytes, bytearray, memoryview)):
+            raise decode_rejection("the transaction must be bytes")
+        try:
+            return decode_transaction(bytes(cbor))
+        except DecodeError as exc:
+            raise decode_rejection(str(exc)) from None
+
+    def submit(self, cbor: bytes) -> str:
+        """Validate ``cbor`` against the UTxO set as the mempool extends it; add it to the mempool.
+
+        Returns:
+            The transaction id: blake2b-256 of the body bytes as received, in hex.
+
+        Raises:
+            LedgerRejection: with the Ogmios error code, message and data of the rule that failed.
+        """
+        tx = self._decode(cbor)
+        validate(tx, resolve=self._resolve, slot=self.slot, params=self._rule_params)
+        self._add_to_mempool(tx)
+        return tx.tx_id
+
+    def _add_to_mempool(self, tx: DecodedTx) -> None:
+        spent = tuple(OutputRef(tx_id, index) for tx_id, index in tx.inputs)
+        produced = []
+        for index, out in enumerate(tx.outputs):
+            ref = OutputRef(tx.tx_id, index)
+            txout = TxOut(out.address, out.lovelace, out.assets, out.datum_hash, out.datum)
+            self._mempool_outputs[ref] = _entry(txout, out.credential)
+            produced.append(ref)
+        for ref in spent:
+            self._mempool_spent[ref] = tx.tx_id
+        self._mempool[tx.tx_id] = _Pending(tx, spent, tuple(produced))
+
+    def evaluate(self, cbor: bytes) -> list[Any]:
+        """Script execution budgets: always ``[]`` (the devnet runs no Plutus scripts).
+
+        Raises:
+            LedgerRejection: -32602 for undecodable CBOR; 3004 when redeemers ask for evaluation.
+        """
+        tx = self._decode(cbor)
+        if tx.redeemers:
+            raise LedgerRejection(
+                3004,
+                "Cannot evaluate: the devnet runs no Plutus scripts.",
+                {"reason": "the devnet does not execute Plutus scripts"},
+            )
+        return []
+
+    # --- blocks ---------------------------------------------------------------------------------
+
+    def produce_block(self, slot: int | None = None, *, force: bool = False) -> Block | None:
+        """Move the mempool into a new block at ``max(slot or current, tip slot + 1)``.
+
+        Transactions whose TTL has passed at the block's slot are dropped, and with them any
+        transaction spending their outputs. Returns None (and makes no block) when nothing is
+        left to include, unless ``force`` is set.
+        """
+        block_slot = self.slot if slot is None else slot
+        if self.tip is not None:
+            block_slot = max(block_slot, self.tip.slot + 1)
+        included: list[str] = []
+        for tx_id, pending in self._mempool.items():
+            tx = pending.tx
+            if (tx.ttl is not None and block_slot >= tx.ttl) or (tx.valid_from or 0) > block_slot:
+                continue  # outside its validity interval at the block's slot
+            if not all(ref in self._utxo for ref in pending.spent):
+                continue  # its parent was dropped
+            for ref in pending.spent:
+                self._remove_confirmed(ref)
+            for ref in pending.produced:
+                out, credential = self._mempool_outputs[ref]
+                self._add_confirmed(ref, out, credential)
+            included.append(tx_id)
+        self._mempool.clear()
+        self._mempool_outputs.clear()
+        self._mempool_spent.clear()
+        if not included and not force:
+            return None
+        height = self.height + 1
+        previous = bytes.fromhex(self.tip.id) if self.tip else b""
+        header = cbor2.dumps([previous, height, block_slot, [bytes.fromhex(t) for t in included]])
+        self.tip = Block(height, block_slot, hashlib.blake2b(header, digest_size=32).hexdigest(), tuple(included))
+        self.advance_to(block_slot)
+        return self.tip
+
+    def _add_confirmed(self, ref: OutputRef, out: TxOut, credential: Credential) -> None:
+        self._utxo[ref] = _entry(out, credential)
+        self._by_address.setdefault(out.address, set()).add(ref)
+
+    def _remove_confirmed(self, ref: OutputRef) -> None:
+        out, _credential = self._utxo.pop(ref)
+        refs = self._by_address[out.address]
+        refs.discard(ref)
+        if not refs:
+            del self._by_address[out.address]
+
+    # --- queries --------------------------------------------------------------------------------
+
+    def utxos_at(self, addresses: Iterable[str]) -> list[tuple[OutputRef, TxOut]]:
+        """Confirmed unspent outputs at any of ``addresses``, sorted by reference."""
+        refs = set()
+        for address in addresses:
+            refs |= self._by_address.get(address, set())
+        return [(ref, self._utxo[ref][0]) for ref in sorted(refs, key=lambda r: (r.tx_id, r.index))]
+
+    def utxos_by_refs(self, refs: Iterable[OutputRef]) -> list[tuple[OutputRef, TxOut]]:
+        """The confirmed unspent outputs among ``refs`` (unknown or spent ones are left out)."""
+        found = []
+        for ref in dict.fromkeys(refs):
+            entry = self._utxo.get(ref)
+            if entry is not None:
+                found.append((ref, entry[0]))
+        return found
+
+    def mempool(self) -> list[tuple[str, bytes]]:
+        """The transactions waiting for a block: (id, cbor) in arrival order."""
+        return [(tx_id, pending.tx.raw) for tx_id, pending in self._mempool.items()]
+
+    def in_mempool(self, tx_id: str) -> bool:
+        """Whether transaction ``tx_id`` is waiting in the mempool."""
+        return tx_id in self._mempool
+
+    def balance(self, address: str) -> dict[str, int]:
+        """Confirmed holdings of ``address``: ``{"lovelace": n, "<policy>.<name>": qty, ...}``."""
+        total = {LOVELACE: 0}
+        for ref in self._by_address.get(address, ()):
+            out = self._utxo[ref][0]
+            total[LOVELACE] += out.lovelace
+            for asset, qty in out.assets.items():
+                total[asset] = total.get(asset, 0) + qty
+        return total
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot (hex strings and integers) that :meth:`from_state` restores."""
+        utxo = []
+        for ref, (out, _credential) in sorted(self._utxo.items(), key=lambda kv: (kv[0].tx_id, kv[0].index)):
+            item: dict[str, Any] = {"tx_id": ref.tx_id, "index": ref.index, "address": out.address,
+                                    "lovelace": out.lovelace, "assets": dict(out.assets)}
+            if out.datum_hash is not None:
+                item["datum_hash"] = out.datum_hash
+            if out.datum is not None:
+                item["datum"] = out.datum
+            utxo.append(item)
+        tip = None
+        if self.tip is not None:
+            tip = {"height": self.tip.height, "slot": self.tip.slot, "id": self.tip.id, "tx_ids": list(self.tip.tx_ids)}
+        return {
+            "version": STATE_VERSION,
+            "params": {name: getattr(self.params, name) for name in LedgerParams.__dataclass_fields__},
+            "slot": self.slot,
+            "genesis_count": self._genesis_count,
+            "tip": tip,
+            "utxo": utxo,
+            "mempool": [pending.tx.raw.hex() for pending in self._mempool.values()],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Ledger:
+        """Rebuild a ledger from :meth:`to_state` output; mempool transactions are re-validated.
+
+        Raises:
+            SandboxConfigError: when the state is not one this version wrote.
+        """
+        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+            raise SandboxConfigError("ledger state is missing or of an unknown version")
+        try:
+            ledger = cls(LedgerParams(**state["params"]), slot=int(state["slot"]))
+            ledger._genesis_count = int(state["genesis_count"])
+            if state["tip"] is not None:
+                t = state["tip"]
+                ledger.tip = Block(int(t["height"]), int(t["slot"]), str(t["id"]), tuple(t["tx_ids"]))
+            for item in state["utxo"]:
+                raw = _address_bytes(item["address"])
+                out = TxOut(item["address"], int(item["lovelace"]), dict(item["assets"]),
+                            item.get("datum_hash"), item.get("datum"))
+                ledger._add_confirmed(OutputRef(item["tx_id"], int(item["index"])), out, payment_credential(raw))
+            mempool = list(state["mempool"])
+        except (KeyError, TypeError, ValueError, DecodeError) as exc:
+            raise SandboxConfigError(f"ledger state is corrupt: {exc}") from exc
+        for cbor_hex in mempool:
+            try:
+                ledger.submit(bytes.fromhex(cbor_hex))
+            except LedgerRejection:
+                continue  # no longer valid (e.g. its TTL passed while the devnet was down)
+        return ledger
+
+
+def _address_bytes(address: str) -> bytes:
+    """Raw bytes of a stored address: bech32 for Shelley, base58 for Byron outputs."""
+    if address.startswith("addr"):
+        return address_from_str(address)
+    return _base58_decode(address)
+
+
+def _base58_decode(text: str) -> bytes:
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    n = 0
+    for c in text:
+        n = n * 58 + alphabet.index(c)
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
