@@ -1,0 +1,234 @@
+"""`cardano-agent wallet …` through agent.cli.main: local commands, then chain commands on the devnet."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agent.commands.wallet as wallet_cmd
+import wallets.keystore as keystore_module
+from agent.cli import main
+from wallets.keystore import Keystore
+
+PASS = "cli passphrase 123"
+VECTOR_WORDS = "test walk nut penalty hip pave soap entry language right filter choice"
+VECTOR_TESTNET = ("addr_test1qz2fxv2umyhttkxyxp8x0dlpdt3k6cwng5pxj3jhsydzer3jcu5d8ps7zex2k2xt3uqxgjqnn"
+                  "j83ws8lhrn648jjxtwq2ytjqp")
+VECTOR_MAINNET = ("addr1qx2fxv2umyhttkxyxp8x0dlpdt3k6cwng5pxj3jhsydzer3jcu5d8ps7zex2k2xt3uqxgjqnnj83ws8l"
+                  "hrn648jjxtwqfjkjv7")
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast scrypt, a passphrase in the environment, no terminal, no stray Ogmios setting."""
+    monkeypatch.setattr(keystore_module, "_SCRYPT_N", 2**10)
+    monkeypatch.setenv("CARDANO_AGENT_PASSPHRASE", PASS)
+    monkeypatch.delenv("CARDANO_AGENT_NEW_PASSPHRASE", raising=False)
+    monkeypatch.delenv("CARDANO_AGENT_OGMIOS_URL", raising=False)
+    monkeypatch.setattr(wallet_cmd, "_has_tty", lambda: False)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _import_vector(capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path, name: str = "vec",
+                   network: str = "preprod") -> None:
+    words = tmp_path / "words.txt"
+    words.write_text(VECTOR_WORDS + "\n")
+    code, _, err = run(capsys, "wallet", "import", name, "--network", network, "--mnemonic-file", str(words),
+                       "--home", str(home))
+    assert code == 0, err
+
+
+def test_create_shows_words_once_then_never(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    """create prints 24 numbered words with a warning; list never prints them again."""
+    code, out, err = run(capsys, "wallet", "create", "main", "--network", "devnet", "--home", str(home))
+    assert code == 0, err
+    assert "shown ONCE" in out and " 1. " in out and "24. " in out
+    numbered = re.findall(r"(\d+)\. ([a-z]+)", out)
+    assert [int(n) for n, _ in numbered] == list(range(1, 25))
+    words = [w for _, w in numbered]
+    phrase = " ".join(words)
+    assert Keystore(home / "wallets").reveal_mnemonic("main", PASS).reveal() == phrase
+    code, listed, _ = run(capsys, "wallet", "list", "--home", str(home))
+    assert code == 0 and "main" in listed and "devnet" in listed
+    assert not any(f"{a} {b}" in listed for a, b in zip(words, words[1:]))
+
+
+def test_create_json_includes_mnemonic_only_there(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    """--json create carries the mnemonic and warning; --json list carries addresses and no words."""
+    created = run_json(capsys, "wallet", "create", "main", "--network", "preview", "--home", str(home))
+    assert len(created["mnemonic"].split()) == 24 and "ONCE" in created["warning"]
+    assert created["address"].startswith("addr_test1q")
+    listed = run_json(capsys, "wallet", "list", "--home", str(home))
+    assert listed == [{k: created[k] for k in ("name", "network", "address", "created_at")}]
+    assert created["mnemonic"] not in json.dumps(listed)
+
+
+def test_import_from_file_gives_vector_address(capsys: pytest.CaptureFixture[str], home: Path,
+                                               tmp_path: Path) -> None:
+    """import --mnemonic-file stores the known mnemonic; its address is the published vector."""
+    _import_vector(capsys, home, tmp_path)
+    _import_vector(capsys, home, tmp_path, name="main-net", network="mainnet")
+    listed = {w["name"]: w["address"] for w in run_json(capsys, "wallet", "list", "--home", str(home))}
+    assert listed == {"vec": VECTOR_TESTNET, "main-net": VECTOR_MAINNET}
+
+
+def test_import_from_stdin(capsys: pytest.CaptureFixture[str], home: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """--mnemonic-file - reads the words from standard input."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("  " + VECTOR_WORDS.upper() + "\n"))
+    imported = run_json(capsys, "wallet", "import", "vec", "--network", "devnet", "--mnemonic-file", "-",
+                        "--home", str(home))
+    assert imported["address"] == VECTOR_TESTNET
+
+
+def test_import_bad_checksum_is_clean_error(capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path) -> None:
+    """A bad-checksum mnemonic exits non-zero with one error line, no traceback, no words, no file."""
+    words = tmp_path / "bad.txt"
+    words.write_text(VECTOR_WORDS.rsplit(" ", 1)[0] + " walk")
+    code, out, err = run(capsys, "wallet", "import", "bad", "--network", "devnet", "--mnemonic-file", str(words),
+                         "--home", str(home))
+    assert code != 0 and out == ""
+    assert err.startswith("error: ") and "checksum" in err and "Traceback" not in err
+    assert "penalty" not in err
+    assert not (home / "wallets" / "bad.json").exists()
+
+
+def test_import_missing_file(capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path) -> None:
+    """A mnemonic file that does not exist is a one-line error."""
+    code, _, err = run(capsys, "wallet", "import", "x", "--network", "devnet", "--mnemonic-file",
+                       str(tmp_path / "nope.txt"), "--home", str(home))
+    assert code != 0 and "cannot read mnemonic file" in err
+
+
+def test_no_passphrase_and_no_tty(capsys: pytest.CaptureFixture[str], home: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CARDANO_AGENT_PASSPHRASE and without a terminal, create fails clearly and writes nothing."""
+    monkeypatch.delenv("CARDANO_AGENT_PASSPHRASE")
+    code, out, err = run(capsys, "wallet", "create", "main", "--network", "devnet", "--home", str(home))
+    assert code != 0 and out == ""
+    assert "CARDANO_AGENT_PASSPHRASE" in err
+    assert not (home / "wallets" / "main.json").exists()
+
+
+def test_prompted_passphrase_twice(capsys: pytest.CaptureFixture[str], home: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal, create asks twice; a mismatch refuses, a match creates the wallet."""
+    monkeypatch.delenv("CARDANO_AGENT_PASSPHRASE")
+    monkeypatch.setattr(wallet_cmd, "_has_tty", lambda: True)
+    answers = iter(["first one", "second one", "same pass", "same pass"])
+    prompts: list[str] = []
+
+    def fake_getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr(wallet_cmd.getpass, "getpass", fake_getpass)
+    code, _, err = run(capsys, "wallet", "create", "main", "--network", "devnet", "--home", str(home))
+    assert code != 0 and "do not match" in err
+    code, _, err = run(capsys, "wallet", "create", "main", "--network", "devnet", "--home", str(home))
+    assert code == 0, err
+    assert prompts == ["Passphrase: ", "Repeat passphrase: "] * 2
+    assert Keystore(home / "wallets").unlock("main", "same pass").network == "devnet"
+
+
+def test_duplicate_and_invalid_names(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    """An existing name or an invalid one is a one-line error before any passphrase is read."""
+    assert run(capsys, "wallet", "create", "main", "--network", "devnet", "--home", str(home))[0] == 0
+    code, _, err = run(capsys, "wallet", "create", "main", "--network", "devnet", "--home", str(home))
+    assert code != 0 and "already exists" in err
+    code, _, err = run(capsys, "wallet", "create", "Bad Name", "--network", "devnet", "--home", str(home))
+    assert code != 0 and "invalid wallet name" in err
+
+
+def test_passwd(capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> None:
+    """passwd re-encrypts under CARDANO_AGENT_NEW_PASSPHRASE; a wrong old passphrase changes nothing."""
+    _import_vector(capsys, home, tmp_path)
+    path = home / "wallets" / "vec.json"
+    before = path.read_bytes()
+    monkeypatch.setenv("CARDANO_AGENT_NEW_PASSPHRASE", "brand new pass")
+    monkeypatch.setenv("CARDANO_AGENT_PASSPHRASE", "wrong")
+    code, _, err = run(capsys, "wallet", "passwd", "vec", "--home", str(home))
+    assert code != 0 and "wrong passphrase or damaged" in err and path.read_bytes() == before
+    monkeypatch.setenv("CARDANO_AGENT_PASSPHRASE", PASS)
+    assert run_json(capsys, "wallet", "passwd", "vec", "--home", str(home)) == {"name": "vec", "changed": True}
+    assert Keystore(home / "wallets").unlock("vec", "brand new pass").address == VECTOR_TESTNET
+
+
+def test_list_empty_and_missing_wallet(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    """list on a fresh home prints (none); show of an unknown wallet is a clear error."""
+    code, out, _ = run(capsys, "wallet", "list", "--home", str(home))
+    assert code == 0 and "(none)" in out
+    code, _, err = run(capsys, "wallet", "show", "ghost", "--home", str(home), "--ogmios-url", "ws://127.0.0.1:1")
+    assert code != 0 and "no wallet named 'ghost'" in err
+
+
+def test_no_secret_in_logs_or_output(capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Across import, list and passwd, no log line and no output holds the passphrase or word pairs."""
+    with caplog.at_level(logging.DEBUG):
+        _import_vector(capsys, home, tmp_path)
+        code, out, err = run(capsys, "wallet", "list", "--home", str(home))
+    text = out + err + "\n".join(r.getMessage() for r in caplog.records)
+    words = VECTOR_WORDS.split()
+    assert not any(f"{a} {b}" in text for a, b in zip(words, words[1:]))
+    assert PASS not in text
+
+
+@pytest.mark.parametrize(
+    ("address", "network", "fragment"),
+    [
+        (VECTOR_MAINNET, "devnet", "mainnet address"),
+        (VECTOR_TESTNET, "mainnet", "testnet address"),
+        ("addr_test1notanaddress", "devnet", "not a Cardano address"),
+    ],
+)
+def test_check_address(address: str, network: str, fragment: str) -> None:
+    """An address of the other network, or garbage, raises AddressError before anything is signed."""
+    from wallets.errors import AddressError
+
+    with pytest.raises(AddressError, match=fragment):
+        wallet_cmd.check_address(address, network)
+    assert wallet_cmd.check_address(VECTOR_TESTNET, "preprod") == VECTOR_TESTNET
+
+
+def test_ogmios_url_resolution(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ogmios-url beats the environment, which beats [chain] ogmios_url in agent.toml."""
+    import argparse
+
+    home.mkdir(parents=True)
+    (home / "agent.toml").write_text('[chain]\nnetwork = "devnet"\nogmios_url = "ws://127.0.0.1:4001"\n')
+    args = argparse.Namespace(home=home, ogmios_url=None)
+    assert wallet_cmd.resolve_ogmios_url(args, env={}) == "ws://127.0.0.1:4001"
+    assert wallet_cmd.resolve_ogmios_url(args, env={"CARDANO_AGENT_OGMIOS_URL": "ws://127.0.0.1:4002"}) \
+        == "ws://127.0.0.1:4002"
+    args.ogmios_url = "ws://127.0.0.1:4003"
+    assert wallet_cmd.resolve_ogmios_url(args, env={"CARDANO_AGENT_OGMIOS_URL": "ws://x"}) == "ws://127.0.0.1:4003"
+    from agent.errors import ConfigError
+
+    args.ogmios_url = "http://127.0.0.1:4003"
+    with pytest.raises(ConfigError, match="ws://"):
+        wallet_cmd.resolve_ogmios_url(args, env={})
