@@ -1,0 +1,426 @@
+"""The devnet runtime: a ledger with a slot clock and a block timer, served over Ogmios v6.
+
+``Devnet.start()`` returns once the Ogmios server is listening in a background thread that
+runs its own asyncio loop. Slots are one second long; the current slot is the wall-clock slot
+or the last block's slot, whichever is later. With ``block_time_s=0`` every accepted
+transaction becomes its own block at once (each block's slot is at least one past the last),
+which is what tests use. The faucet key is deterministic (:func:`faucet_signing_key`), so
+``cardano-agent sandbox fund`` can pay from it in another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from sandbox.errors import LedgerRejection, SandboxConfigError, SandboxError
+from sandbox.ledger import Block, Ledger, TxOut
+from sandbox.ogmios_json import Genesis
+from sandbox.ogmios_server import OgmiosServer
+from wallets.types import LOVELACE, OutputRef
+
+log = logging.getLogger(__name__)
+
+DEVNET_TOKEN = "82888098ca0a60c75af54db1b9817832a9da4b7a32ea575c461568a2.4445564e4554"
+"""``DEVNET`` under the policy of a native script locked to the faucet key; the faucet holds plenty."""
+FAUCET_ADDRESS = "addr_test1vp7zw3kkyls6nexvjcdly8pqznztrazn43n8y2awy6umepq63vkm5"
+FAUCET_SEED = hashlib.blake2b(b"cardano-pay-agent devnet faucet", digest_size=32).digest()
+FAUCET_LOVELACE = 10**15  # one billion ADA
+FAUCET_TOKENS = 10**15
+EPOCH_LENGTH = 432_000
+STATE_FILE = "devnet.json"
+STATE_VERSION = 1
+SAVE_INTERVAL_S = 1.0
+
+
+def faucet_signing_key() -> Any:
+    """The faucet's pycardano ``PaymentSigningKey`` (derived from a fixed, public seed)."""
+    from pycardano import PaymentSigningKey
+
+    return PaymentSigningKey(FAUCET_SEED)
+
+
+def build_faucet_tx(inputs: list[tuple[OutputRef, int, dict[str, int]]], *, to_address: str, lovelace: int,
+                    assets: Mapping[str, int], params: Any) -> tuple[bytes, tuple[int, int, dict[str, int]]]:
+    """A signed faucet payment: ``inputs`` → ``to_address`` plus change back to the faucet.
+
+    Returns:
+        (transaction CBOR, (change output index, change lovelace, change assets)).
+
+    Raises:
+        SandboxConfigError: the inputs cannot cover the payment, or the amounts are negative.
+    """
+    from pycardano import (Address, Asset, AssetName, MultiAsset, ScriptHash, Transaction, TransactionBody,
+                           TransactionId, TransactionInput, TransactionOutput, TransactionWitnessSet, Value,
+                           VerificationKeyWitness)
+
+    if lovelace <= 0 or any(q <= 0 for q in assets.values()):
+        raise SandboxConfigError("faucet amounts must be positive")
+    have_lovelace = sum(n for _, n, _ in inputs)
+    have_assets: dict[str, int] = {}
+    for _, _, held in inputs:
+        for asset, qty in held.items():
+            have_assets[asset] = have_assets.get(asset, 0) + qty
+    change_assets = {a: have_assets.get(a, 0) - assets.get(a, 0) for a in set(have_assets) | set(assets)}
+    if any(q < 0 for q in change_assets.values()):
+        raise SandboxConfigError("the faucet does not hold enough of the requested assets")
+    change_assets = {a: q for a, q in change_assets.items() if q}
+
+    def value(coin: int, held: Mapping[str, int]) -> Any:
+        if not held:
+            return coin
+        multi = MultiAsset()
+        for asset_id, qty in sorted(held.items()):
+            policy, _, name = asset_id.partition(".")
+            multi.setdefault(ScriptHash(bytes.fromhex(policy)), Asset())[AssetName(bytes.fromhex(name))] = qty
+        return Value(coin, multi)
+
+    key = faucet_signing_key()
+    vkey = key.to_verification_key()
+    fee, settled = 200_000, False
+    for _ in range(6):
+        change = have_lovelace - lovelace - fee
+        if change < 2_000_000:
+            raise SandboxConfigError("the faucet does not hold enough lovelace")
+        body = TransactionBody(
+            inputs=[TransactionInput(TransactionId(bytes.fromhex(r.tx_id)), r.index) for r, _, _ in inputs],
+            outputs=[TransactionOutput(Address.from_primitive(to_address), value(lovelace, assets)),
+                     TransactionOutput(Address.from_primitive(FAUCET_ADDRESS), value(change, change_assets))],
+            fee=fee,
+        )
+        witness = VerificationKeyWitness(vkey, key.sign(body.hash()))
+        cbor = Transaction(body, TransactionWitnessSet(vkey_witnesses=[witness])).to_cbor()
+        needed = params.min_fee_coefficient * (len(cbor) - 1) + params.min_fee_constant
+        if needed == fee or (needed < fee and settled):
+            return cbor, (1, change, change_assets)
+        settled = needed < fee  # one more pass at the exact fee; a smaller fee never grows the size
+        fee = needed
+    raise SandboxError("could not settle the faucet transaction fee")
+
+
+class DevnetNode:
+    """The chain the Ogmios server serves: a :class:`Ledger` behind a lock, with a slot clock.
+
+    Every method is thread-safe. ``on_change`` is called (outside the lock) after anything that
+    changes the mempool or the tip.
+    """
+
+    def __init__(self, ledger: Ledger, genesis: Genesis, *, block_time_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.genesis = genesis
+        self.params = ledger.params
+        self.block_time_s = block_time_s
+        self.lock = threading.RLock()
+        self.dirty = False
+        self.on_change: Callable[[], None] = lambda: None
+        self._clock = clock
+
+    def _slot_locked(self) -> int:
+        tip = self.ledger.tip
+        return max(self.genesis.slot_at(self._clock()), tip.slot if tip else 0, self.ledger.slot)
+
+    def current_slot(self) -> int:
+        """max(wall-clock slot, last block slot)."""
+        with self.lock:
+            return self._slot_locked()
+
+    def tip(self) -> Block | None:
+        """The last block, or None before the first."""
+        return self.ledger.tip
+
+    def height(self) -> int:
+        """Height of the last block (0 before the first)."""
+        return self.ledger.height
+
+    def utxos_at(self, addresses: Iterable[str]) -> list[tuple[OutputRef, TxOut]]:
+        """Confirmed outputs at ``addresses``."""
+        with self.lock:
+            return self.ledger.utxos_at(addresses)
+
+    def utxos_by_refs(self, refs: Iterable[OutputRef]) -> list[tuple[OutputRef, TxOut]]:
+        """Confirmed unspent outputs among ``refs``."""
+        with self.lock:
+            return self.ledger.utxos_by_refs(refs)
+
+    def all_utxos(self) -> list[tuple[OutputRef, TxOut]]:
+        """The whole confirmed UTxO set (read through the ledger's persistence snapshot)."""
+        with self.lock:
+            state = self.ledger.to_state()
+        return [(OutputRef(u["tx_id"], u["index"]),
+                 TxOut(u["address"], u["lovelace"], u["assets"], u.get("datum_hash"), u.get("datum")))
+                for u in state["utxo"]]
+
+    def mempool(self) -> list[tuple[str, bytes]]:
+        """Waiting transactions, (id, cbor) in arrival order."""
+        with self.lock:
+            return self.ledger.mempool()
+
+    def submit(self, cbor: bytes) -> str:
+        """Validate and queue ``cbor`` (a block at once when ``block_time_s`` is 0); return its id.
+
+        Raises:
+            LedgerRejection: the Ogmios error of the rule that failed; the ledger is unchanged.
+        """
+        with self.lock:
+            self.ledger.advance_to(self._slot_locked())
+            tx_id = self.ledger.submit(cbor)
+            if self.block_time_s == 0:
+                self.ledger.produce_block(self._slot_locked())
+            self.dirty = True
+        self.on_change()
+        return tx_id
+
+    def evaluate(self, cbor: bytes) -> list[Any]:
+        """Script budgets (always empty: no Plutus on the devnet)."""
+        with self.lock:
+            return self.ledger.evaluate(cbor)
+
+    def produce_block(self, *, force: bool = False) -> Block | None:
+        """Turn the mempool into a block at the current slot (None if empty and not forced)."""
+        with self.lock:
+            block = self.ledger.produce_block(self._slot_locked(), force=force)
+            if block is not None:
+                self.dirty = True
+        if block is not None:
+            self.on_change()
+        return block
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ledger state for persistence (JSON-able); clears the dirty flag."""
+        with self.lock:
+            self.dirty = False
+            return self.ledger.to_state()
+
+
+def _new_chain(now: float, fund: Mapping[str, int], fund_assets: Mapping[str, Mapping[str, int]]) -> tuple[Ledger, Genesis]:
+    """A fresh ledger: faucet and requested genesis outputs, then a genesis block.
+
+    Slot 0 is one epoch before ``now`` so that the epoch is never 0 (the ``ogmios`` client
+    treats epoch 0 as missing).
+    """
+    funds = {addr: int(n) for addr, n in fund.items()}
+    genesis = Genesis(system_start=int(now) - EPOCH_LENGTH, epoch_length=EPOCH_LENGTH, initial_funds=funds)
+    ledger = Ledger(slot=genesis.slot_at(now))
+    ledger.add_genesis_utxo(FAUCET_ADDRESS, FAUCET_LOVELACE, {DEVNET_TOKEN: FAUCET_TOKENS})
+    for address in sorted(set(funds) | set(fund_assets)):
+        ledger.add_genesis_utxo(address, funds.get(address, 10_000_000), dict(fund_assets.get(address, {})))
+    ledger.produce_block(force=True)
+    return ledger, genesis
+
+
+def _load_chain(path: Path) -> tuple[Ledger, Genesis]:
+    try:
+        state = json.loads(path.read_text())
+        if state.get("version") != STATE_VERSION:
+            raise SandboxConfigError(f"{path}: devnet state of an unknown version")
+        genesis = Genesis(system_start=int(state["system_start"]), epoch_length=int(state["epoch_length"]),
+                          initial_funds={a: int(n) for a, n in state["initial_funds"].items()})
+        return Ledger.from_state(state["ledger"]), genesis
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SandboxConfigError(f"cannot read devnet state {path}: {exc}") from exc
+
+
+class Devnet:
+    """A running devnet: ledger, slot clock, block timer and Ogmios server in a background thread.
+
+    Use :meth:`start`; stop with :meth:`stop` or as a context manager.
+    """
+
+    network = "devnet"
+
+    def __init__(self, node: DevnetNode, *, host: str, ogmios_port: int, state_dir: Path | None) -> None:
+        self._node = node
+        self._state_dir = state_dir
+        self._server = OgmiosServer(node, host=host, port=ogmios_port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="devnet", daemon=True)
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._stopped = False
+        self._faucet_change: tuple[OutputRef, int, dict[str, int]] | None = None
+        self.ogmios_url = ""
+
+    @classmethod
+    def start(cls, *, host: str = "127.0.0.1", ogmios_port: int = 0, block_time_s: float = 1.0,
+              fund: Mapping[str, int] | None = None,
+              fund_assets: Mapping[str, Mapping[str, int]] | None = None,
+              state_dir: Path | None = None, clock: Callable[[], float] = time.time) -> Devnet:
+        """Create (or reload from ``state_dir``) the chain and serve it; return when listening.
+
+        ``fund`` and ``fund_assets`` become genesis outputs of a new chain; on a reloaded chain,
+        addresses not funded at its genesis are paid by the faucet with real transactions.
+
+        Raises:
+            SandboxConfigError: bad options or an unreadable state directory.
+            SandboxError: the server could not start (e.g. the port is taken).
+        """
+        if block_time_s < 0:
+            raise SandboxConfigError("block time must be >= 0 seconds")
+        fund, fund_assets = dict(fund or {}), dict(fund_assets or {})
+        path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+        reloaded = path is not None and path.exists()
+        if reloaded:
+            ledger, genesis = _load_chain(path)  # type: ignore[arg-type]
+        else:
+            ledger, genesis = _new_chain(clock(), fund, fund_assets)
+        node = DevnetNode(ledger, genesis, block_time_s=block_time_s, clock=clock)
+        devnet = cls(node, host=host, ogmios_port=ogmios_port, state_dir=Path(state_dir) if state_dir else None)
+        devnet._thread.start()
+        if not devnet._ready.wait(30) or devnet._startup_error is not None:
+            devnet._loop.call_soon_threadsafe(lambda: None)
+            raise SandboxError(f"devnet failed to start: {devnet._startup_error}") from devnet._startup_error
+        devnet.ogmios_url = devnet._server.url
+        if devnet._state_dir is not None:
+            devnet._state_dir.mkdir(parents=True, exist_ok=True)
+            devnet.save()
+        if reloaded:
+            for address in sorted(set(fund) | set(fund_assets)):
+                if address not in genesis.initial_funds:
+                    devnet.fund(address, fund.get(address, 10_000_000), fund_assets.get(address))
+        return devnet
+
+    # --- public API ------------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger, for test assertions (hold no reference across blocks; it is shared)."""
+        return self._node.ledger
+
+    @property
+    def node(self) -> DevnetNode:
+        """The thread-safe chain behind the server."""
+        return self._node
+
+    @property
+    def faucet_address(self) -> str:
+        """The faucet's enterprise address."""
+        return FAUCET_ADDRESS
+
+    def produce_block(self) -> Block | None:
+        """Force a block now from the mempool; None when the mempool is empty."""
+        return self._node.produce_block()
+
+    def fund(self, address: str, lovelace: int, assets: Mapping[str, int] | None = None) -> str:
+        """Pay ``lovelace`` (and ``assets``) from the faucet to ``address`` with a real transaction.
+
+        Successive calls chain on the previous call's change, so no block is needed in between.
+
+        Returns:
+            The transaction id.
+
+        Raises:
+            LedgerRejection: the ledger refused it (e.g. 3125 when ``lovelace`` is below the
+                minimum for an output carrying ``assets``).
+        """
+        with self._node.lock:
+            inputs = self._faucet_inputs()
+            cbor, change = build_faucet_tx(inputs, to_address=address, lovelace=lovelace,
+                                           assets=dict(assets or {}), params=self._node.params)
+            tx_id = self._node.submit(cbor)
+            self._faucet_change = (OutputRef(tx_id, change[0]), change[1], change[2])
+        return tx_id
+
+    def _faucet_inputs(self) -> list[tuple[OutputRef, int, dict[str, int]]]:
+        ledger = self._node.ledger
+        if self._faucet_change is not None:
+            ref = self._faucet_change[0]
+            if ledger.in_mempool(ref.tx_id) or ledger.utxos_by_refs([ref]):
+                return [self._faucet_change]
+        utxos = ledger.utxos_at([FAUCET_ADDRESS])
+        if not utxos:
+            raise SandboxError("the faucet has no funds left")
+        ref, out = max(utxos, key=lambda pair: pair[1].lovelace)
+        return [(ref, out.lovelace, dict(out.assets))]
+
+    def save(self) -> None:
+        """Write the chain to ``state_dir`` atomically (no-op without a state dir)."""
+        if self._state_dir is None:
+            return
+        genesis = self._node.genesis
+        state = {"version": STATE_VERSION, "system_start": genesis.system_start,
+                 "epoch_length": genesis.epoch_length, "initial_funds": dict(genesis.initial_funds),
+                 "ledger": self._node.snapshot()}
+        path = self._state_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(state, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def stop(self) -> None:
+        """Stop serving, wait for the thread, and save the chain. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread.is_alive() and self._stop_event is not None:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
+            self._thread.join(30)
+        self.save()
+
+    def __enter__(self) -> Devnet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Devnet(url={self.ogmios_url!r}, tip={self._node.tip()!r})"
+
+    # --- background thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        server = self._server
+        self._node.on_change = lambda: loop.call_soon_threadsafe(server.notify_mempool_changed)
+        try:
+            await server.start()
+        except BaseException as exc:  # noqa: BLE001 - reported to start() in the caller's thread
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._tick_until_stopped()
+        finally:
+            self._node.on_change = lambda: None
+            await server.stop()
+
+    async def _tick_until_stopped(self) -> None:
+        assert self._stop_event is not None
+        block_time = self._node.block_time_s
+        interval = block_time if block_time > 0 else SAVE_INTERVAL_S
+        last_save = time.monotonic()
+        while not self._stop_event.is_set():
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+            if block_time > 0 and not self._stop_event.is_set():
+                self._node.produce_block()
+            if self._node.dirty and time.monotonic() - last_save >= SAVE_INTERVAL_S:
+                last_save = time.monotonic()
+                try:
+                    self.save()
+                except OSError as exc:
+                    log.warning("could not save devnet state: %s", exc)
+
+
+__all__ = ["DEVNET_TOKEN", "FAUCET_ADDRESS", "Devnet", "DevnetNode", "LedgerRejection", "faucet_signing_key"]
