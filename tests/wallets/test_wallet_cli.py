@@ -232,3 +232,75 @@ def test_ogmios_url_resolution(home: Path, monkeypatch: pytest.MonkeyPatch) -> N
     args.ogmios_url = "http://127.0.0.1:4003"
     with pytest.raises(ConfigError, match="ws://"):
         wallet_cmd.resolve_ogmios_url(args, env={})
+
+
+# -- split planning, checked by the sandbox ledger ------------------------------------------
+
+TOKEN = "ab" * 28 + ".746f6b656e"
+
+
+def _ledger_and_wallet(lovelace: list[int], assets: dict[str, int] | None = None) -> tuple[Any, Any, list[Any]]:
+    from sandbox.ledger import Ledger, LedgerParams
+    from wallets.hd import UnlockedWallet, derive_keys, parse_mnemonic
+    from wallets.types import Utxo
+
+    wallet = UnlockedWallet(name="t", keys=derive_keys(parse_mnemonic(VECTOR_WORDS), "devnet"))
+    ledger = Ledger(LedgerParams(), slot=100)
+    utxos = []
+    for i, amount in enumerate(lovelace):
+        extra = assets if (assets and i == 0) else {}
+        ref = ledger.add_genesis_utxo(wallet.address, amount, extra)
+        utxos.append(Utxo(ref, wallet.address, amount, dict(extra)))
+    return ledger, wallet, utxos
+
+
+def _params() -> Any:
+    from sandbox.ledger import LedgerParams
+    from wallets.types import ProtocolParams
+
+    p = LedgerParams()
+    return ProtocolParams(p.min_fee_coefficient, p.min_fee_constant, p.coins_per_utxo_byte, p.max_tx_size,
+                          p.max_value_size)
+
+
+@pytest.mark.parametrize("into", [2, 8, 30])
+def test_plan_split_equal_lanes_accepted_by_ledger(into: int) -> None:
+    """split spends every UTxO into N equal outputs; the ledger accepts it; fee is within N lovelace of minimum."""
+    from wallets.payment import min_fee
+
+    ledger, wallet, utxos = _ledger_and_wallet([50_000_000, 30_000_000, 7_123_457])
+    payment = wallet_cmd.plan_split(utxos, into=into, address=wallet.address, signer=wallet,
+                                    params=_params(), ttl_slot=1000)
+    assert set(payment.inputs) == {u.ref for u in utxos}
+    assert len(payment.output_lovelace) == into and len(set(payment.output_lovelace)) == 1
+    assert payment.change == ()
+    assert 0 <= payment.fee_lovelace - min_fee(payment.size_bytes, _params()) < into
+    assert payment.fee_lovelace + sum(payment.output_lovelace) == sum(u.lovelace for u in utxos)
+    assert payment.cost_lovelace == payment.fee_lovelace  # nothing leaves the wallet but the fee
+    ledger.submit(payment.cbor)
+    ledger.produce_block()
+    after = ledger.utxos_at([wallet.address])
+    assert len(after) == into and {o.lovelace for _, o in after} == {payment.output_lovelace[0]}
+
+
+def test_plan_split_keeps_tokens_in_one_extra_output() -> None:
+    """With native tokens, N equal ADA lanes plus one change output holding the tokens; ledger accepts."""
+    ledger, wallet, utxos = _ledger_and_wallet([20_000_000, 40_000_000], {TOKEN: 500})
+    payment = wallet_cmd.plan_split(utxos, into=4, address=wallet.address, signer=wallet,
+                                    params=_params(), ttl_slot=1000)
+    assert len(set(payment.output_lovelace)) == 1 and len(payment.change) == 1
+    assert dict(payment.change[0].assets) == {TOKEN: 500}
+    ledger.submit(payment.cbor)
+    ledger.produce_block()
+    assert ledger.balance(wallet.address)[TOKEN] == 500
+    assert len(ledger.utxos_at([wallet.address])) == 5
+
+
+def test_plan_split_refuses_lanes_below_min_utxo() -> None:
+    """Too little ADA for N lanes of the minimum UTxO value is an AmountError; nothing is built."""
+    from wallets.errors import AmountError
+
+    _, wallet, utxos = _ledger_and_wallet([5_000_000])
+    with pytest.raises(AmountError, match="cannot split"):
+        wallet_cmd.plan_split(utxos, into=8, address=wallet.address, signer=wallet, params=_params(),
+                              ttl_slot=1000)
