@@ -1,0 +1,140 @@
+"""UTxO reservations in the agent database, so a restarted agent knows which inputs are in flight.
+
+:class:`SqliteReservations` implements ``wallets.reservations.UtxoReservations`` over
+:mod:`agent.store`. Each reserve is one ``BEGIN IMMEDIATE`` transaction: several workers or
+processes sharing one home never take the same input, and a payment signed before a crash
+still owns its inputs and its pending change after the restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Collection, Sequence
+
+from agent.store import Database, register_migrations
+from wallets.reservations import ReservationConflict
+from wallets.types import OutputRef, Utxo
+
+register_migrations("reservations", [
+    """
+    CREATE TABLE utxo_reservations (
+        wallet      TEXT    NOT NULL,
+        tx_id       TEXT    NOT NULL,
+        output_index INTEGER NOT NULL,
+        owner       TEXT    NOT NULL,
+        reserved_at REAL    NOT NULL,
+        PRIMARY KEY (wallet, tx_id, output_index)
+    );
+    CREATE INDEX utxo_reservations_by_owner ON utxo_reservations (wallet, owner);
+    CREATE TABLE pending_change (
+        wallet      TEXT NOT NULL,
+        tx_id       TEXT NOT NULL,
+        owner       TEXT NOT NULL,
+        change      TEXT NOT NULL,
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (wallet, tx_id)
+    );
+    CREATE INDEX pending_change_by_owner ON pending_change (wallet, owner);
+    """,
+])
+
+
+def _utxo_json(u: Utxo) -> dict:
+    return {"tx_id": u.ref.tx_id, "index": u.ref.index, "address": u.address,
+            "lovelace": int(u.lovelace), "assets": {k: int(v) for k, v in u.assets.items()}}
+
+
+def _utxo(d: dict) -> Utxo:
+    return Utxo(OutputRef(d["tx_id"], int(d["index"])), d["address"], int(d["lovelace"]),
+                {k: int(v) for k, v in d["assets"].items()})
+
+
+class SqliteReservations:
+    """``UtxoReservations`` for one wallet, persisted in the agent database.
+
+    Args:
+        db: the agent database (migrated).
+        wallet: the wallet's name (or address): reservations of different wallets never mix.
+    """
+
+    def __init__(self, db: Database, wallet: str) -> None:
+        self.db = db
+        self.wallet = wallet
+
+    def reserve(self, owner: str, refs: Collection[OutputRef]) -> None:
+        """Reserve every ref for ``owner``, all or nothing; ReservationConflict if another owner holds one."""
+        wanted = set(refs)
+        with self.db.atomic() as conn:
+            taken: set[OutputRef] = set()
+            holder: str | None = None
+            for ref in wanted:
+                row = conn.execute(
+                    "SELECT owner FROM utxo_reservations WHERE wallet = ? AND tx_id = ? AND output_index = ?",
+                    (self.wallet, ref.tx_id, ref.index),
+                ).fetchone()
+                if row is not None and row["owner"] != owner:
+                    taken.add(ref)
+                    holder = row["owner"]
+            if taken:
+                raise ReservationConflict(taken, holder=holder)
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO utxo_reservations (wallet, tx_id, output_index, owner, reserved_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(self.wallet, r.tx_id, r.index, owner, now) for r in wanted],
+            )
+
+    def release(self, owner: str) -> None:
+        """Drop ``owner``'s reservations and its pending records."""
+        with self.db.atomic() as conn:
+            conn.execute("DELETE FROM utxo_reservations WHERE wallet = ? AND owner = ?", (self.wallet, owner))
+            conn.execute("DELETE FROM pending_change WHERE wallet = ? AND owner = ?", (self.wallet, owner))
+
+    def reserved_refs(self) -> set[OutputRef]:
+        """Every reserved ref of this wallet, whoever holds it."""
+        return {
+            OutputRef(r["tx_id"], r["output_index"])
+            for r in self.db.execute(
+                "SELECT tx_id, output_index FROM utxo_reservations WHERE wallet = ?", (self.wallet,))
+        }
+
+    def owner_of(self, ref: OutputRef) -> str | None:
+        """Who holds ``ref``, or None."""
+        row = self.db.execute(
+            "SELECT owner FROM utxo_reservations WHERE wallet = ? AND tx_id = ? AND output_index = ?",
+            (self.wallet, ref.tx_id, ref.index),
+        ).fetchone()
+        return row["owner"] if row else None
+
+    def owners(self) -> set[str]:
+        """Every owner holding reservations or pending change (to reconcile after a restart)."""
+        return {r["owner"] for r in self.db.execute(
+            "SELECT owner FROM utxo_reservations WHERE wallet = ?"
+            " UNION SELECT owner FROM pending_change WHERE wallet = ?", (self.wallet, self.wallet))}
+
+    def record_pending(self, owner: str, tx_id: str, change: Sequence[Utxo]) -> None:
+        """``owner``'s transaction ``tx_id`` was submitted; its ``change`` is usable until confirmed."""
+        payload = json.dumps([_utxo_json(u) for u in change])
+        with self.db.atomic() as conn:
+            conn.execute(
+                "INSERT INTO pending_change (wallet, tx_id, owner, change, recorded_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (wallet, tx_id) DO UPDATE SET owner = excluded.owner, change = excluded.change",
+                (self.wallet, tx_id, owner, payload, time.time()),
+            )
+
+    def pending_change(self) -> list[Utxo]:
+        """Change outputs of submitted, unconfirmed transactions, in the order they were recorded."""
+        out: list[Utxo] = []
+        for r in self.db.execute(
+            "SELECT change FROM pending_change WHERE wallet = ? ORDER BY recorded_at, rowid", (self.wallet,)
+        ):
+            out.extend(_utxo(d) for d in json.loads(r["change"]))
+        return out
+
+    def clear_pending(self, tx_id: str) -> None:
+        """``tx_id`` confirmed (or dropped): forget its pending change."""
+        self.db.execute("DELETE FROM pending_change WHERE wallet = ? AND tx_id = ?", (self.wallet, tx_id))
+
+    def __repr__(self) -> str:
+        return f"SqliteReservations(wallet={self.wallet!r})"

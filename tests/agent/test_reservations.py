@@ -1,0 +1,124 @@
+"""SQLite UTxO reservations: the wallets' UtxoReservations contract, durable across restarts."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from agent.reservations import SqliteReservations
+from agent.store import Database
+from wallets.reservations import MemoryReservations, ReservationConflict, UtxoReservations
+from wallets.types import OutputRef, Utxo
+
+A, B, C = (OutputRef(c * 64, i) for i, c in enumerate("abc"))
+CHANGE = Utxo(OutputRef("d" * 64, 1), "addr_test1qchange", 5_000_000, {"e" * 56 + ".01": 3})
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = Database(tmp_path / "agent.db")
+    d.migrate()
+    yield d
+    d.close()
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def res(request, db):
+    """Both implementations, so the SQLite one is held to the in-memory one's behaviour."""
+    return SqliteReservations(db, "main") if request.param == "sqlite" else MemoryReservations()
+
+
+def test_implements_the_wallets_protocol(db):
+    """SqliteReservations is a UtxoReservations."""
+    assert isinstance(SqliteReservations(db, "main"), UtxoReservations)
+
+
+def test_reserve_and_list(res):
+    """Reserved refs are listed; reserving again for the same owner is harmless."""
+    res.reserve("p1", [A, B])
+    res.reserve("p1", [A])
+    assert res.reserved_refs() == {A, B}
+
+
+def test_conflict_is_all_or_nothing(res):
+    """A reservation touching another owner's input fails whole, naming the input and holder."""
+    res.reserve("p1", [A])
+    with pytest.raises(ReservationConflict) as exc:
+        res.reserve("p2", [B, A, C])
+    assert exc.value.refs == frozenset({A}) and exc.value.holder == "p1"
+    assert res.reserved_refs() == {A}
+
+
+def test_release_frees_inputs_and_pending(res):
+    """Releasing an owner frees its inputs for others and forgets its pending change."""
+    res.reserve("p1", [A, B])
+    res.reserve("p2", [C])
+    res.record_pending("p1", "d" * 64, [CHANGE])
+    res.release("p1")
+    assert res.reserved_refs() == {C}
+    assert res.pending_change() == []
+    res.reserve("p3", [A])
+
+
+def test_pending_change_round_trips_and_clears(res):
+    """Recorded change comes back as the same Utxo values until its transaction is cleared."""
+    res.record_pending("p1", "d" * 64, [CHANGE])
+    other = Utxo(OutputRef("f" * 64, 0), "addr_test1qchange", 1_500_000, {})
+    res.record_pending("p2", "f" * 64, [other])
+    assert res.pending_change() == [CHANGE, other]
+    res.clear_pending("d" * 64)
+    assert res.pending_change() == [other]
+    res.clear_pending("unknown")
+
+
+def test_state_survives_a_restart(tmp_path):
+    """A new process opening the same home sees the reservations and pending change of the old one."""
+    first = Database(tmp_path / "agent.db")
+    first.migrate()
+    SqliteReservations(first, "main").reserve("payment:7", [A, B])
+    SqliteReservations(first, "main").record_pending("payment:7", "d" * 64, [CHANGE])
+    first.close()
+    again = Database(tmp_path / "agent.db")
+    again.migrate()
+    res = SqliteReservations(again, "main")
+    assert res.reserved_refs() == {A, B}
+    assert res.pending_change() == [CHANGE]
+    assert res.owner_of(A) == "payment:7" and res.owners() == {"payment:7"}
+
+
+def test_wallets_do_not_share_reservations(db):
+    """Two wallets in one database keep separate reservations."""
+    SqliteReservations(db, "main").reserve("p1", [A])
+    other = SqliteReservations(db, "savings")
+    other.reserve("p2", [A])
+    assert other.reserved_refs() == {A}
+    assert SqliteReservations(db, "main").owner_of(A) == "p1"
+
+
+def test_concurrent_reservations_never_share_an_input(tmp_path):
+    """Sixteen threads racing for the same three inputs: exactly one wins each whole set."""
+    db = Database(tmp_path / "agent.db")
+    db.migrate()
+    res = SqliteReservations(db, "main")
+    start = threading.Barrier(16)
+    winners: list[str] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        start.wait(timeout=10)
+        try:
+            res.reserve(f"p{i}", [A, B, C])
+        except ReservationConflict:
+            return
+        with lock:
+            winners.append(f"p{i}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(winners) == 1
+    assert {res.owner_of(r) for r in (A, B, C)} == {winners[0]}
+    db.close()
