@@ -377,7 +377,9 @@ class _Reader:
             try:
                 validate_request(kind, params)
             except JobError as exc:
-                self.fail((*where, "params"), str(exc))
+                named = re.search(r"field '([^']+)'", str(exc))
+                key = named.group(1) if named and named.group(1) in params else None
+                self.fail((*where, "params", key) if key else (*where, "params"), str(exc))
             tags = tuple(self.strings(t.get("tags", []), (*where, "tags")))
             budget = None
             if t.get("budget") is not None:
