@@ -1,0 +1,418 @@
+"""The x402 step as an ``httpx.Auth``: on a 402, pay through an injected handler and retry once with the proof.
+
+Shaped like ``httpx.DigestAuth``: yield the request, look at the answer, yield at most one
+paid retry. The paying itself (parse, policy, budget, build, sign, record, submit) lives
+behind :class:`PaymentHandler`; this module only speaks HTTP. The rules it keeps:
+
+* a call is paid at most once: the proof is remembered under the request's
+  ``X-Request-Id``, so a transport-level resend of the same call (after a 5xx or a
+  timeout) presents the same proof instead of paying again;
+* a 402 answering a paid retry with ``detail.status`` ``pending``/``submitted`` is waited
+  out with backoff, re-sending the same proof until the invoice expires;
+* any other refusal after paying is final: ``handler.refused`` then
+  :class:`PaymentRejectedError`, never a second payment.
+
+One flow is written once (:meth:`X402Auth._flow`) as a generator of small operations; the
+sync and async drivers only execute them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, AsyncGenerator, Awaitable, Callable, Generator, Mapping, Protocol, Union
+
+import httpx
+
+from agent.errors import AgentError, PaymentRefusedError
+from agent.retry import RetryPolicy, is_transient_status, utc_now
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+PENDING_STATUSES = frozenset({"pending", "submitted"})
+DEFAULT_PENDING_BACKOFF = RetryPolicy(max_attempts=1_000_000, base_delay_s=1.0, multiplier=1.5, max_delay_s=15.0)
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What the retry presents: the invoice paid, the payment, and the headers carrying them."""
+
+    invoice_id: str
+    payment: str
+    headers: Mapping[str, str]
+    expires_at: datetime
+    payment_id: str | None = None
+
+    def __repr__(self) -> str:
+        shown = self.payment if len(self.payment) <= 64 else f"{self.payment[:16]}…({len(self.payment)} hex)"
+        return f"Proof(invoice_id={self.invoice_id!r}, payment={shown!r}, expires_at={self.expires_at.isoformat()})"
+
+
+def proof_headers(
+    invoice_id: str, payment: str, *, partner: str | None = None, wallet_address: str | None = None
+) -> dict[str, str]:
+    """The x402 retry headers: ``X-Invoice-Id``, ``X-Payment`` and the partner pair when billing applies."""
+    headers = {"X-Invoice-Id": invoice_id, "X-Payment": payment}
+    if partner:
+        headers["X-Partner"] = partner
+        if wallet_address:
+            headers["X-Wallet-Address"] = wallet_address
+    return headers
+
+
+class PaymentHandler(Protocol):
+    """The paying machinery the auth calls; it never sees HTTP beyond the request and the 402 body."""
+
+    def pay(self, request: httpx.Request, response_body: bytes) -> Proof:
+        """Parse, check, reserve, build, sign, record and submit; raise an AgentError to refuse (nothing paid)."""
+
+    def settled(self, proof: Proof, response: httpx.Response) -> None:
+        """The paid retry succeeded (2xx)."""
+
+    def refused(self, proof: Proof, response: httpx.Response) -> None:
+        """The server finally refused a payment already made: mark it unsettled, never pay again."""
+
+
+class PaymentRejectedError(PaymentRefusedError):
+    """The server refused the call after it was paid; ``status`` and ``detail`` are its answer."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        detail: Any,
+        invoice_id: str,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+        self.invoice_id = invoice_id
+        self.request_id = request_id
+
+
+class PaymentUnconfirmedError(PaymentRejectedError):
+    """The server kept answering ``pending`` until the invoice expired."""
+
+
+class AsyncAuthOnlyError(AgentError):
+    """An async-only auth (or an async handler) was used with a sync ``httpx.Client``."""
+
+
+# --- the operations the flow asks its driver to perform -------------------------------------
+
+
+@dataclass
+class _Send:
+    request: httpx.Request
+
+
+@dataclass
+class _Read:
+    response: httpx.Response
+
+
+@dataclass
+class _Pay:
+    request: httpx.Request
+    body: bytes
+
+
+@dataclass
+class _Sleep:
+    seconds: float
+
+
+@dataclass
+class _Notify:
+    verdict: str  # "settled" | "refused"
+    proof: Proof
+    response: httpx.Response
+
+
+_Op = Union[_Send, _Read, _Pay, _Sleep, _Notify]
+_Flow = Generator[_Op, Any, None]
+
+
+def response_detail(response: httpx.Response) -> Any:
+    """The ``detail`` of a JSON error body (or the whole body, or the text when it is not JSON)."""
+    try:
+        body = json.loads(response.content or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return response.text[:500] if response.content else None
+    if isinstance(body, dict) and "detail" in body:
+        return body["detail"]
+    return body
+
+
+def _payment_status(detail: Any) -> str | None:
+    if isinstance(detail, dict) and isinstance(detail.get("status"), str):
+        return detail["status"].lower()
+    return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class _ProofMemory:
+    """Proofs of paid calls by request id; bounded, oldest forgotten first."""
+
+    capacity: int
+    entries: OrderedDict[str, Proof] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key: str) -> Proof | None:
+        with self.lock:
+            return self.entries.get(key)
+
+    def put(self, key: str, proof: Proof) -> None:
+        with self.lock:
+            self.entries[key] = proof
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.capacity:
+                self.entries.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        with self.lock:
+            self.entries.pop(key, None)
+
+
+class X402Auth(httpx.Auth):
+    """Pays 402 invoices through ``handler`` and retries the call with the proof.
+
+    Works with ``httpx.Client`` and ``httpx.AsyncClient`` (the handler's blocking ``pay``
+    then runs in a worker thread).
+
+    Args:
+        handler: the paying machinery (:class:`PaymentHandler`).
+        pending_backoff: delays between re-sends while the server says ``pending``.
+        sleep: blocking sleep for the sync flow (inject a fake in tests).
+        async_sleep: awaitable sleep for the async flow.
+        clock: the current instant (aware UTC); compared with ``Proof.expires_at``.
+        rng: random source for the backoff jitter.
+        partner, wallet_address: partner billing; default to the handler's attributes of
+            the same names. Sent on the first request too, so prepaid credits apply.
+        max_pending_polls: a hard stop on re-sends while pending, whatever the clock says.
+        remember: how many paid calls' proofs to keep for resends.
+    """
+
+    requires_request_body = True
+    requires_response_body = True
+
+    def __init__(
+        self,
+        handler: PaymentHandler,
+        *,
+        pending_backoff: RetryPolicy = DEFAULT_PENDING_BACKOFF,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+        partner: str | None = None,
+        wallet_address: str | None = None,
+        max_pending_polls: int = 240,
+        remember: int = 4096,
+    ) -> None:
+        self._handler = handler
+        self._pending_backoff = pending_backoff
+        self._sleep = sleep
+        self._async_sleep = async_sleep
+        self._clock = clock
+        self._rng = rng
+        self._partner = partner if partner is not None else getattr(handler, "partner", None)
+        self._wallet_address = (
+            wallet_address if wallet_address is not None else getattr(handler, "wallet_address", None)
+        )
+        self._max_pending_polls = max_pending_polls
+        self._proofs = _ProofMemory(capacity=remember)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(partner={self._partner!r})"
+
+    def proof_for(self, request_id: str) -> Proof | None:
+        """The proof a paid, not yet settled call holds (None if it never paid or settled)."""
+        return self._proofs.get(request_id)
+
+    # --- the flow, written once ---------------------------------------------------------
+
+    def _flow(self, request: httpx.Request) -> _Flow:
+        key = request.headers.get(REQUEST_ID_HEADER)
+        if not key:
+            key = uuid.uuid4().hex
+            request.headers[REQUEST_ID_HEADER] = key
+        if self._partner and "X-Partner" not in request.headers:
+            request.headers["X-Partner"] = self._partner
+            if self._wallet_address and "X-Wallet-Address" not in request.headers:
+                request.headers["X-Wallet-Address"] = self._wallet_address
+
+        proof = self._proofs.get(key)
+        if proof is not None:
+            logger.info("re-sending paid call request_id=%s invoice=%s with its proof", key, proof.invoice_id)
+            request.headers.update(proof.headers)
+        response = yield _Send(request)
+
+        if proof is None:
+            if response.status_code != 402:
+                return
+            yield _Read(response)
+            proof = yield _Pay(request, response.content)
+            self._proofs.put(key, proof)
+            logger.info("paid invoice=%s request_id=%s; retrying %s %s", proof.invoice_id, key,
+                        request.method, request.url.path)
+            request.headers.update(proof.headers)
+            response = yield _Send(request)
+
+        polls = 0
+        while True:
+            status = response.status_code
+            if 200 <= status < 300:
+                self._proofs.drop(key)
+                yield _Notify("settled", proof, response)
+                return
+            if status < 400 or is_transient_status(status):
+                # No verdict on the payment: the caller may resend this call; the proof is kept.
+                logger.warning("paid call request_id=%s got HTTP %d; proof kept for a resend", key, status)
+                return
+            yield _Read(response)
+            detail = response_detail(response)
+            if status == 402 and _payment_status(detail) in PENDING_STATUSES:
+                remaining_s = (_aware(proof.expires_at) - _aware(self._clock())).total_seconds()
+                if remaining_s <= 0 or polls >= self._max_pending_polls:
+                    yield _Notify("refused", proof, response)
+                    raise PaymentUnconfirmedError(
+                        f"invoice {proof.invoice_id}: payment still {_payment_status(detail)} "
+                        f"when the invoice expired (after {polls} re-sends)",
+                        status=status, detail=detail, invoice_id=proof.invoice_id, request_id=key,
+                    )
+                polls += 1
+                delay_s = min(self._pending_backoff.backoff_s(polls, rng=self._rng), remaining_s)
+                logger.info("invoice=%s pending; re-sending proof in %.2fs", proof.invoice_id, delay_s)
+                yield _Sleep(delay_s)
+                response = yield _Send(request)
+                continue
+            yield _Notify("refused", proof, response)
+            raise PaymentRejectedError(
+                f"invoice {proof.invoice_id}: the server refused the paid call with HTTP {status}: "
+                f"{_short(detail)}",
+                status=status, detail=detail, invoice_id=proof.invoice_id, request_id=key,
+            )
+
+    # --- drivers ------------------------------------------------------------------------
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if inspect.iscoroutinefunction(getattr(self._handler, "pay", None)):
+            raise AsyncAuthOnlyError("this payment handler is async: use it with httpx.AsyncClient")
+        request.read()
+        flow = self._flow(request)
+        try:
+            op = next(flow)
+            while True:
+                result: Any = None
+                if isinstance(op, _Send):
+                    result = yield op.request
+                elif isinstance(op, _Read):
+                    op.response.read()
+                elif isinstance(op, _Pay):
+                    result = self._handler.pay(op.request, op.body)
+                elif isinstance(op, _Sleep):
+                    self._sleep(op.seconds)
+                else:
+                    getattr(self._handler, op.verdict)(op.proof, op.response)
+                op = flow.send(result)
+        except StopIteration:
+            return
+        finally:
+            flow.close()
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        await request.aread()
+        flow = self._flow(request)
+        try:
+            op = next(flow)
+            while True:
+                result: Any = None
+                if isinstance(op, _Send):
+                    result = yield op.request
+                elif isinstance(op, _Read):
+                    await op.response.aread()
+                elif isinstance(op, _Pay):
+                    result = await self._call_handler("pay", op.request, op.body)
+                elif isinstance(op, _Sleep):
+                    await self._sleep_async(op.seconds)
+                else:
+                    await self._call_handler(op.verdict, op.proof, op.response)
+                op = flow.send(result)
+        except StopIteration:
+            return
+        finally:
+            flow.close()
+
+    async def _call_handler(self, name: str, *args: Any) -> Any:
+        method = getattr(self._handler, name)
+        if inspect.iscoroutinefunction(method):
+            return await method(*args)
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(lambda: method(*args))
+
+    async def _sleep_async(self, seconds: float) -> None:
+        if self._async_sleep is not None:
+            await self._async_sleep(seconds)
+            return
+        import anyio
+
+        await anyio.sleep(seconds)
+
+
+class AsyncX402Auth(X402Auth):
+    """:class:`X402Auth` for ``httpx.AsyncClient``: ``sleep`` is awaitable, the handler may be async.
+
+    Its sync flow refuses to run, so an async-only setup is never half used from sync code.
+    """
+
+    def __init__(
+        self,
+        handler: PaymentHandler,
+        *,
+        pending_backoff: RetryPolicy = DEFAULT_PENDING_BACKOFF,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+        partner: str | None = None,
+        wallet_address: str | None = None,
+        max_pending_polls: int = 240,
+        remember: int = 4096,
+    ) -> None:
+        super().__init__(
+            handler,
+            pending_backoff=pending_backoff,
+            async_sleep=sleep,
+            clock=clock,
+            rng=rng,
+            partner=partner,
+            wallet_address=wallet_address,
+            max_pending_polls=max_pending_polls,
+            remember=remember,
+        )
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        raise AsyncAuthOnlyError("AsyncX402Auth works with httpx.AsyncClient; use X402Auth with httpx.Client")
+        yield request  # pragma: no cover - makes this a generator like the base method
+
+
+def _short(detail: Any, limit: int = 200) -> str:
+    text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
