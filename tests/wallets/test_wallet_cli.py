@@ -304,3 +304,102 @@ def test_plan_split_refuses_lanes_below_min_utxo() -> None:
     with pytest.raises(AmountError, match="cannot split"):
         wallet_cmd.plan_split(utxos, into=8, address=wallet.address, signer=wallet, params=_params(),
                               ttl_slot=1000)
+
+
+# -- show / send / split over the in-memory chain ----------------------------------------------
+
+OTHER = ("addr_test1qpu5vlrf4xkxv2qpwngf6cjhtw542ayty80v8dyr49rf5ewvxwdrt70qlcpeeagscasafhffqsxy36t90l"
+         "dv06wqrk2qum8x5w")
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], home: Path,
+         tmp_path: Path) -> Any:
+    """The vector wallet imported on devnet, funded with 100 ADA + 7 ADA/500 tokens on a FakeChain."""
+    from wallets.chain import FakeChain
+
+    _import_vector(capsys, home, tmp_path, network="devnet")
+    chain = FakeChain(slot=50)
+    chain.fund(VECTOR_TESTNET, 100_000_000)
+    chain.fund(VECTOR_TESTNET, 7_000_000, {TOKEN: 500})
+    monkeypatch.setattr(wallet_cmd, "_open_chain", lambda args: chain)
+    return chain
+
+
+def _lovelace_at(chain: Any, address: str) -> int:
+    return sum(u.lovelace for u in chain.utxos_at(address))
+
+
+def test_show_balance_and_utxos(capsys: pytest.CaptureFixture[str], home: Path, fake: Any) -> None:
+    """show reports the address, lovelace and token balances and each UTxO, in JSON and as text."""
+    shown = run_json(capsys, "wallet", "show", "vec", "--home", str(home))
+    assert shown["address"] == VECTOR_TESTNET and shown["network"] == "devnet"
+    assert shown["balance"] == {"lovelace": 107_000_000, TOKEN: 500}
+    assert sorted(u["lovelace"] for u in shown["utxos"]) == [7_000_000, 100_000_000]
+    assert shown["pending"] == [] and shown["tip_slot"] == 50
+    code, out, _ = run(capsys, "wallet", "show", "vec", "--home", str(home))
+    assert code == 0 and "107.000000" in out and TOKEN in out and fake.closed
+
+
+def test_send_moves_exact_amount(capsys: pytest.CaptureFixture[str], home: Path, fake: Any) -> None:
+    """send --yes pays the exact amount; the wallet loses amount + fee, where fee is the reported one."""
+    sent = run_json(capsys, "wallet", "send", "vec", OTHER, "5.25", "--yes", "--home", str(home))
+    assert sent["amount_lovelace"] == 5_250_000 and sent["to"] == OTHER
+    assert sent["cost_lovelace"] == 5_250_000 + sent["fee_lovelace"]
+    assert fake.accepted == [sent["tx_id"]] and sent["ttl_slot"] == 50 + 900
+    assert _lovelace_at(fake, OTHER) == 5_250_000
+    assert _lovelace_at(fake, VECTOR_TESTNET) == 107_000_000 - sent["cost_lovelace"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "to", "fragment"),
+    [
+        ("-1", OTHER, "non-negative"),
+        ("0", OTHER, "more than 0"),
+        ("1.0000001", OTHER, "6 decimals"),
+        ("ten", OTHER, "not an ADA amount"),
+        ("107.000001", OTHER, "cannot send"),
+        ("1", VECTOR_MAINNET, "mainnet address"),
+        ("1", "addr_test1qqqq", "not a Cardano address"),
+    ],
+)
+def test_send_refusals_move_nothing(capsys: pytest.CaptureFixture[str], home: Path, fake: Any,
+                                    monkeypatch: pytest.MonkeyPatch, amount: str, to: str, fragment: str) -> None:
+    """Bad amounts, over-balance and wrong-network addresses fail before unlocking; nothing is submitted."""
+    monkeypatch.setenv("CARDANO_AGENT_PASSPHRASE", "not the passphrase")  # never reached
+    code, out, err = run(capsys, "wallet", "send", "vec", to, amount, "--yes", "--home", str(home))
+    assert code != 0 and out == "" and fragment in err and "Traceback" not in err
+    assert fake.accepted == [] and _lovelace_at(fake, VECTOR_TESTNET) == 107_000_000
+
+
+def test_send_without_yes_needs_a_terminal(capsys: pytest.CaptureFixture[str], home: Path, fake: Any,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --yes and no terminal, send refuses; on a terminal, answering no cancels."""
+    code, _, err = run(capsys, "wallet", "send", "vec", OTHER, "1", "--home", str(home))
+    assert code != 0 and "--yes" in err
+    monkeypatch.setattr(wallet_cmd, "_has_tty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "n")
+    code, _, err = run(capsys, "wallet", "send", "vec", OTHER, "1", "--home", str(home))
+    assert code != 0 and "cancelled" in err
+    assert fake.accepted == []
+
+
+def test_send_wrong_passphrase_moves_nothing(capsys: pytest.CaptureFixture[str], home: Path, fake: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong passphrase at send time is the opaque keystore error and no transaction is submitted."""
+    monkeypatch.setenv("CARDANO_AGENT_PASSPHRASE", "not the passphrase")
+    code, _, err = run(capsys, "wallet", "send", "vec", OTHER, "1", "--yes", "--home", str(home))
+    assert code != 0 and "wrong passphrase or damaged" in err and fake.accepted == []
+
+
+def test_split_cli(capsys: pytest.CaptureFixture[str], home: Path, fake: Any) -> None:
+    """split --into 8 leaves 8 equal ADA UTxOs plus one holding the tokens, in one transaction."""
+    split = run_json(capsys, "wallet", "split", "vec", "--into", "8", "--home", str(home))
+    assert fake.accepted == [split["tx_id"]] and split["outputs"] == 8
+    utxos = fake.utxos_at(VECTOR_TESTNET)
+    plain = [u.lovelace for u in utxos if not u.assets]
+    assert plain == [split["lovelace_each"]] * 8
+    assert [dict(u.assets) for u in utxos if u.assets] == [{TOKEN: 500}]
+    assert _lovelace_at(fake, VECTOR_TESTNET) == 107_000_000 - split["fee_lovelace"]
+    code, _, err = run(capsys, "wallet", "split", "vec", "--into", "1", "--home", str(home))
+    assert code != 0 and "between 2 and 100" in err
