@@ -161,7 +161,7 @@ class TwinConfig:
     max_body_bytes: int = 40 * 1024 * 1024
     max_image_bytes: int = 25 * 1024 * 1024
     prices: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRICES))
-    api_keys: Mapping[str, ApiKey] = field(default_factory=_default_keys)
+    api_keys: Mapping[str, ApiKey] = field(default_factory=_default_keys, repr=False)  # keys are secrets
     partners: Mapping[str, Partner] = field(default_factory=_default_partners)
     faults: Faults = field(default_factory=Faults)
 

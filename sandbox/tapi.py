@@ -120,16 +120,18 @@ class EdgeMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(config: TwinConfig, *, ogmios_url: str, clock: Clock | None = None) -> FastAPI:
+def create_app(config: TwinConfig, *, ogmios_url: str, clock: Clock | None = None,
+               verifier: Verifier | None = None) -> FastAPI:
     """Build the twin for ``config``, reading and submitting payments through Ogmios at ``ogmios_url``.
 
     Args:
         config: billing config (``TwinConfig()`` for the defaults).
         ogmios_url: ``ws://host:port`` of the devnet's Ogmios server.
         clock: returns the current UTC time; inject one in tests to expire invoices without waiting.
+        verifier: replaces the Ogmios-backed verifier (unit tests of the HTTP layer only).
     """
     config = validate(config)
-    gate = Gate(config, Verifier(OgmiosReader(ogmios_url)), clock=clock or utc_now)
+    gate = Gate(config, verifier or Verifier(OgmiosReader(ogmios_url)), clock=clock or utc_now)
     app = FastAPI(title="T API twin", version="0.1",
                   description="A local twin of the T API that bills by x402 on the Cardano devnet.")
     app.state.twin = TwinState(gate)
