@@ -86,7 +86,8 @@ def check_invoice(
     host: str,
     now: datetime,
     cost_lovelace: int,
-    pinned: frozenset[str] | None,
+    pinned: frozenset[str] | None = None,
+    pinned_payees: frozenset[str] | None = None,
 ) -> Decision:
     """Judge ``invoice`` against ``policy`` for a wallet on ``network`` calling ``host``.
 
@@ -99,6 +100,7 @@ def check_invoice(
         cost_lovelace: lovelace leaving the wallet (outputs to others, min-ADA of token
             outputs, and the fee), as built.
         pinned: the payees pinned for ``host`` so far, or None if none were ever pinned.
+        pinned_payees: the same, under the name used in contracts.md; give one or the other.
 
     Returns:
         A ``Decision``: whether approval is required, and which payees to pin.
@@ -107,6 +109,9 @@ def check_invoice(
         PolicyError: with ``reason`` one of the module's reason constants
             (``PayeeChangedError`` for ``payee_changed``).
     """
+    if pinned is not None and pinned_payees is not None:
+        raise TypeError("give pinned or pinned_payees, not both")
+    pinned = pinned if pinned is not None else pinned_payees
     if invoice.network.name != network.name:
         raise PolicyError(
             f"invoice {invoice.invoice_id} is for {invoice.chain}, the wallet is on {network.chain_label}",

@@ -101,6 +101,17 @@ def test_payee_change_is_refused_until_approved():
     assert err.reason == PAYEE_CHANGED and err.new_payees == {addr(1)} and err.host == "api.example.com"
 
 
+def test_pinned_payees_keyword_is_an_alias():
+    """`pinned_payees=` (the contracts.md name) works like `pinned=`."""
+    inv = invoice()
+    with pytest.raises(PayeeChangedError):
+        check_invoice(inv, PaymentPolicy(), network=DEVNET, host="h", now=NOW, cost_lovelace=1,
+                      pinned_payees=frozenset({addr(0)}))
+    with pytest.raises(TypeError):
+        check_invoice(inv, PaymentPolicy(), network=DEVNET, host="h", now=NOW, cost_lovelace=1,
+                      pinned=frozenset(), pinned_payees=frozenset())
+
+
 def test_known_payees_pin_nothing_new():
     """Payees already pinned (a subset is fine) pass and nothing new is pinned."""
     assert check(invoice(), pinned=frozenset({addr(0), addr(1), addr(2)})).pin == frozenset()
