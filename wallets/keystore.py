@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _SCRYPT_N = 2**17
-"""scrypt cost written to new files and the floor accepted on read. Tests lower it for speed."""
+"""scrypt cost written to new files. Tests lower it for speed."""
+_SCRYPT_MIN_N = 2**17
+"""The weakest cost accepted on read (or ``_SCRYPT_N`` if lower), so raising the cost later keeps old files."""
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _SCRYPT_MAX_BYTES = 2**30  # scrypt memory is 128·n·r; a forged header must not allocate more
@@ -325,7 +327,7 @@ def _well_formed(doc: Any) -> bool:
         return False
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, r, p)):
         return False
-    if not (_SCRYPT_N <= n and n & (n - 1) == 0 and 1 <= r and 128 * n * r <= _SCRYPT_MAX_BYTES
+    if not (min(_SCRYPT_N, _SCRYPT_MIN_N) <= n and n & (n - 1) == 0 and 1 <= r and 128 * n * r <= _SCRYPT_MAX_BYTES
             and 1 <= p <= 4):
         return False
     if cipher.get("name") != "aes-256-gcm" or not _is_hex(cipher.get("nonce"), length=_NONCE_BYTES):
