@@ -1,0 +1,174 @@
+"""``cardano-agent sandbox``: run the local devnet (``up``) and pay from its faucet (``fund``).
+
+``sandbox up`` starts its services in order (see :data:`SERVICES`), prints one line with their
+URLs when every one is ready, and stops them in reverse order on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sandbox.errors import SandboxConfigError, SandboxError
+
+ORDER = 90
+DEFAULT_OGMIOS_URL = "ws://127.0.0.1:1337"
+
+
+@dataclass
+class Running:
+    """What ``sandbox up`` has started so far: named URLs, the devnet, and how to stop each one."""
+
+    urls: dict[str, str] = field(default_factory=dict)
+    handles: dict[str, Any] = field(default_factory=dict)
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop every service, last started first."""
+        while self.stoppers:
+            self.stoppers.pop()()
+
+
+def _start_devnet(args: argparse.Namespace, running: Running) -> None:
+    from sandbox.devnet import Devnet
+
+    devnet = Devnet.start(host=args.host, ogmios_port=args.ogmios_port, block_time_s=args.block_time,
+                          fund=dict(args.fund), state_dir=args.state_dir)
+    running.handles["devnet"] = devnet
+    running.urls["ogmios"] = devnet.ogmios_url
+    running.stoppers.append(devnet.stop)
+
+
+SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet]
+"""Service starters run in order by ``sandbox up``; each records its URL and its stopper."""
+
+
+def _fund_pair(text: str) -> tuple[str, int]:
+    address, sep, amount = text.partition("=")
+    if not sep or not address or not amount.isdigit() or int(amount) <= 0:
+        raise argparse.ArgumentTypeError(f"expected ADDR=LOVELACE, got {text!r}")
+    return address, int(amount)
+
+
+def _asset_pair(text: str) -> tuple[str, int]:
+    asset, sep, amount = text.partition("=")
+    if not sep or not amount.isdigit() or int(amount) <= 0:
+        raise argparse.ArgumentTypeError(f"expected POLICY.NAME=QTY, got {text!r}")
+    return asset, int(amount)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``sandbox up`` and ``sandbox fund``."""
+    group = sub.add_parser("sandbox", parents=[common], help="run the local devnet (Ogmios v6)")
+    cmds = group.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
+
+    up = cmds.add_parser("up", parents=[common], help="run the devnet until SIGINT/SIGTERM")
+    up.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    up.add_argument("--ogmios-port", type=int, default=1337, metavar="PORT", help="Ogmios port (default 1337)")
+    up.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                    help="persist the chain here; a restart continues from it")
+    up.add_argument("--block-time", type=float, default=1.0, metavar="S",
+                    help="seconds between blocks (0: one block per transaction at once)")
+    up.add_argument("--fund", type=_fund_pair, action="append", default=[], metavar="ADDR=LOVELACE",
+                    help="genesis funds for an address (repeatable)")
+    up.set_defaults(func=_up)
+
+    fund = cmds.add_parser("fund", parents=[common], help="pay an address from the devnet faucet")
+    fund.add_argument("address", help="bech32 devnet address (addr_test1…)")
+    fund.add_argument("lovelace", type=int, help="amount in lovelace")
+    fund.add_argument("--asset", type=_asset_pair, action="append", default=[], metavar="POLICY.NAME=QTY",
+                      help="also send this native token (repeatable)")
+    fund.add_argument("--ogmios-url", default=DEFAULT_OGMIOS_URL, help=f"devnet Ogmios URL ({DEFAULT_OGMIOS_URL})")
+    fund.set_defaults(func=_fund)
+    group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
+
+
+def _up(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    running = Running()
+    try:
+        for start in SERVICES:
+            start(args, running)
+            if stop.is_set():
+                return 0
+        if args.json:
+            print(json.dumps({"ready": True, **running.urls}), flush=True)
+        else:
+            print("sandbox ready: " + " ".join(f"{k}={v}" for k, v in running.urls.items()), flush=True)
+        stop.wait()
+        return 0
+    finally:
+        running.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _fund(args: argparse.Namespace) -> int:
+    from sandbox.devnet import FAUCET_ADDRESS, build_faucet_tx
+    from sandbox.ledger import LedgerParams
+    from wallets.types import OutputRef
+
+    if args.lovelace <= 0:
+        raise SandboxConfigError("lovelace must be positive")
+    rpc = _Rpc(args.ogmios_url)
+    try:
+        utxos = rpc.call("queryLedgerState/utxo", {"addresses": [FAUCET_ADDRESS]})
+        pp = rpc.call("queryLedgerState/protocolParameters")
+        params = LedgerParams(min_fee_coefficient=pp["minFeeCoefficient"],
+                              min_fee_constant=pp["minFeeConstant"]["ada"]["lovelace"])
+        if not utxos:
+            raise SandboxError("the faucet has no funds on this devnet")
+        best = max(utxos, key=lambda u: u["value"]["ada"]["lovelace"])
+        held = {f"{policy}.{name}": qty for policy, names in best["value"].items() if policy != "ada"
+                for name, qty in names.items()}
+        cbor, _change = build_faucet_tx(
+            [(OutputRef(best["transaction"]["id"], best["index"]), best["value"]["ada"]["lovelace"], held)],
+            to_address=args.address, lovelace=args.lovelace, assets=dict(args.asset), params=params)
+        tx_id = rpc.call("submitTransaction", {"transaction": {"cbor": cbor.hex()}})["transaction"]["id"]
+    finally:
+        rpc.close()
+    if args.json:
+        print(json.dumps({"transaction": tx_id, "address": args.address, "lovelace": args.lovelace}))
+    else:
+        print(tx_id)
+    return 0
+
+
+class _Rpc:
+    """A minimal JSON-RPC client over one WebSocket, for ``sandbox fund``."""
+
+    def __init__(self, url: str) -> None:
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect
+
+        self._errors = (OSError, ValueError, TimeoutError, WebSocketException)
+        try:
+            self._ws = connect(url, open_timeout=10, max_size=16 * 1024 * 1024)
+        except self._errors as exc:
+            raise SandboxError(f"cannot reach the devnet's Ogmios at {url}: {exc}") from None
+        self._url = url
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": method}
+        if params is not None:
+            request["params"] = params
+        try:
+            self._ws.send(json.dumps(request))
+            reply = json.loads(self._ws.recv(timeout=30))
+        except self._errors as exc:
+            raise SandboxError(f"Ogmios at {self._url} did not answer {method}: {exc}") from None
+        if "error" in reply:
+            error = reply["error"]
+            detail = json.dumps(error.get("data")) if error.get("data") is not None else ""
+            raise SandboxError(f"{method} refused ({error.get('code')}): {error.get('message')} {detail}".rstrip())
+        return reply.get("result")
+
+    def close(self) -> None:
+        self._ws.close()
+
