@@ -206,6 +206,25 @@ def address_bytes(address: str) -> bytes:
     return _decode_address(address)[0]
 
 
+def address_from_bytes(raw: bytes) -> str:
+    """Return the bech32 form of raw Shelley address bytes (``addr`` or ``addr_test`` by network id)."""
+    if not raw:
+        raise AddressError("empty address")
+    hrp = "addr" if raw[0] & 0x0F == 1 else "addr_test"
+    acc, bits, data = 0, 0, []
+    for byte in raw:
+        acc, bits = (acc << 8) | byte, bits + 8
+        while bits >= 5:
+            bits -= 5
+            data.append((acc >> bits) & 31)
+    if bits:
+        data.append((acc << (5 - bits)) & 31)
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    polymod = _bech32_polymod(expanded + data + [0] * 6) ^ 1
+    data += [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data)
+
+
 # --- values and outputs ------------------------------------------------------------------
 
 

@@ -1,0 +1,320 @@
+"""Chain access over Ogmios v6 JSON-RPC: one persistent WebSocket, thread-safe, reconnecting, strict parsing.
+
+Speaks JSON-RPC 2.0 directly over ``websockets.sync.client`` (the ``ogmios`` package validates
+every message with pydantic and pycardano opens a WebSocket per query; both are too slow for a
+per-payment path). Server strings are parsed, never evaluated: ratios go through
+``fractions.Fraction`` after a strict pattern check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from fractions import Fraction
+from typing import Any, Callable, Sequence
+
+from wallets.errors import (
+    ChainProtocolError,
+    ChainUnavailableError,
+    FeeTooSmallError,
+    OutputTooSmallError,
+    submit_error,
+)
+from wallets.types import OutputRef, ProtocolParams, Tip, Utxo
+
+log = logging.getLogger(__name__)
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_POLICY = re.compile(r"[0-9a-f]{56}")
+_ASSET_NAME = re.compile(r"(?:[0-9a-f]{2}){0,32}")
+_RATIO = re.compile(r"-?[0-9]{1,40}(?:/[0-9]{1,40})?")
+_RATIO_FIELDS = ("stakePoolPledgeInfluence", "monetaryExpansion", "treasuryExpansion")
+
+
+class _RpcFailure(Exception):
+    def __init__(self, code: int, message: str, data: Any) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.data = code, message, data
+
+
+def parse_ratio(text: Any) -> Fraction:
+    """Parse an Ogmios ratio such as ``"577/10000"`` without evaluating it; ChainProtocolError if malformed."""
+    if not isinstance(text, str) or not _RATIO.fullmatch(text):
+        raise ChainProtocolError(f"not a ratio: {str(text)[:40]!r}")
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ChainProtocolError(f"not a ratio: {text[:40]!r}") from None
+
+
+def _nat(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ChainProtocolError(f"{what}: expected a non-negative integer, got {str(value)[:40]!r}")
+    return value
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            raise ChainProtocolError(f"missing {'.'.join(path)} in answer")
+        obj = obj[key]
+    return obj
+
+
+def parse_value(value: Any) -> tuple[int, dict[str, int]]:
+    """Parse an Ogmios ``value`` object into ``(lovelace, {"policy.name": quantity})``."""
+    lovelace = _nat(_get(value, "ada", "lovelace"), "value.ada.lovelace")
+    assets: dict[str, int] = {}
+    for policy, names in value.items():
+        if policy == "ada":
+            continue
+        if not isinstance(policy, str) or not _POLICY.fullmatch(policy) or not isinstance(names, dict):
+            raise ChainProtocolError(f"bad policy in value: {str(policy)[:60]!r}")
+        for name, qty in names.items():
+            if not isinstance(name, str) or not _ASSET_NAME.fullmatch(name):
+                raise ChainProtocolError(f"bad asset name in value: {str(name)[:70]!r}")
+            assets[f"{policy}.{name}"] = _nat(qty, "asset quantity")
+    return lovelace, assets
+
+
+def parse_utxo(item: Any) -> Utxo:
+    """Parse one item of a ``queryLedgerState/utxo`` answer."""
+    tx_id = _get(item, "transaction", "id")
+    if not isinstance(tx_id, str) or not _HEX64.fullmatch(tx_id):
+        raise ChainProtocolError(f"bad transaction id: {str(tx_id)[:70]!r}")
+    address = _get(item, "address")
+    if not isinstance(address, str) or not address:
+        raise ChainProtocolError("bad address in UTxO")
+    lovelace, assets = parse_value(_get(item, "value"))
+    return Utxo(OutputRef(tx_id, _nat(_get(item, "index"), "index")), address, lovelace, assets)
+
+
+def parse_protocol_params(result: Any) -> ProtocolParams:
+    """Parse ``queryLedgerState/protocolParameters`` into what the payment builder needs."""
+    for name in _RATIO_FIELDS:  # validate (never eval) the ratios we do not use, so garbage is caught
+        if isinstance(result, dict) and name in result:
+            parse_ratio(result[name])
+    return ProtocolParams(
+        min_fee_coefficient=_nat(_get(result, "minFeeCoefficient"), "minFeeCoefficient"),
+        min_fee_constant=_nat(_get(result, "minFeeConstant", "ada", "lovelace"), "minFeeConstant"),
+        coins_per_utxo_byte=_nat(_get(result, "minUtxoDepositCoefficient"), "minUtxoDepositCoefficient"),
+        max_tx_size=_nat(_get(result, "maxTransactionSize", "bytes"), "maxTransactionSize"),
+        max_value_size=_nat(_get(result, "maxValueSize", "bytes"), "maxValueSize"),
+    )
+
+
+class OgmiosChain:
+    """``Chain`` over an Ogmios v6 server (``ws://host:port``), sharing one connection between threads."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 10.0,
+        attempts: int = 4,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 2.0,
+        params_ttl_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Args:
+            url: the Ogmios WebSocket URL.
+            timeout_s: connect and per-answer timeout.
+            attempts: tries per query before ChainUnavailableError (the first retry is immediate,
+                later ones back off exponentially from ``backoff_s`` up to ``max_backoff_s``).
+            params_ttl_s: how long protocol parameters are reused before being asked again.
+            clock, sleep: injectable for tests.
+        """
+        self.url = url
+        self._timeout_s = timeout_s
+        self._attempts = max(1, attempts)
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._params_ttl_s = params_ttl_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.RLock()
+        self._ws: Any = None
+        self._next_id = 0
+        self._params: ProtocolParams | None = None
+        self._params_at = 0.0
+        self.reconnects = 0
+
+    def __repr__(self) -> str:
+        return f"OgmiosChain({self.url!r})"
+
+    def __enter__(self) -> OgmiosChain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport ---
+
+    def _open(self) -> Any:
+        from websockets.sync.client import connect
+
+        ws = connect(self.url, open_timeout=self._timeout_s, close_timeout=1.0, proxy=None,
+                     compression=None, max_size=2**26, ping_interval=None)
+        if self._ws is None and self._next_id:
+            self.reconnects += 1
+        self._ws = ws
+        return ws
+
+    def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:  # noqa: BLE001 - the connection is already gone; nothing to report
+                pass
+
+    def _rpc(self, method: str, params: dict[str, Any] | None = None, *, resend: bool = True) -> Any:
+        """Send one request and return its ``result``; raise _RpcFailure for an error answer.
+
+        ``resend=False`` (submit): once the request may have reached the server, a lost answer is
+        not retried, because the transaction may have been accepted.
+        """
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+        with self._lock:
+            failure: Exception | None = None
+            for attempt in range(self._attempts):
+                if attempt > 1:
+                    self._sleep(min(self._backoff_s * 2 ** (attempt - 2), self._max_backoff_s))
+                try:
+                    ws = self._ws or self._open()
+                except InvalidURI as exc:
+                    raise ChainUnavailableError(f"bad Ogmios URL {self.url!r}") from exc
+                except (OSError, TimeoutError, InvalidHandshake) as exc:
+                    failure = exc
+                    log.warning("cannot reach Ogmios at %s (attempt %d): %s", self.url, attempt + 1, exc)
+                    continue
+                self._next_id += 1
+                request = {"jsonrpc": "2.0", "method": method, "id": self._next_id}
+                if params is not None:
+                    request["params"] = params
+                try:
+                    ws.send(json.dumps(request))
+                except (ConnectionClosed, OSError) as exc:
+                    failure = exc
+                    self._drop()
+                    log.warning("Ogmios connection lost; reconnecting: %s", exc)
+                    continue
+                try:
+                    raw = ws.recv(timeout=self._timeout_s)
+                except (ConnectionClosed, OSError, TimeoutError) as exc:
+                    self._drop()
+                    if not resend:
+                        raise ChainUnavailableError(
+                            f"connection to Ogmios lost while waiting for {method}; its outcome is unknown") from exc
+                    failure = exc
+                    log.warning("Ogmios connection lost; reconnecting: %s", exc)
+                    continue
+                return self._parse(raw, method, self._next_id)
+            raise ChainUnavailableError(
+                f"Ogmios at {self.url} unavailable after {self._attempts} attempts: {failure}") from failure
+
+    def _parse(self, raw: Any, method: str, request_id: int) -> Any:
+        try:
+            msg = json.loads(raw)
+        except (TypeError, ValueError):
+            self._drop()
+            raise ChainProtocolError(f"Ogmios answered {method} with something that is not JSON") from None
+        if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
+            self._drop()
+            raise ChainProtocolError(f"Ogmios answered {method} with a non JSON-RPC message")
+        if msg.get("id") != request_id or msg.get("method") != method:
+            self._drop()  # out of step with the server: start afresh
+            raise ChainProtocolError(f"Ogmios answered another request than {method}")
+        if "error" in msg:
+            err = msg["error"]
+            if not isinstance(err, dict) or type(err.get("code")) is not int:
+                raise ChainProtocolError(f"Ogmios answered {method} with a malformed error")
+            raise _RpcFailure(err["code"], str(err.get("message", "")), err.get("data"))
+        if "result" not in msg:
+            raise ChainProtocolError(f"Ogmios answered {method} without a result")
+        return msg["result"]
+
+    def _query(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        try:
+            return self._rpc(method, params)
+        except _RpcFailure as exc:
+            raise ChainProtocolError(f"Ogmios refused {method}: {exc.code} {exc.message}") from None
+
+    # --- Chain ---
+
+    def tip(self) -> Tip:
+        """The network tip (``origin`` before the first block is slot 0)."""
+        result = self._query("queryNetwork/tip")
+        if result == "origin":
+            return Tip(0, "origin")
+        tip_id = _get(result, "id")
+        if not isinstance(tip_id, str) or not _HEX64.fullmatch(tip_id):
+            raise ChainProtocolError("bad tip id")
+        return Tip(_nat(_get(result, "slot"), "tip.slot"), tip_id)
+
+    def protocol_params(self) -> ProtocolParams:
+        """Protocol parameters, asked at most once per ``params_ttl_s`` (and again after a fee or min-UTxO refusal)."""
+        with self._lock:
+            if self._params is not None and self._clock() - self._params_at < self._params_ttl_s:
+                return self._params
+            params = parse_protocol_params(self._query("queryLedgerState/protocolParameters"))
+            self._params, self._params_at = params, self._clock()
+            return params
+
+    def utxos_at(self, address: str) -> list[Utxo]:
+        """Confirmed UTxOs at ``address``."""
+        return self._utxos(self._query("queryLedgerState/utxo", {"addresses": [address]}))
+
+    def utxos_by_refs(self, refs: Sequence[OutputRef]) -> list[Utxo]:
+        """Confirmed UTxOs among ``refs``."""
+        if not refs:
+            return []
+        wanted = [{"transaction": {"id": r.tx_id}, "index": r.index} for r in refs]
+        return self._utxos(self._query("queryLedgerState/utxo", {"outputReferences": wanted}))
+
+    @staticmethod
+    def _utxos(result: Any) -> list[Utxo]:
+        if not isinstance(result, list):
+            raise ChainProtocolError("UTxO answer is not a list")
+        return [parse_utxo(item) for item in result]
+
+    def submit(self, cbor: bytes) -> str:
+        """Submit a signed transaction; return its id or raise the typed ``SubmitError`` for Ogmios's code."""
+        try:
+            result = self._rpc("submitTransaction", {"transaction": {"cbor": cbor.hex()}}, resend=False)
+        except _RpcFailure as exc:
+            error = submit_error(exc.code, exc.message, exc.data)
+            if isinstance(error, (FeeTooSmallError, OutputTooSmallError)):
+                with self._lock:
+                    self._params = None  # the parameters may have changed under us
+            raise error from None
+        tx_id = _get(result, "transaction", "id")
+        if not isinstance(tx_id, str) or not _HEX64.fullmatch(tx_id):
+            raise ChainProtocolError("bad transaction id in submit answer")
+        return tx_id
+
+    def in_mempool(self, tx_id: str) -> bool:
+        """Whether ``tx_id`` is in the node's mempool (acquire a snapshot, ask, release)."""
+        with self._lock:
+            self._query("acquireMempool")
+            try:
+                found = self._query("hasTransaction", {"id": tx_id})
+            finally:
+                self._query("releaseMempool")
+        if not isinstance(found, bool):
+            raise ChainProtocolError("hasTransaction answer is not a boolean")
+        return found
+
+    def close(self) -> None:
+        """Close the connection (a later call opens a new one)."""
+        with self._lock:
+            self._drop()
+
+
+__all__ = ["OgmiosChain", "parse_protocol_params", "parse_ratio", "parse_utxo", "parse_value"]

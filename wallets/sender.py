@@ -1,0 +1,246 @@
+"""Pay from one wallet under concurrency: reserve inputs, chain on change still in the mempool, notice confirmations.
+
+Every payment reserves its inputs (for its ``owner``, e.g. a spend-ledger row) before it is
+returned, and keeps them until its transaction is seen confirmed or dropped, so concurrent
+payments never pick the same input. After a successful submit its change is recorded as
+pending, so the next payment may spend it at once (the ledger validates against the UTxO set
+plus the mempool): a single-UTxO wallet pays back to back without waiting for a block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Collection, Mapping, Sequence
+
+from wallets.chain import Chain
+from wallets.errors import InputsSpentError, InsufficientFundsError, SubmitError
+from wallets.payment import SignedPayment, Signer, build_payment
+from wallets.reservations import MemoryReservations, ReservationConflict, UtxoReservations
+from wallets.types import OutputRef, RequiredOutput, Utxo
+
+log = logging.getLogger(__name__)
+
+_MAX_CONFLICTS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    owner: str
+    inputs: frozenset[OutputRef]
+    change: frozenset[OutputRef]
+
+
+class _DrySigner:
+    """Signs nothing: lets a feasibility check run the builder without touching the key."""
+
+    address = ""
+
+    def sign(self, tx_body_hash: bytes) -> tuple[bytes, bytes]:
+        return bytes(32), bytes(64)
+
+
+class PaymentSender:
+    """Builds, reserves and submits payments for one wallet (``signer``) over a ``Chain``."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        signer: Signer,
+        *,
+        reservations: UtxoReservations | None = None,
+        wait_s: float = 30.0,
+        poll_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Args:
+            chain: chain access.
+            signer: the wallet; its ``address`` holds the funds and receives change.
+            reservations: where reservations live (default: in memory, this process only).
+            wait_s: how long ``build`` waits for an in-flight payment to free funds before giving up.
+            poll_s: how often a waiting ``build`` looks at the chain again for confirmations.
+            clock: monotonic clock, for the wait deadline.
+        """
+        self._chain = chain
+        self._signer = signer
+        self._reservations: UtxoReservations = reservations if reservations is not None else MemoryReservations()
+        self._wait_s = wait_s
+        self._poll_s = poll_s
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._inflight: dict[str, _InFlight] = {}
+        self._spent: set[OutputRef] = set()
+
+    @property
+    def address(self) -> str:
+        """The paying wallet's address."""
+        return self._signer.address
+
+    @property
+    def reservations(self) -> UtxoReservations:
+        """The reservation store in use."""
+        return self._reservations
+
+    def in_flight(self) -> dict[str, str]:
+        """Submitted, not yet confirmed payments: ``{tx_id: owner}``."""
+        with self._cond:
+            return {tx_id: f.owner for tx_id, f in self._inflight.items()}
+
+    def build(self, outputs: Sequence[RequiredOutput], *, ttl_slot: int,
+              metadata: Mapping[int, Any] | None = None, owner: str) -> SignedPayment:
+        """Select free inputs, reserve them for ``owner`` and sign; nothing is submitted.
+
+        If the free UTxOs cannot cover the payment but other payments are in flight, waits
+        (up to ``wait_s``) for one of them to confirm or to leave change to chain on.
+
+        Raises:
+            InsufficientFundsError: the wallet cannot cover it, even after waiting.
+            AmountError, AddressError, PaymentError: from the builder, for bad outputs.
+            ChainError: the chain could not be queried.
+        """
+        params = self._chain.protocol_params()
+        deadline = self._clock() + self._wait_s
+        conflicts = 0
+        check_mempool = False
+        with self._cond:
+            while True:
+                candidates = self._candidates(check_mempool=check_mempool)
+                reserved = self._reservations.reserved_refs()
+                free = [u for u in candidates if u.ref not in reserved]
+                try:
+                    payment = build_payment(outputs, utxos=free, change_address=self.address, signer=self._signer,
+                                            params=params, ttl_slot=ttl_slot, metadata=metadata)
+                except InsufficientFundsError:
+                    if not reserved or self._clock() >= deadline or not self._feasible(
+                            outputs, candidates, params, ttl_slot, metadata):
+                        raise
+                    log.debug("no free inputs for %s; waiting for in-flight payments", owner)
+                    self._cond.wait(timeout=max(0.0, min(self._poll_s, deadline - self._clock())))
+                    check_mempool = True
+                    continue
+                try:
+                    self._reservations.reserve(owner, payment.inputs)
+                except ReservationConflict:
+                    conflicts += 1
+                    if conflicts > _MAX_CONFLICTS:
+                        raise
+                    log.debug("reservation conflict for %s; selecting again", owner)
+                    continue
+                return payment
+
+    def submit(self, payment: SignedPayment, *, owner: str) -> str:
+        """Submit ``payment``; on success its change becomes usable for the next payment.
+
+        A refused transaction (``SubmitError``) frees the owner's inputs; on ``InputsSpentError``
+        the spent inputs are also kept out of later selections. A lost connection
+        (``ChainUnavailableError``) keeps the reservation: the transaction may have gone through.
+        """
+        try:
+            tx_id = self._chain.submit(payment.cbor)
+        except InputsSpentError as exc:
+            with self._cond:
+                spent = _refs_from_error(exc.data) or set(payment.inputs)
+                self._spent |= spent
+                for parent in {r.tx_id for r in spent} & set(self._inflight):
+                    self._settled(parent)  # its change is gone: that parent was dropped or replaced
+                self._reservations.release(owner)
+                self._cond.notify_all()
+            raise
+        except SubmitError:
+            with self._cond:
+                self._reservations.release(owner)
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._reservations.record_pending(owner, tx_id, payment.change)
+            self._inflight[tx_id] = _InFlight(owner, frozenset(payment.inputs),
+                                              frozenset(u.ref for u in payment.change))
+            self._cond.notify_all()
+        return tx_id
+
+    def pay(self, outputs: Sequence[RequiredOutput], *, ttl_slot: int,
+            metadata: Mapping[int, Any] | None = None, owner: str) -> SignedPayment:
+        """Build, reserve and submit in one call; return the submitted payment."""
+        payment = self.build(outputs, ttl_slot=ttl_slot, metadata=metadata, owner=owner)
+        self.submit(payment, owner=owner)
+        return payment
+
+    def release(self, owner: str) -> None:
+        """The payment of ``owner`` was abandoned: free its inputs and forget its pending change."""
+        with self._cond:
+            for tx_id in [t for t, f in self._inflight.items() if f.owner == owner]:
+                del self._inflight[tx_id]
+            self._reservations.release(owner)
+            self._cond.notify_all()
+
+    def track(self, owner: str, tx_id: str, *, inputs: Collection[OutputRef], change: Sequence[Utxo]) -> None:
+        """Watch a payment submitted earlier (e.g. before a restart) until it confirms, then free its inputs."""
+        with self._cond:
+            self._reservations.reserve(owner, inputs)
+            self._reservations.record_pending(owner, tx_id, change)
+            self._inflight[tx_id] = _InFlight(owner, frozenset(inputs), frozenset(u.ref for u in change))
+
+    def refresh(self) -> None:
+        """Look at the chain now: free the inputs of payments that confirmed or left the mempool."""
+        with self._cond:
+            self._candidates(check_mempool=True)
+
+    # --- internals (called with the condition's lock held) ---
+
+    def _candidates(self, *, check_mempool: bool) -> list[Utxo]:
+        """Confirmed UTxOs plus pending change, minus inputs known spent; settles confirmed payments first."""
+        on_chain = self._chain.utxos_at(self.address)
+        chain_refs = {u.ref for u in on_chain}
+        self._spent &= chain_refs  # a spent input that left the UTxO set needs no remembering
+        self._settle(chain_refs, check_mempool=check_mempool)
+        merged = {u.ref: u for u in on_chain}
+        for u in self._reservations.pending_change():
+            merged.setdefault(u.ref, u)
+        return [u for ref, u in merged.items() if ref not in self._spent]
+
+    def _settle(self, chain_refs: set[OutputRef], *, check_mempool: bool) -> None:
+        if not self._inflight:
+            return
+        pending_refs = {u.ref for u in self._reservations.pending_change()}
+        for tx_id, f in list(self._inflight.items()):
+            if f.change & chain_refs:
+                self._settled(tx_id)  # its change is on the ledger: confirmed
+            elif f.inputs & (chain_refs | pending_refs):
+                # Inputs still unspent as far as the ledger or our pending view knows: waiting in the
+                # mempool, unless it has left it (expired or dropped). Ask only when we must.
+                if check_mempool and not self._chain.in_mempool(tx_id):
+                    self._settled(tx_id)
+            elif not self._chain.in_mempool(tx_id):
+                self._settled(tx_id)  # inputs gone and not waiting: confirmed (change already spent or none)
+
+    def _settled(self, tx_id: str) -> None:
+        f = self._inflight.pop(tx_id)
+        self._reservations.clear_pending(tx_id)
+        if not any(g.owner == f.owner for g in self._inflight.values()):
+            self._reservations.release(f.owner)
+        log.debug("payment %s of %s settled; inputs released", tx_id, f.owner)
+        self._cond.notify_all()
+
+    def _feasible(self, outputs: Sequence[RequiredOutput], candidates: list[Utxo], params: Any,
+                  ttl_slot: int, metadata: Mapping[int, Any] | None) -> bool:
+        """Could the payment be built if every reservation were released? If not, waiting cannot help."""
+        try:
+            build_payment(outputs, utxos=candidates, change_address=self.address, signer=_DrySigner(),
+                          params=params, ttl_slot=ttl_slot, metadata=metadata)
+        except InsufficientFundsError:
+            return False
+        return True
+
+
+def _refs_from_error(data: Any) -> set[OutputRef]:
+    """Parse Ogmios's ``unknownOutputReferences`` (3117) defensively."""
+    refs: set[OutputRef] = set()
+    items = data.get("unknownOutputReferences") if isinstance(data, dict) else None
+    for item in items if isinstance(items, list) else []:
+        try:
+            refs.add(OutputRef(str(item["transaction"]["id"]), int(item["index"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return refs
