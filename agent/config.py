@@ -37,6 +37,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _EVERY = re.compile(r"([0-9]{1,6})([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +293,8 @@ class _Reader:
             self.fail((*where, "payees"), f"expected a table of host = [addresses], got {_show(raw_payees)}")
         for host, addresses in raw_payees.items():
             key = (*where, "payees", host)
+            if not _HOST.fullmatch(host):
+                self.fail(key, 'expected a host or host:port (no scheme or path), e.g. "api.example.com"')
             checked = set()
             for i, address in enumerate(self.strings(addresses, key)):
                 try:

@@ -25,6 +25,8 @@ SPLIT_ADDITIONAL = "additional"
 SPLIT_INCLUSIVE = "inclusive"
 PENDING_STATUSES = frozenset({"pending", "submitted"})
 CIP20_LABEL = 674
+MAX_TIMEOUT_S = 7 * 86_400
+"""A longer ``timeout`` is refused: no invoice needs to stay payable for more than a week."""
 
 # Printable ASCII, no spaces: safe in an HTTP header and within CIP-20's 64-byte strings.
 _INVOICE_ID = re.compile(r"[\x21-\x7e]{1,64}")
@@ -388,6 +390,8 @@ def _expiry(d: Mapping[str, Any], now: datetime, invoice_id: str) -> datetime:
             timeout = int(timeout)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
             raise InvoiceError(f"invoice {invoice_id}: timeout must be whole seconds, got {_show(timeout)}")
+        if timeout > MAX_TIMEOUT_S:
+            raise InvoiceError(f"invoice {invoice_id}: timeout {timeout}s is longer than {MAX_TIMEOUT_S}s")
         candidates.append(now + timedelta(seconds=timeout))
     if expires_raw is not None:
         if not isinstance(expires_raw, str):

@@ -156,6 +156,7 @@ INVALID = [
     ("too many decimals", '[policy]\nmax_per_call_ada = 1.0000001  # <-\n', "policy.max_per_call_ada: ADA has at most 6 decimals"),
     ("negative ada", '[policy]\napprove_above_ada = -1  # <-\n', "non-negative ADA amount"),
     ("bad payee", '[policy.payees]\n"h" = ["{a0}", "nope"]  # <-\n', r'policy.payees.h\[1\]: address is not a bech32'),
+    ("payee host with scheme", '[policy.payees]\n"https://h/x" = []  # <-\n', "expected a host or host:port"),
     ("mainnet payee on devnet", '[policy]\npayees = {{ h = ["{m0}"] }}  # <-\n', "wrong network"),
     ("bad asset", '[policy]\nallowed_assets = ["DOGE"]  # <-\n', r"policy.allowed_assets\[0\]: asset: unknown asset"),
     ("budget without limit", '[[budgets]]\nname = "a"\nlimit_ada = 1\n[[budgets]]  # <-\nname = "b"\n', r"budgets\[1\]: budget without a limit"),

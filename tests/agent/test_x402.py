@@ -203,6 +203,7 @@ MALFORMED = [
     ("stake address", {"payTo": "stake_test1uryrdgw5ne5rms9ep5y95pzml8qm4s3aprcm6zmlhh0qtaqz0z5jr"}, "not a bech32 payment"),
     ("no expiry", {"timeout": None}, "neither timeout nor expiresAt"),
     ("bad timeout", {"timeout": 1.5}, "timeout must be whole seconds"),
+    ("huge timeout", {"timeout": 10**12}, "is longer than"),
     ("bad expiresAt", {"timeout": None, "expiresAt": "tomorrow"}, "not ISO-8601"),
     ("expired timeout", {"timeout": 0}, "expired at"),
     ("expired expiresAt", {"timeout": None, "expiresAt": "2026-11-29T11:59:59Z"}, "expired at"),
