@@ -403,3 +403,44 @@ def test_split_cli(capsys: pytest.CaptureFixture[str], home: Path, fake: Any) ->
     assert _lovelace_at(fake, VECTOR_TESTNET) == 107_000_000 - split["fee_lovelace"]
     code, _, err = run(capsys, "wallet", "split", "vec", "--into", "1", "--home", str(home))
     assert code != 0 and "between 2 and 100" in err
+
+
+# -- end to end on the running devnet ------------------------------------------------------------
+
+
+def test_devnet_show_split_send(capsys: pytest.CaptureFixture[str], home: Path, devnet: Any,
+                                devnet_key: Any) -> None:
+    """On the devnet: a new wallet is funded, shown, split into 8 lanes, then sends 5 ADA; the ledger agrees."""
+    created = run_json(capsys, "wallet", "create", "main", "--network", "devnet", "--home", str(home))
+    address = created["address"]
+    devnet.fund(address, 100_000_000)
+    url = ["--ogmios-url", devnet.ogmios_url, "--home", str(home)]
+
+    shown = run_json(capsys, "wallet", "show", "main", *url)
+    assert shown["balance"] == {"lovelace": 100_000_000} and len(shown["utxos"]) == 1
+
+    split = run_json(capsys, "wallet", "split", "main", "--into", "8", *url)
+    lanes = devnet.ledger.utxos_at([address])
+    assert len(lanes) == 8 and {out.lovelace for _, out in lanes} == {split["lovelace_each"]}
+    assert devnet.ledger.balance(address)["lovelace"] == 100_000_000 - split["fee_lovelace"]
+
+    before = devnet.ledger.balance(devnet_key.address)["lovelace"]
+    sent = run_json(capsys, "wallet", "send", "main", devnet_key.address, "5", "--yes", *url)
+    assert devnet.ledger.balance(devnet_key.address)["lovelace"] == before + 5_000_000
+    assert devnet.ledger.balance(address)["lovelace"] == \
+        100_000_000 - split["fee_lovelace"] - sent["cost_lovelace"]
+    shown = run_json(capsys, "wallet", "show", "main", *url)
+    assert len(shown["utxos"]) == 8  # one lane spent, its change came back
+
+
+def test_devnet_send_over_balance_moves_nothing(capsys: pytest.CaptureFixture[str], home: Path, devnet: Any,
+                                                devnet_key: Any) -> None:
+    """Sending more than the balance on the devnet is a clear error and leaves both balances unchanged."""
+    created = run_json(capsys, "wallet", "create", "main", "--network", "devnet", "--home", str(home))
+    devnet.fund(created["address"], 10_000_000)
+    before = devnet.ledger.balance(devnet_key.address)["lovelace"]
+    code, _, err = run(capsys, "wallet", "send", "main", devnet_key.address, "10", "--yes",
+                       "--ogmios-url", devnet.ogmios_url, "--home", str(home))
+    assert code != 0 and "not enough funds" in err
+    assert devnet.ledger.balance(created["address"])["lovelace"] == 10_000_000
+    assert devnet.ledger.balance(devnet_key.address)["lovelace"] == before
