@@ -168,9 +168,13 @@ def _key_hash(public_key: bytes):  # type: ignore[no-untyped-def]
     return VerificationKey(public_key).hash()
 
 
-def derive_account(phrase: Mnemonic, network: str, account: int = 0) -> tuple[ExtendedSigningKey, str]:
-    """Return ``(payment extended signing key, base address)`` for the account (the contract API)."""
-    keys = derive_keys(phrase, network, account)
+def derive_account(phrase: Mnemonic | str, network: str, account: int = 0) -> tuple[ExtendedSigningKey, str]:
+    """Return ``(payment extended signing key, base address)`` for the account (the contract API).
+
+    A plain string is checked with :func:`parse_mnemonic` first (``MnemonicError`` if invalid).
+    """
+    checked = parse_mnemonic(phrase) if isinstance(phrase, str) else phrase
+    keys = derive_keys(checked, network, account)
     return keys.signing_key, keys.address
 
 

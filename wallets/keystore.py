@@ -229,6 +229,8 @@ class Keystore:
         path = self.path(name)
         try:
             raw = path.read_bytes()
+            if path.stat().st_mode & 0o077:
+                log.warning("keystore file %s is readable by other users; run: chmod 600 %s", path, path)
         except FileNotFoundError:
             raise KeystoreError(f"no wallet named {name!r} in {self.root}") from None
         except OSError as exc:

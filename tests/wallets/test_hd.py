@@ -92,6 +92,9 @@ def test_derive_account_contract_and_accounts_differ() -> None:
     key, address = derive_account(phrase, "mainnet")
     assert isinstance(key, ExtendedSigningKey)
     assert address == BASE_VECTORS[0][2]
+    assert derive_account(MNEMONIC_12, "mainnet")[1] == address  # a plain string is checked and accepted
+    with pytest.raises(MnemonicError):
+        derive_account(MNEMONIC_12 + " walk", "mainnet")
     _, other = derive_account(phrase, "mainnet", account=1)
     assert other != address and other.startswith("addr1q")
 

@@ -345,3 +345,11 @@ def test_no_secret_in_any_log_line(tmp_path: Path, fast_scrypt: None, caplog: py
             assert not any(pair in line for pair in pairs), line
     for line in lines:
         assert not any(s in line for s in secrets), line
+
+
+def test_loose_file_mode_warns(imported: Keystore, caplog: pytest.LogCaptureFixture) -> None:
+    """A keystore file readable by others still opens but logs a chmod warning (path only)."""
+    imported.path("vec").chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="wallets.keystore"):
+        imported.info("vec")
+    assert any("chmod 600" in r.getMessage() for r in caplog.records)
