@@ -262,7 +262,8 @@ def test_through_an_httpx_client_with_a_mock_server() -> None:
     seen: list[httpx.Request] = []
 
     def server(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
+        seen.append(httpx.Request(request.method, request.url, headers=request.headers.copy(),
+                                  content=request.read()))
         if request.headers.get("X-Payment") == TX:
             return httpx.Response(200, json={"reply": "paid"})
         return httpx.Response(402, json=INVOICE)
@@ -272,6 +273,7 @@ def test_through_an_httpx_client_with_a_mock_server() -> None:
         response = client.post("https://api.test/chat", json={"message": "hi"})
     assert response.status_code == 200 and response.json() == {"reply": "paid"}
     assert len(seen) == 2 and seen[0].content == seen[1].content
+    assert "x-payment" not in seen[0].headers and seen[1].headers["x-payment"] == TX
     assert len(handler.paid) == 1 and len(handler.settled_calls) == 1
 
 
