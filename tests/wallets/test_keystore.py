@@ -353,3 +353,10 @@ def test_loose_file_mode_warns(imported: Keystore, caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.WARNING, logger="wallets.keystore"):
         imported.info("vec")
     assert any("chmod 600" in r.getMessage() for r in caplog.records)
+
+
+def test_passphrase_unicode_normalised(store: Keystore) -> None:
+    """A passphrase typed composed (é) or decomposed (e + ◌́) unlocks the same wallet."""
+    composed, decomposed = "caf\u00e9 au lait", "cafe\u0301 au lait"
+    store.import_wallet("uni", network="devnet", mnemonic=VECTOR_WORDS, passphrase=composed)
+    assert store.unlock("uni", decomposed).address == store.info("uni").address
