@@ -1,7 +1,8 @@
 """The T API client: every route of the guide with typed results, in api-key or x402 mode.
 
-``TClient`` (sync) and ``AsyncTClient`` share the request builders and result parsers in
-:class:`_Routes`; each only runs the send-and-retry loop. Every call carries an
+``TClient`` (sync, here) and ``AsyncTClient`` (:mod:`agent.tapi_async`, also importable
+from here) share the request builders and result parsers in :class:`_Routes`; each only
+runs the send-and-retry loop. Every call carries an
 ``X-Request-Id`` (fresh uuid4 hex, or the caller's) that is reused across retries, so a
 resend after a 5xx or a timeout presents the proof of a call already paid instead of
 paying again (see :mod:`agent.auth`). api-key mode never pays; ``images/variations`` and
@@ -20,14 +21,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar, Union
+from typing import Any, Callable, Mapping, Sequence, TypeVar, Union
 from urllib.parse import quote
 
 import httpx
 
+from agent.auth import response_detail
 from agent.errors import AgentError, ApiError, TransientApiError
 from agent.retry import RetryPolicy, is_transient_status, parse_retry_after, utc_now
-from agent.sse import AsyncChatStream, ChatEvent, ChatStream, short_detail
+from agent.sse import AsyncChatStream, ChatEvent, ChatStream, short_detail  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -287,8 +289,6 @@ class _Routes:
         logger.info("%s request_id=%s attempt=%d -> %d", where, request_id, attempt, status)
         if status < 400:
             return None
-        from agent.auth import response_detail
-
         detail = response_detail(response)
         server_id = response.headers.get("x-request-id") or request_id
         if is_transient_status(status):
@@ -566,123 +566,17 @@ class TClient(_Routes):
         return self._run(self._plan_balance(partner, wallet, request_id), self._parse_balance)
 
 
-class AsyncTClient(_Routes):
-    """:class:`TClient` over ``httpx.AsyncClient``: same arguments and methods, awaited; ``sleep`` is async."""
-
-    def __init__(
-        self,
-        source: str | httpx.URL | Any,
-        *,
-        api_key: str | None = None,
-        auth: httpx.Auth | None = None,
-        partner: str | None = None,
-        wallet_address: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy = RetryPolicy(),
-        sleep: Callable[[float], Awaitable[None]] | None = None,
-        clock: Callable[[], datetime] = utc_now,
-        rng: random.Random | None = None,
-        request_ids: Callable[[], str] = new_request_id,
-    ) -> None:
-        super().__init__(source, api_key=api_key, auth=auth, partner=partner, wallet_address=wallet_address,
-                         retry=retry, clock=clock, rng=rng, new_request_id=request_ids)
-        self._sleep = sleep
-        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout_s)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> AsyncTClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def _send(self, call: _Call, *, stream: bool = False) -> tuple[httpx.Response, str]:
-        request_id = call.request_id or self._new_request_id()
-        attempt = 0
-        while True:
-            attempt += 1
-            request = self._request(self._http, call, request_id)
-            response: httpx.Response | None = None
-            error: Exception | None = None
-            try:
-                response = await self._http.send(request, auth=self._auth_for(call), stream=stream)
-                if stream and response.status_code >= 400:
-                    await response.aread()
-            except _RETRYABLE_EXCEPTIONS as exc:
-                error = exc
-            try:
-                delay = self._outcome(call, request_id, attempt, response, error)
-            finally:
-                if response is not None and (not stream or response.status_code >= 400):
-                    await response.aclose()
-            if delay is None:
-                assert response is not None
-                return response, request_id
-            if self._sleep is None:
-                import anyio
-
-                await anyio.sleep(delay)
-            else:
-                await self._sleep(delay)
-
-    async def _run(self, call: _Call, parse: Callable[[httpx.Response, str], T]) -> T:
-        response, request_id = await self._send(call)
-        return parse(response, request_id)
-
-    async def health(self, *, request_id: str | None = None) -> Any:
-        return await self._run(_Call("GET", "/health", request_id=request_id), self._parse_json)
-
-    async def api_info(self, *, request_id: str | None = None) -> Any:
-        return await self._run(_Call("GET", "/api", request_id=request_id), self._parse_json)
-
-    async def chat(self, message: str, *, session_id: str | None = None, image_data: ImageInput | None = None,
-                   structured: bool = False, request_id: str | None = None) -> ChatReply:
-        call = self._plan_chat(message, session_id, image_data, structured, False, request_id)
-        return await self._run(call, lambda response, rid: self._parse_chat(response, rid, session_id))
-
-    async def chat_stream(self, message: str, *, session_id: str | None = None,
-                          image_data: ImageInput | None = None, request_id: str | None = None) -> AsyncChatStream:
-        call = self._plan_chat(message, session_id, image_data, False, True, request_id)
-        response, rid = await self._send(call, stream=True)
-        return AsyncChatStream(response, response.headers.get("x-request-id") or rid)
-
-    async def token_analysis(self, token: str, *, policy_id: str | None = None, asset_name_hex: str | None = None,
-                             network: str = "cardano", bypass_cache: bool = False,
-                             request_id: str | None = None) -> TokenReport:
-        call = self._plan_token(token, policy_id, asset_name_hex, network, bypass_cache, request_id)
-        return await self._run(call, self._parse_token)
-
-    async def images_generate(self, prompt: str, *, size: str = "1024x1024", n: int = 1,
-                              request_id: str | None = None) -> ImageResult:
-        return await self._run(self._plan_generate(prompt, size, n, request_id), self._parse_images)
-
-    async def images_edit(self, prompt: str, input_images: Sequence[ImageInput], *, size: str = "1024x1024",
-                          n: int = 1, request_id: str | None = None) -> ImageResult:
-        return await self._run(self._plan_edit(prompt, input_images, size, n, request_id), self._parse_images)
-
-    async def images_upload_and_edit(self, prompt: str, files: Sequence[UploadFile], *, size: str = "1024x1024",
-                                     n: int = 1, request_id: str | None = None) -> ImageResult:
-        call = self._plan_upload(prompt, files, size, n, request_id)
-        return await self._run(call, self._parse_images)
-
-    async def images_variations(self, image: ImageInput, *, size: str = "1024x1024", n: int = 1,
-                                request_id: str | None = None) -> ImageResult:
-        call = self._plan_variations(image, size, n, request_id)
-        return await self._run(call, self._parse_images)
-
-    async def payment_status(self, invoice_id: str, *, request_id: str | None = None) -> PaymentStatus:
-        return await self._run(self._plan_status(invoice_id, request_id), self._parse_status)
-
-    async def payment_balance(self, partner: str, wallet: str, *,
-                              request_id: str | None = None) -> PrepaidBalance:
-        return await self._run(self._plan_balance(partner, wallet, request_id), self._parse_balance)
-
-
 __all__ = [
     "ApiKeyRequiredError", "AsyncChatStream", "AsyncTClient", "ChatEvent", "ChatReply", "ChatStream",
     "ImageResult", "ImageTooLargeError", "InvalidRequestError", "MAX_IMAGE_BYTES", "PaymentStatus",
     "PrepaidBalance", "TClient", "TokenReport", "new_request_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncTClient lives in agent.tapi_async (which imports this module); loaded on first use.
+    if name == "AsyncTClient":
+        from agent.tapi_async import AsyncTClient
+
+        return AsyncTClient
+    raise AttributeError(f"module 'agent.tapi' has no attribute {name!r}")
