@@ -1,7 +1,8 @@
 """``cardano-agent sandbox``: run the local devnet (``up``) and pay from its faucet (``fund``).
 
-``sandbox up`` starts its services in order (see :data:`SERVICES`), prints one line with their
-URLs when every one is ready, and stops them in reverse order on SIGINT or SIGTERM.
+``sandbox up`` starts its services in order (see :data:`SERVICES`: the devnet, then the T API
+twin on ``--api-port``), prints one line with their URLs when every one is ready, and stops
+them in reverse order on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -44,7 +45,18 @@ def _start_devnet(args: argparse.Namespace, running: Running) -> None:
     running.stoppers.append(devnet.stop)
 
 
-SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet]
+def _start_twin(args: argparse.Namespace, running: Running) -> None:
+    from sandbox.billing import load_twin_config
+    from sandbox.twin import ApiTwin
+
+    twin = ApiTwin.start(load_twin_config(args.api_config), running.urls["ogmios"], host=args.host,
+                         port=args.api_port)
+    running.handles["api"] = twin
+    running.urls["api"] = twin.url
+    running.stoppers.append(twin.stop)
+
+
+SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet, _start_twin]
 """Service starters run in order by ``sandbox up``; each records its URL and its stopper."""
 
 
@@ -64,16 +76,20 @@ def _asset_pair(text: str) -> tuple[str, int]:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``sandbox up`` and ``sandbox fund``."""
-    group = sub.add_parser("sandbox", parents=[common], help="run the local devnet (Ogmios v6)")
+    group = sub.add_parser("sandbox", parents=[common], help="run the local devnet (Ogmios v6) and the T API twin")
     cmds = group.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
 
-    up = cmds.add_parser("up", parents=[common], help="run the devnet until SIGINT/SIGTERM")
+    up = cmds.add_parser("up", parents=[common], help="run the devnet and the T API twin until SIGINT/SIGTERM")
     up.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     up.add_argument("--ogmios-port", type=int, default=1337, metavar="PORT", help="Ogmios port (default 1337)")
     up.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                     help="persist the chain here; a restart continues from it")
     up.add_argument("--block-time", type=float, default=1.0, metavar="S",
                     help="seconds between blocks (0: one block per transaction at once)")
+    up.add_argument("--api-port", type=int, default=8402, metavar="PORT",
+                    help="T API twin port (default 8402; 0: any free port)")
+    up.add_argument("--api-config", type=Path, default=None, metavar="FILE",
+                    help="T API twin billing config (TOML; default: built-in prices, keys and partners)")
     up.add_argument("--fund", type=_fund_pair, action="append", default=[], metavar="ADDR=LOVELACE",
                     help="genesis funds for an address (repeatable)")
     up.set_defaults(func=_up)
