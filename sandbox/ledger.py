@@ -85,10 +85,6 @@ class _Pending:
     produced: tuple[OutputRef, ...]
 
 
-def _entry(out: TxOut, credential: Credential) -> tuple[TxOut, Credential]:
-    return (out, credential)
-
-
 class Ledger:
     """UTxO set, mempool and chain of blocks of the devnet. Not thread-safe: callers lock."""
 
@@ -172,7 +168,7 @@ class Ledger:
         for index, out in enumerate(tx.outputs):
             ref = OutputRef(tx.tx_id, index)
             txout = TxOut(out.address, out.lovelace, out.assets, out.datum_hash, out.datum)
-            self._mempool_outputs[ref] = _entry(txout, out.credential)
+            self._mempool_outputs[ref] = (txout, out.credential)
             produced.append(ref)
         for ref in spent:
             self._mempool_spent[ref] = tx.tx_id
@@ -231,7 +227,7 @@ class Ledger:
         return self.tip
 
     def _add_confirmed(self, ref: OutputRef, out: TxOut, credential: Credential) -> None:
-        self._utxo[ref] = _entry(out, credential)
+        self._utxo[ref] = (out, credential)
         self._by_address.setdefault(out.address, set()).add(ref)
 
     def _remove_confirmed(self, ref: OutputRef) -> None:
@@ -282,9 +278,10 @@ class Ledger:
     def to_state(self) -> dict[str, Any]:
         """A JSON-able snapshot (hex strings and integers) that :meth:`from_state` restores."""
         utxo = []
-        for ref, (out, _credential) in sorted(self._utxo.items(), key=lambda kv: (kv[0].tx_id, kv[0].index)):
+        for ref, (out, credential) in sorted(self._utxo.items(), key=lambda kv: (kv[0].tx_id, kv[0].index)):
             item: dict[str, Any] = {"tx_id": ref.tx_id, "index": ref.index, "address": out.address,
-                                    "lovelace": out.lovelace, "assets": dict(out.assets)}
+                                    "lovelace": out.lovelace, "assets": dict(out.assets),
+                                    "credential": [credential.kind, credential.hash]}
             if out.datum_hash is not None:
                 item["datum_hash"] = out.datum_hash
             if out.datum is not None:
@@ -319,12 +316,14 @@ class Ledger:
                 t = state["tip"]
                 ledger.tip = Block(int(t["height"]), int(t["slot"]), str(t["id"]), tuple(t["tx_ids"]))
             for item in state["utxo"]:
-                raw = _address_bytes(item["address"])
-                out = TxOut(item["address"], int(item["lovelace"]), dict(item["assets"]),
+                kind, key_hash = item["credential"]
+                if kind not in ("key", "script", "byron") or len(bytes.fromhex(key_hash)) != 28:
+                    raise ValueError(f"bad credential {item['credential']!r}")
+                out = TxOut(str(item["address"]), int(item["lovelace"]), {str(a): int(q) for a, q in item["assets"].items()},
                             item.get("datum_hash"), item.get("datum"))
-                ledger._add_confirmed(OutputRef(item["tx_id"], int(item["index"])), out, payment_credential(raw))
+                ledger._add_confirmed(OutputRef(str(item["tx_id"]), int(item["index"])), out, Credential(kind, key_hash))
             mempool = list(state["mempool"])
-        except (KeyError, TypeError, ValueError, DecodeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SandboxConfigError(f"ledger state is corrupt: {exc}") from exc
         for cbor_hex in mempool:
             try:
@@ -333,18 +332,3 @@ class Ledger:
                 continue  # no longer valid (e.g. its TTL passed while the devnet was down)
         return ledger
 
-
-def _address_bytes(address: str) -> bytes:
-    """Raw bytes of a stored address: bech32 for Shelley, base58 for Byron outputs."""
-    if address.startswith("addr"):
-        return address_from_str(address)
-    return _base58_decode(address)
-
-
-def _base58_decode(text: str) -> bytes:
-    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-    n = 0
-    for c in text:
-        n = n * 58 + alphabet.index(c)
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
-    return b"\0" * (len(text) - len(text.lstrip("1"))) + body

@@ -228,7 +228,7 @@ def _verifies(vkey: bytes, signature: bytes, message: bytes) -> bool:
 
 def eval_native_script(script: Any, signers: set[str], tx: DecodedTx) -> bool:
     """Whether a native (timelock) script is satisfied by the signers and the validity interval."""
-    if not isinstance(script, list) or not script:
+    if not isinstance(script, list) or not script or type(script[0]) is not int:
         return False
     kind = script[0]
     if kind == 0 and len(script) == 2 and isinstance(script[1], bytes):
@@ -236,11 +236,11 @@ def eval_native_script(script: Any, signers: set[str], tx: DecodedTx) -> bool:
     if kind in (1, 2) and len(script) == 2 and isinstance(script[1], list):
         results = (eval_native_script(s, signers, tx) for s in script[1])
         return all(results) if kind == 1 else any(results)
-    if kind == 3 and len(script) == 3 and isinstance(script[1], int) and isinstance(script[2], list):
+    if kind == 3 and len(script) == 3 and type(script[1]) is int and isinstance(script[2], list):
         return sum(eval_native_script(s, signers, tx) for s in script[2]) >= script[1]
-    if kind == 4 and len(script) == 2 and isinstance(script[1], int):
+    if kind == 4 and len(script) == 2 and type(script[1]) is int:
         return tx.valid_from is not None and tx.valid_from >= script[1]
-    if kind == 5 and len(script) == 2 and isinstance(script[1], int):
+    if kind == 5 and len(script) == 2 and type(script[1]) is int:
         return tx.ttl is not None and tx.ttl <= script[1]
     return False
 
@@ -347,7 +347,7 @@ def check_metadata(tx: DecodedTx) -> None:
     if tx.aux_data is not None:
         metadata = _metadata_of(tx.aux_data)
         if not isinstance(metadata, dict) or not all(
-            isinstance(k, int) and 0 <= k < 2**64 and _metadatum_ok(v) for k, v in metadata.items()
+            type(k) is int and 0 <= k < 2**64 and _metadatum_ok(v) for k, v in metadata.items()
         ):
             raise LedgerRejection(3108, "Invalid metadatum: strings and bytes must be at most 64 bytes.")
 

@@ -7,6 +7,7 @@ item scanner finds the spans and cbor2 decodes only the small pieces inside them
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,12 +231,14 @@ def _decode_output(raw: bytes, start: int, end: int) -> DecodedOutput:
         items, _ = container_items(raw, start, 4)
         value_span = items[1]
     elif isinstance(out, dict):  # post-Alonzo map {0: address, 1: value, 2: datum option, 3: script}
-        if 0 not in out or 1 not in out or not set(out) <= {0, 1, 2, 3}:
+        if not all(type(k) is int for k in out) or 0 not in out or 1 not in out or not set(out) <= {0, 1, 2, 3}:
             raise DecodeError("an output map needs keys 0 and 1 and allows 2 and 3")
         addr, val = out[0], out[1]
         option = out.get(2)
         if option is not None:
-            if not isinstance(option, (list, tuple)) or len(option) != 2 or option[0] not in (0, 1):
+            if not isinstance(option, (list, tuple)) or len(option) != 2 or type(option[0]) is not int:
+                raise DecodeError("bad datum option")
+            if option[0] not in (0, 1):
                 raise DecodeError("bad datum option")
             if option[0] == 0:
                 datum_hash = _bytes(option[1], "datum hash", 32).hex()
@@ -319,7 +322,7 @@ def _redeemers(value: Any) -> tuple[tuple[str, int], ...]:
         keys = [r[:2] for r in _seq(value, "redeemers") if isinstance(r, (list, tuple)) and len(r) >= 2]
     for k in keys:
         tag, index = k[0], k[1]
-        if not isinstance(tag, int) or not 0 <= tag < len(_REDEEMER_PURPOSES):
+        if type(tag) is not int or not 0 <= tag < len(_REDEEMER_PURPOSES):
             raise DecodeError("bad redeemer tag")
         pointers.append((_REDEEMER_PURPOSES[tag], _uint(index, "redeemer index")))
     return tuple(pointers)
@@ -331,7 +334,9 @@ def decode_transaction(raw: bytes) -> DecodedTx:
         return _decode(raw)
     except DecodeError:
         raise
-    except (cbor2.CBORDecodeError, ValueError, TypeError, KeyError, IndexError, StopIteration) as exc:
+    except (
+        cbor2.CBORDecodeError, ValueError, TypeError, KeyError, IndexError, StopIteration, RecursionError, OverflowError
+    ) as exc:
         raise DecodeError(str(exc) or type(exc).__name__) from exc
 
 
@@ -350,7 +355,7 @@ def _decode(raw: bytes) -> DecodedTx:
     body: dict[int, tuple[int, int]] = {}
     for i in range(0, len(body_spans), 2):
         key = cbor2.loads(raw[body_spans[i][0] : body_spans[i][1]])
-        if not isinstance(key, int) or key in body:
+        if type(key) is not int or key in body:  # a bool would pass for 0/1 in a dict lookup
             raise DecodeError("transaction body keys must be distinct integers")
         body[key] = body_spans[i + 1]
 
@@ -369,8 +374,8 @@ def _decode(raw: bytes) -> DecodedTx:
     aux_raw = raw[aux_span[0] : aux_span[1]]
     aux_present = aux_raw != b"\xf6"
     witnesses = cbor2.loads(raw[w0:w1])
-    if not isinstance(witnesses, dict):
-        raise DecodeError("the witness set must be a map")
+    if not isinstance(witnesses, dict) or not all(type(k) is int and 0 <= k <= 7 for k in witnesses):
+        raise DecodeError("the witness set must be a map with keys 0 to 7")
     native, plutus, datums = _witness_hashes(raw, w0)
     withdrawals = opt.get(5) or {}
     if not isinstance(withdrawals, dict):
@@ -507,6 +512,7 @@ def byron_is_mainnet(address: bytes) -> bool:
     return 2 not in inner[1]
 
 
+@functools.lru_cache(maxsize=8192)
 def address_to_str(address: bytes) -> str:
     """The text form of an address: bech32 for Shelley addresses, base58 for Byron ones."""
     network = address_network(address)
