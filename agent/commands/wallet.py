@@ -304,7 +304,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         tip = chain.tip()
         utxos = sorted(chain.utxos_at(info.address), key=lambda u: (u.ref.tx_id, u.ref.index))
-        pending = [tx for tx in _pending_for(args.home, info.address) if chain.in_mempool(tx)]
+        pending = [tx for tx in _pending_for(args.home, info.name, info.address) if chain.in_mempool(tx)]
     finally:
         chain.close()
     data = _info_dict(info) | {
@@ -332,20 +332,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pending_for(home: Path, address: str) -> list[str]:
-    """Transactions from ``address`` that the agent submitted and still tracks as unconfirmed."""
+def _pending_for(home: Path, name: str, address: str) -> list[str]:
+    """Transactions of this wallet that the agent submitted and still tracks as unconfirmed.
+
+    Read from the agent's reservation store (keyed by wallet name or address); a home where
+    the agent never ran has no database, and then nothing of ours can be pending.
+    """
     from agent.store import DB_FILENAME
 
     if not (home / DB_FILENAME).exists():
-        return []  # the agent never ran here: nothing of ours can be pending
-    try:
-        from agent.reservations import SqliteReservations
-    except ImportError:
         return []
+    from agent.reservations import SqliteReservations
     from agent.store import Database
 
-    reservations = SqliteReservations(Database.in_home(home))
-    return sorted({u.ref.tx_id for u in reservations.pending_change() if u.address == address})
+    db = Database.in_home(home)
+    try:
+        return sorted({u.ref.tx_id for key in (name, address)
+                       for u in SqliteReservations(db, key).pending_change()})
+    finally:
+        db.close()
 
 
 class ConfirmationRequiredError(AgentError):

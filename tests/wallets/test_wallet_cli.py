@@ -444,3 +444,23 @@ def test_devnet_send_over_balance_moves_nothing(capsys: pytest.CaptureFixture[st
     assert code != 0 and "not enough funds" in err
     assert devnet.ledger.balance(created["address"])["lovelace"] == 10_000_000
     assert devnet.ledger.balance(devnet_key.address)["lovelace"] == before
+
+
+def test_show_lists_agent_pending_in_mempool(capsys: pytest.CaptureFixture[str], home: Path, fake: Any) -> None:
+    """show lists the agent's recorded pending transactions that are still in the mempool, and no others."""
+    from agent.reservations import SqliteReservations
+    from agent.store import Database
+    from wallets.types import OutputRef, Utxo
+
+    fake.auto_confirm = False
+    sent = run_json(capsys, "wallet", "send", "vec", OTHER, "1", "--yes", "--home", str(home))
+    db = Database.in_home(home)
+    change = [Utxo(OutputRef(sent["tx_id"], 1), VECTOR_TESTNET, 2_000_000)]
+    SqliteReservations(db, "vec").record_pending("job-1", sent["tx_id"], change)
+    SqliteReservations(db, VECTOR_TESTNET).record_pending("job-2", "ee" * 32, [])
+    SqliteReservations(db, VECTOR_TESTNET).record_pending("job-3", "ff" * 32,
+                                                          [Utxo(OutputRef("ff" * 32, 0), VECTOR_TESTNET, 1)])
+    db.close()
+    assert run_json(capsys, "wallet", "show", "vec", "--home", str(home))["pending"] == [sent["tx_id"]]
+    fake.produce_block()
+    assert run_json(capsys, "wallet", "show", "vec", "--home", str(home))["pending"] == []
