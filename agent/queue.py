@@ -141,7 +141,7 @@ def _complete(job: Job, result: Mapping[str, Any] | None, result_path: str | Non
     if job.state not in ACTIVE:
         raise JobError(f"job {job.id} is {job.state}; only a running job completes")
     _check_owner(job, worker_id)
-    return replace(job, state=DONE, result=dict(result) if result is not None else None,
+    return replace(job, state=DONE, result=_json_copy(result, "result") if result is not None else None,
                    result_path=result_path, lease_owner=None, lease_expires_at=None,
                    last_error=None, updated_at=now)
 
@@ -176,6 +176,18 @@ def _validate_new(kind: str, max_attempts: int) -> None:
         raise JobError("a job needs a kind")
     if max_attempts < 1:
         raise JobError("max_attempts must be at least 1")
+
+
+def _json_copy(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Return ``value`` as it reads back from storage (JSON), refusing what JSON cannot hold."""
+    try:
+        return json.loads(json.dumps(dict(value)))
+    except (TypeError, ValueError) as exc:
+        raise JobError(f"a job's {what} must be JSON: {exc}") from None
+
+
+def _tags(tags: Iterable[str]) -> tuple[str, ...]:
+    return (tags,) if isinstance(tags, str) else tuple(str(t) for t in tags)
 
 
 # -- SQLite ------------------------------------------------------------------------------------
@@ -216,7 +228,7 @@ class SqliteJobStore:
                 run_at: float | None = None, max_attempts: int = 5, now: float) -> Job:
         """Add a job (due at ``run_at``, default ``now``); an existing ``unique_key`` returns that job."""
         _validate_new(kind, max_attempts)
-        job = Job(id=0, kind=kind, request=dict(request), tags=tuple(tags), budget=budget,
+        job = Job(id=0, kind=kind, request=_json_copy(request, "request"), tags=_tags(tags), budget=budget,
                   state=QUEUED, attempts=0, max_attempts=max_attempts,
                   run_at=float(now if run_at is None else run_at), created_at=now, updated_at=now,
                   unique_key=unique_key)
@@ -346,8 +358,8 @@ class MemoryJobStore:
         with self._lock:
             if unique_key is not None and unique_key in self._unique:
                 return self._jobs[self._unique[unique_key]]
-            job = Job(id=self._next_id, kind=kind, request=json.loads(json.dumps(dict(request))),
-                      tags=tuple(tags), budget=budget, state=QUEUED, attempts=0,
+            job = Job(id=self._next_id, kind=kind, request=_json_copy(request, "request"),
+                      tags=_tags(tags), budget=budget, state=QUEUED, attempts=0,
                       max_attempts=max_attempts, run_at=float(now if run_at is None else run_at),
                       created_at=now, updated_at=now, unique_key=unique_key)
             self._next_id += 1
@@ -359,15 +371,18 @@ class MemoryJobStore:
     def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None:
         """Take the job whose lease expired longest ago, else the oldest due queued job."""
         with self._lock:
-            expired = [j for j in self._jobs.values()
-                       if j.state in ACTIVE and j.lease_expires_at is not None and j.lease_expires_at <= now]
-            if expired:
-                pick = min(expired, key=lambda j: (j.lease_expires_at, j.id))
-            else:
-                due = [j for j in self._jobs.values() if j.state == QUEUED and j.run_at <= now]
-                if not due:
-                    return None
-                pick = min(due, key=lambda j: (j.run_at, j.id))
+            expired: Job | None = None
+            due: Job | None = None
+            for j in self._jobs.values():
+                if j.state == QUEUED and j.run_at <= now:
+                    if due is None or (j.run_at, j.id) < (due.run_at, due.id):
+                        due = j
+                elif (j.state in ACTIVE and j.lease_expires_at is not None and j.lease_expires_at <= now
+                      and (expired is None or (j.lease_expires_at, j.id) < (expired.lease_expires_at or 0, expired.id))):
+                    expired = j
+            pick = expired or due
+            if pick is None:
+                return None
             job = _claimed(pick, worker_id, now, lease_s)
             self._jobs[job.id] = job
             return job

@@ -69,6 +69,40 @@ def test_unique_key_holds_after_the_job_finished(store):
     assert store.enqueue("report", {}, unique_key="k", now=T0 + 2).state == "done"
 
 
+def test_unique_key_dedupes_across_racing_threads(store):
+    """Sixteen threads enqueueing one unique_key at once create exactly one job."""
+    ids: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def worker() -> None:
+        start.wait(timeout=10)
+        job = store.enqueue("report", {}, unique_key="schedule:daily:1", now=T0)
+        with lock:
+            ids.append(job.id)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(ids) == 16 and len(set(ids)) == 1
+    assert store.counts()["queued"] == 1
+
+
+def test_request_and_result_read_back_as_json(store):
+    """What enqueue and complete return equals what get reads back; non-JSON values are refused."""
+    job = store.enqueue("chat", {"pair": (1, 2)}, tags="solo", now=T0)
+    assert job == store.get(job.id) and job.request == {"pair": [1, 2]} and job.tags == ("solo",)
+    with pytest.raises(JobError):
+        store.enqueue("chat", {"when": object()}, now=T0)
+    store.claim("w", now=T0, lease_s=10)
+    with pytest.raises(JobError):
+        store.complete(job.id, result={"x": object()}, result_path=None, now=T0)
+    done = store.complete(job.id, result={"t": (1,)}, result_path=None, now=T0)
+    assert done == store.get(job.id) and done.result == {"t": [1]}
+
+
 def test_expired_lease_is_taken_over(store):
     """A job whose worker died is claimed again after its lease expires, attempts counted."""
     job = store.enqueue("chat", {}, now=T0)
