@@ -102,11 +102,9 @@ def _has_tty() -> bool:
 
 
 def _register_secret(value: str) -> None:
-    try:
-        from agent.logs import register_secret
-    except ImportError:  # logging helper not present: nothing to scrub into
-        return
-    register_secret(value)
+    from agent.logs import register_secret
+
+    register_secret(value)  # the CLI's log handlers scrub it from every line from now on
 
 
 def read_passphrase(*, confirm: bool = False, env: Mapping[str, str] | None = None,
@@ -249,28 +247,9 @@ def resolve_ogmios_url(args: argparse.Namespace, env: Mapping[str, str] | None =
 
 
 def _config_ogmios_url(home: Path, env: Mapping[str, str]) -> str | None:
-    try:
-        from agent.config import load_config
-    except ImportError:
-        load_config = None
-    if load_config is not None:
-        chain = getattr(load_config(home, env), "chain", None)
-        return getattr(chain, "ogmios_url", None) or None
-    import tomllib
+    from agent.config import load_config
 
-    path = home / "agent.toml"
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        return None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    chain = data.get("chain", {})
-    url = chain.get("ogmios_url") if isinstance(chain, dict) else None
-    if url is not None and not isinstance(url, str):
-        raise ConfigError(f"{path}: [chain] ogmios_url must be a string")
-    return url
+    return load_config(home, env).chain.ogmios_url or None
 
 
 def _open_chain(args: argparse.Namespace) -> Any:

@@ -232,6 +232,10 @@ def test_ogmios_url_resolution(home: Path, monkeypatch: pytest.MonkeyPatch) -> N
     args.ogmios_url = "http://127.0.0.1:4003"
     with pytest.raises(ConfigError, match="ws://"):
         wallet_cmd.resolve_ogmios_url(args, env={})
+    args.ogmios_url = None
+    (home / "agent.toml").write_text("[chain\nogmios_url = 3\n")
+    with pytest.raises(ConfigError):
+        wallet_cmd.resolve_ogmios_url(args, env={})
 
 
 # -- split planning, checked by the sandbox ledger ------------------------------------------
