@@ -75,6 +75,9 @@ register_migrations("ledger", [
     CREATE INDEX payments_by_created ON payments (created_at);
     CREATE INDEX payments_by_job ON payments (job_id);
     """,
+    # The invoice's expiry, so crash recovery can tell "resubmit the same transaction" from
+    # "release and start again" without the server.
+    "ALTER TABLE payments ADD COLUMN expires_at REAL;",
 ])
 
 
@@ -117,6 +120,7 @@ class PaymentRow:
     signed_at: float | None
     submitted_at: float | None
     settled_at: float | None
+    expires_at: float | None = None
 
     @property
     def paid(self) -> bool:
@@ -153,6 +157,10 @@ def _output_dict(out: Any) -> dict[str, Any]:
     return d
 
 
+def _tag_list(tags: Collection[str]) -> list[str]:
+    return [tags] if isinstance(tags, str) else sorted({str(t) for t in tags})
+
+
 def _ref_text(ref: Any) -> str:
     if isinstance(ref, OutputRef):
         return str(ref)
@@ -180,7 +188,7 @@ def _row(r: sqlite3.Row) -> PaymentRow:
         inputs=tuple(_parse_ref(t) for t in json.loads(r["inputs"])),
         ttl_slot=r["ttl_slot"], state=r["state"], reason=r["reason"],
         created_at=r["created_at"], updated_at=r["updated_at"], signed_at=r["signed_at"],
-        submitted_at=r["submitted_at"], settled_at=r["settled_at"],
+        submitted_at=r["submitted_at"], settled_at=r["settled_at"], expires_at=r["expires_at"],
     )
 
 
@@ -205,8 +213,10 @@ class SpendLedger:
     def reserve(self, *, invoice_id: str, host: str, route: str | None, job_id: int | None,
                 tags: Collection[str] = (), outputs: Iterable[Any],
                 amounts: Mapping[str, int], fee_estimate_lovelace: int,
-                now: float | None = None) -> PaymentRow:
+                now: float | None = None, expires_at: float | None = None) -> PaymentRow:
         """Check every matching budget and record the intent to pay, in one transaction.
+
+        ``expires_at`` (epoch seconds) is the invoice's expiry, kept for crash recovery.
 
         Raises:
             BudgetExceededError: a matching budget cannot fit the charge; nothing is written.
@@ -227,10 +237,11 @@ class SpendLedger:
             try:
                 cur = conn.execute(
                     "INSERT INTO payments (invoice_id, host, route, job_id, tags, outputs, amounts,"
-                    " fee_estimate_lovelace, state, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?)",
-                    (invoice_id, host, route, job_id, json.dumps(sorted(set(tags))),
-                     json.dumps(outs), json.dumps(clean), int(fee_estimate_lovelace), at, at),
+                    " fee_estimate_lovelace, state, created_at, updated_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?)",
+                    (invoice_id, host, route, job_id, json.dumps(_tag_list(tags)),
+                     json.dumps(outs), json.dumps(clean), int(fee_estimate_lovelace), at, at,
+                     expires_at),
                 )
             except sqlite3.IntegrityError as exc:
                 raise DuplicatePaymentError(invoice_id, None) from exc
@@ -250,7 +261,7 @@ class SpendLedger:
                 "INSERT INTO payments (invoice_id, host, route, job_id, tags, outputs, amounts,"
                 " state, reason, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'refused', ?, ?, ?)",
-                (invoice_id, host, route, job_id, json.dumps(sorted(set(tags))),
+                (invoice_id, host, route, job_id, json.dumps(_tag_list(tags)),
                  json.dumps([_output_dict(o) for o in outputs]),
                  json.dumps({str(a): int(q) for a, q in (amounts or {}).items()}),
                  reason, at, at),

@@ -132,6 +132,11 @@ class SqliteReservations:
             out.extend(_utxo(d) for d in json.loads(r["change"]))
         return out
 
+    def pending_tx_ids(self) -> list[str]:
+        """Transactions submitted and not yet cleared (including those without change)."""
+        return [r["tx_id"] for r in self.db.execute(
+            "SELECT tx_id FROM pending_change WHERE wallet = ? ORDER BY recorded_at, rowid", (self.wallet,))]
+
     def clear_pending(self, tx_id: str) -> None:
         """``tx_id`` confirmed (or dropped): forget its pending change."""
         self.db.execute("DELETE FROM pending_change WHERE wallet = ? AND tx_id = ?", (self.wallet, tx_id))

@@ -53,8 +53,10 @@ def test_reserve_writes_a_reserved_row(db):
     row = ledger.reserve(invoice_id="inv-1", host="api.example", route="/chat", job_id=3, tags=("b", "a"),
                          outputs=[RequiredOutput(PAY_TO, 1_000_000, role="payTo"),
                                   {"address": PARTNER, "amount": 500_000}],
-                         amounts={"lovelace": 1_500_000}, fee_estimate_lovelace=200_000, now=T0)
+                         amounts={"lovelace": 1_500_000}, fee_estimate_lovelace=200_000, now=T0,
+                         expires_at=T0 + 600)
     assert (row.state, row.invoice_id, row.route, row.job_id, row.tags) == ("reserved", "inv-1", "/chat", 3, ("a", "b"))
+    assert (row.created_at, row.expires_at, row.fee_estimate_lovelace) == (T0, T0 + 600, 200_000)
     assert row.outputs == ({"address": PAY_TO, "amount": 1_000_000, "asset": "lovelace", "role": "payTo"},
                            {"address": PARTNER, "amount": 500_000, "asset": "lovelace", "role": None})
     assert ledger.get(row.id) == row and ledger.by_invoice("inv-1") == row

@@ -85,6 +85,8 @@ def test_state_survives_a_restart(tmp_path):
     assert res.reserved_refs() == {A, B}
     assert res.pending_change() == [CHANGE]
     assert res.owner_of(A) == "payment:7" and res.owners() == {"payment:7"}
+    res.record_pending("payment:8", "9" * 64, [])
+    assert res.pending_tx_ids() == ["d" * 64, "9" * 64]
 
 
 def test_wallets_do_not_share_reservations(db):
