@@ -657,3 +657,130 @@ def test_evaluate_returns_no_budgets_without_scripts(ledger, alice):
     """evaluate() on a script-free transaction is an empty list."""
     inp = fund(ledger, alice)
     assert ledger.evaluate(balanced([inp], [alice.key], [], alice.address)) == []
+
+
+# --- native scripts, datums and less common body fields ----------------------------------------------
+
+
+def _mint_tx(ledger: Ledger, alice: Wallet, script, keys, *, quantity: int = 5, scripts=None, **body) -> bytes:
+    from pycardano import MultiAsset, Value
+
+    ref = ledger.add_genesis_utxo(alice.addr, 50_000_000)
+    policy = script.hash().payload
+    minted = MultiAsset.from_primitive({policy: {b"tok": quantity}})
+    fee = 300_000
+    tx_body = TransactionBody(inputs=[tx_input(ref)], fee=fee, mint=minted, **body,
+                              outputs=[TransactionOutput(alice.address, Value(50_000_000 - fee, minted))])
+    witnesses = [VerificationKeyWitness(k.to_verification_key(), k.sign(tx_body.hash())) for k in keys]
+    wits = TransactionWitnessSet(vkey_witnesses=witnesses, native_scripts=scripts if scripts is not None else [script])
+    return Transaction(tx_body, wits).to_cbor()
+
+
+def test_minting_under_a_signed_native_script_is_accepted(ledger, alice):
+    """A native-script policy satisfied by the witnesses mints; the tokens land in the output."""
+    from pycardano import ScriptPubkey
+
+    script = ScriptPubkey(alice.key.to_verification_key().hash())
+    ledger.submit(_mint_tx(ledger, alice, script, [alice.key]))
+    ledger.produce_block()
+    assert ledger.balance(alice.addr)[f"{script.hash().payload.hex()}.{b'tok'.hex()}"] == 5
+
+
+def test_native_script_without_its_signature_refused_3103(ledger, alice, bob):
+    """A native script requiring bob's key, signed only by alice, is 3103 listing the script hash."""
+    from pycardano import ScriptPubkey
+
+    script = ScriptPubkey(bob.key.to_verification_key().hash())
+    err = rejection(ledger, _mint_tx(ledger, alice, script, [alice.key]))
+    assert (err.code, err.data) == (3103, {"failingNativeScripts": [script.hash().payload.hex()]})
+
+
+def test_time_locked_native_script_checks_the_validity_interval(ledger, alice):
+    """An 'after slot 20' script fails without a validity start at or past 20."""
+    from pycardano import InvalidBefore, ScriptAll, ScriptPubkey
+
+    script = ScriptAll([ScriptPubkey(alice.key.to_verification_key().hash()), InvalidBefore(20)])
+    assert rejection(ledger, _mint_tx(ledger, alice, script, [alice.key], validity_start=5)).code == 3103
+    ledger.advance_to(20)
+    assert ledger.submit(_mint_tx(ledger, alice, script, [alice.key], validity_start=20))
+
+
+def test_unneeded_script_refused_3104(ledger, alice, bob):
+    """A witness-set script that nothing needs is 3104 listing its hash."""
+    from pycardano import ScriptPubkey
+
+    script = ScriptPubkey(alice.key.to_verification_key().hash())
+    extra = ScriptPubkey(bob.key.to_verification_key().hash())
+    err = rejection(ledger, _mint_tx(ledger, alice, script, [alice.key], scripts=[script, extra]))
+    assert (err.code, err.data) == (3104, {"extraneousScripts": [extra.hash().payload.hex()]})
+
+
+def test_inline_datum_output_is_kept_and_reported(ledger, alice, bob):
+    """A post-Alonzo output with an inline datum keeps it in the UTxO and in error data."""
+    from pycardano import PlutusData
+
+    inp = fund(ledger, alice)
+    out = TransactionOutput(bob.address, 3_000_000, datum=PlutusData())
+    tx_id = ledger.submit(balanced([inp], [alice.key], [out], alice.address))
+    ledger.produce_block()
+    assert ledger.utxos_by_refs([OutputRef(tx_id, 0)])[0][1].datum == PlutusData().to_cbor().hex()
+    poor = TransactionOutput(bob.address, 1_000, datum=PlutusData())
+    err = rejection(ledger, balanced([fund(ledger, alice)], [alice.key], [poor], alice.address))
+    assert err.data["insufficientlyFundedOutputs"][0]["output"]["datum"] == PlutusData().to_cbor().hex()
+
+
+def test_unknown_reference_input_refused_3117(ledger, alice):
+    """A reference input that does not exist is listed like a spent input."""
+    inp = fund(ledger, alice)
+    raw = balanced([inp], [alice.key], [], alice.address, reference_inputs=[tx_input(OutputRef("ab" * 32, 1))])
+    assert rejection(ledger, raw).data == {"unknownOutputReferences": [{"transaction": {"id": "ab" * 32}, "index": 1}]}
+
+
+def test_duplicate_input_refused_32602(ledger, alice):
+    """The same input listed twice (plain array) does not decode as a valid transaction."""
+    ref, amount = fund(ledger, alice)
+    body = {0: [[bytes.fromhex(ref.tx_id), 0]] * 2, 1: [[alice.address.to_primitive(), amount - 300_000]], 2: 300_000}
+    body_bytes = cbor2.dumps(body)
+    import hashlib
+
+    vk = alice.key.to_verification_key()
+    sig = alice.key.sign(hashlib.blake2b(body_bytes, digest_size=32).digest())
+    raw = b"\x84" + body_bytes + cbor2.dumps({0: [[vk.payload, sig]]}) + b"\xf5\xf6"
+    assert rejection(ledger, raw).code == -32602
+
+
+def test_value_too_large_refused_3120(alice, bob):
+    """An output whose serialized value exceeds maxValueSize is 3120 listing the output."""
+    from pycardano import MultiAsset, Value
+
+    ledger = Ledger(LedgerParams(max_value_size=20), slot=10)
+    ref = ledger.add_genesis_utxo(alice.addr, 50_000_000, {TOKEN: 9})
+    policy, name = TOKEN.split(".")
+    tokens = MultiAsset.from_primitive({bytes.fromhex(policy): {bytes.fromhex(name): 9}})
+    body = TransactionBody(inputs=[tx_input(ref)], fee=300_000,
+                           outputs=[TransactionOutput(bob.address, Value(49_700_000, tokens))])
+    err = rejection(ledger, sign(body, [alice.key]))
+    assert err.code == 3120
+    assert err.data == {"excessivelyLargeOutputs": [
+        {"address": bob.addr, "value": {"ada": {"lovelace": 49_700_000}, policy: {name: 9}}}]}
+
+
+def test_alonzo_shaped_auxiliary_data_is_accepted(ledger, alice):
+    """Tag-259 (Alonzo) auxiliary data is hashed as received and its metadata checked."""
+    from pycardano import AlonzoMetadata
+
+    inp = fund(ledger, alice)
+    aux = AuxiliaryData(AlonzoMetadata(metadata=Metadata({674: {"msg": ["hi"]}})))
+    assert ledger.submit(balanced([inp], [alice.key], [], alice.address, aux=aux))
+
+
+def test_evaluate_with_redeemers_cannot_run_scripts(ledger, alice):
+    """evaluate() refuses redeemers with 3004: the devnet runs no Plutus."""
+    ref, amount = fund(ledger, alice)
+    body = TransactionBody(inputs=[tx_input(ref)], outputs=[TransactionOutput(alice.address, amount - 300_000)],
+                           fee=300_000)
+    wits = cbor2.dumps({5: [[0, 0, 0, [1000, 1000]]]})
+    raw = b"\x84" + body.to_cbor() + wits + b"\xf5\xf6"
+    with pytest.raises(LedgerRejection) as info:
+        ledger.evaluate(raw)
+    assert (info.value.code, info.value.data) == (3004, {"reason": "the devnet does not execute Plutus scripts"})
