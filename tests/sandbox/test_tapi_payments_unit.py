@@ -233,3 +233,39 @@ def test_node_rejection_of_a_cbor_proof_is_refused(unit_twin) -> None:
     unit_twin.reader.reject = (3117, "unknown inputs")
     tx = signed_tx(KEY, required_outputs(detail))
     _refused(unit_twin, detail, tx.to_cbor_hex(), "payment_rejected_by_node")
+
+
+def test_chain_unreachable_is_503_and_changes_nothing(unit_twin) -> None:
+    """When Ogmios cannot be read the retry is a transient 503 with Retry-After; the invoice stays pending."""
+    from sandbox.verifier import ChainUnavailableError
+
+    detail = _invoice(unit_twin)
+
+    def down(tx_id: str):
+        raise ChainUnavailableError("cannot reach Ogmios")
+
+    unit_twin.reader.ledger_outputs = down  # type: ignore[method-assign]
+    before = _state(unit_twin, detail)
+    r = _retry(unit_twin, detail, "ab" * 32)
+    assert r.status_code == 503 and r.json()["detail"].startswith("chain_unavailable") and r.headers["retry-after"]
+    assert _state(unit_twin, detail) == before
+
+
+def test_bad_wallet_address_is_400(unit_twin) -> None:
+    """An X-Wallet-Address that is not a devnet address is 400 before any invoice is issued."""
+    mainnet = "addr1vx53fltufhm5evcsa5wa4a6t9w48ruapm8zf9dy8hdnqcsqh54v25"
+    for wallet in ("nonsense", mainnet):
+        r = unit_twin.client.post("/chat", json={"message": "x"},
+                                  headers={"X-Partner": "globex", "X-Wallet-Address": wallet})
+        assert r.status_code == 400 and r.json()["detail"].startswith("invalid_wallet_address")
+
+
+def test_concurrent_retries_consume_an_invoice_once(unit_twin) -> None:
+    """Eight simultaneous retries with one paid invoice: exactly one is served."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    detail = _invoice(unit_twin)
+    tx_id = unit_twin.reader.put(signed_tx(KEY, required_outputs(detail)))
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(lambda _: _retry(unit_twin, detail, tx_id).status_code, range(8)))
+    assert codes == [200] + [402] * 7

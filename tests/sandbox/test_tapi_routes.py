@@ -176,3 +176,20 @@ def test_injected_faults_answer_503_with_nothing_issued(unit_twin_factory) -> No
     r = twin.client.post("/chat", json={"message": "x"})
     assert r.status_code == 503 and r.json()["detail"].startswith("injected_fault") and r.headers["retry-after"]
     assert twin.client.get("/health").status_code == 200
+
+
+def test_injected_delay_holds_the_answer(unit_twin_factory) -> None:
+    """delay_ms makes API calls answer at least that much later (the server waits, not the test)."""
+    import time
+
+    twin = unit_twin_factory(TwinConfig().with_(faults=Faults(delay_ms=150)))
+    started = time.monotonic()
+    assert twin.client.post("/chat", json={"message": "x"}, headers=ADMIN).status_code == 200
+    assert time.monotonic() - started >= 0.15
+
+
+def test_uploaded_file_over_the_limit_is_413(unit_twin_factory) -> None:
+    """upload-and-edit refuses a file above the image limit with 413, before billing."""
+    client = unit_twin_factory(TwinConfig().with_(max_image_bytes=100)).client
+    r = client.post("/images/upload-and-edit", data={"prompt": "p"}, files={"image": ("a.png", b"\0" * 101, "image/png")})
+    assert r.status_code == 413 and r.json()["detail"].startswith("image_too_large")
