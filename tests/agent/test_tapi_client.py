@@ -433,3 +433,88 @@ def test_async_client_chats_streams_and_retries() -> None:
 
     asyncio.run(drive())
     assert sleeps == [2.0] and len(handler.paid) == 1 and len(handler.settled_calls) == 1
+
+
+def test_against_the_twin_free_and_api_key_routes(twin: Any) -> None:
+    """Through the real T API twin: free routes, every api-key route, 403/402/404 as typed ApiErrors."""
+    with TClient(twin.url, api_key="twin-admin-key", retry=RETRY, sleep=Sleeps()) as t:
+        assert t.health()["status"] == "ok"
+        assert "POST /chat" in t.api_info()["routes"]
+        reply = t.chat("What is Cardano?", session_id="s1", request_id="twin-req-1")
+        assert reply.reply and reply.session_id == "s1" and reply.request_id == "twin-req-1"
+        assert t.chat("Return JSON", session_id="s1", structured=True).reply_json is not None
+        assert "".join(e.text for e in t.chat_stream("Summarize Cardano", session_id="s2"))
+        first = t.token_analysis("SNEK", policy_id="279c909f348e533da5808898f87f9a14bb2c3dfbbacccd631d927a3f")
+        again = t.token_analysis("SNEK", policy_id="279c909f348e533da5808898f87f9a14bb2c3dfbbacccd631d927a3f")
+        assert (first.cached, again.cached) == (False, True)
+        generated = t.images_generate("a validator node in space", n=2)
+        assert len(generated.images) == 2 and all(i.startswith(b"\x89PNG") for i in generated.images)
+        png = generated.images[0]
+        assert t.images_edit("warm light", [png]).images[0].startswith(b"\x89PNG")
+        assert t.images_upload_and_edit("plants", [png]).images[0].startswith(b"\x89PNG")
+        assert t.images_variations(png, n=1).images[0].startswith(b"\x89PNG")
+        with pytest.raises(ApiError) as unknown:
+            t.payment_status("inv_never_issued")
+        assert unknown.value.status == 404
+        assert t.payment_balance("globex", "addr_test1nobody").remaining == 0
+    with TClient(twin.url, api_key="twin-chat-key", retry=RETRY, sleep=Sleeps()) as t:
+        with pytest.raises(ApiError) as forbidden:
+            t.images_generate("no privilege")
+        assert forbidden.value.status == 403
+    with TClient(twin.url, retry=RETRY, sleep=Sleeps()) as t:
+        assert t.mode == "free"
+        with pytest.raises(ApiError) as unpaid:
+            t.chat("hi")
+        assert unpaid.value.status == 402 and unpaid.value.detail["invoiceId"]
+
+
+class PayerHandler:
+    """A test payment handler paying through the twin fixture's pycardano Payer (not the agent's machinery)."""
+
+    def __init__(self, payer: Any) -> None:
+        self.payer = payer
+        self.paid: list[str] = []
+        self.settled_calls: list[Proof] = []
+        self.refused_calls: list[Proof] = []
+
+    def pay(self, request: httpx.Request, response_body: bytes) -> Proof:
+        detail = json.loads(response_body)["detail"]
+        tx_id = str(self.payer.pay(detail).id)
+        self.paid.append(tx_id)
+        expires = datetime.now(timezone.utc) + timedelta(seconds=int(detail["timeout"]))
+        return Proof(detail["invoiceId"], tx_id, proof_headers(detail["invoiceId"], tx_id), expires)
+
+    def settled(self, proof: Proof, response: httpx.Response) -> None:
+        self.settled_calls.append(proof)
+
+    def refused(self, proof: Proof, response: httpx.Response) -> None:
+        self.refused_calls.append(proof)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_against_the_twin_x402_chat_is_paid_once_and_settled(twin: Any) -> None:
+    """Through the twin and devnet: a paid chat pays one invoice on chain, retries with the proof, settles."""
+    handler = PayerHandler(twin.payer("tclient-x402"))
+    pay_to = twin.config.pay_to
+    before = twin.devnet.ledger.balance(pay_to)["lovelace"]
+    with TClient(twin.url, auth=X402Auth(handler), retry=RETRY, sleep=Sleeps()) as t:
+        reply = t.chat("What is Cardano?", session_id="paid-1")
+        assert reply.reply
+        assert len(handler.paid) == 1 and len(handler.settled_calls) == 1 and handler.refused_calls == []
+        status = t.payment_status(handler.settled_calls[0].invoice_id)
+        assert status.tx_hash == handler.paid[0] and status.status in ("consumed", "confirmed")
+    assert twin.devnet.ledger.balance(pay_to)["lovelace"] - before == twin.config.price("chat")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_against_the_twin_prepaid_batch_pays_once_for_five_calls(twin: Any) -> None:
+    """Partner globex (batch of 5): the first call pays, the next four pass on credits with the partner headers."""
+    payer = twin.payer("tclient-batch")
+    handler = PayerHandler(payer)
+    wallet = str(payer.address)
+    with TClient(twin.url, auth=X402Auth(handler), partner="globex", wallet_address=wallet,
+                 retry=RETRY, sleep=Sleeps()) as t:
+        for i in range(5):
+            assert t.chat(f"call {i}", session_id="batch").reply
+        assert len(handler.paid) == 1 and len(handler.settled_calls) == 1
+        assert t.payment_balance("globex", wallet).remaining == 0
