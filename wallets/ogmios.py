@@ -156,10 +156,15 @@ class OgmiosChain:
     # --- transport ---
 
     def _open(self) -> Any:
+        import inspect
+
         from websockets.sync.client import connect
 
-        ws = connect(self.url, open_timeout=self._timeout_s, close_timeout=1.0, proxy=None,
-                     compression=None, max_size=2**26, ping_interval=None)
+        options: dict[str, Any] = {"open_timeout": self._timeout_s, "close_timeout": 1.0, "proxy": None,
+                                   "compression": None, "max_size": 2**26, "ping_interval": None}
+        if "legacy" in inspect.signature(connect).parameters:
+            options["legacy"] = True  # websockets ≥ 17: a plain ClientConnection, as in earlier versions
+        ws = connect(self.url, **options)
         if self._ws is None and self._next_id:
             self.reconnects += 1
         self._ws = ws
