@@ -10,11 +10,12 @@ invoice to the new address passes. Hosts are compared lower-case.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from agent.errors import AgentError
+from agent.errors import AgentError, StoreError
 from agent.store import Database, register_migrations
 
 PENDING, APPROVED, DENIED = "pending", "approved", "denied"
@@ -44,6 +45,13 @@ register_migrations("approvals", [
     CREATE INDEX approvals_by_job ON approvals (job_id);
     """,
 ])
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row just inserted."""
+    if cur.lastrowid is None:
+        raise StoreError("insert did not return a row id")
+    return int(cur.lastrowid)
 
 
 class ApprovalError(AgentError):
@@ -145,7 +153,7 @@ class Approvals:
                 " VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                 (invoice_id, host.lower(), route, job_id, body, now),
             )
-            return int(cur.lastrowid)
+            return _rowid(cur)
 
     def approve(self, approval_id: int, now: float) -> Approval:
         """Approve a pending payment; a payee change adds its new payees to the host's pins."""

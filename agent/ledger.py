@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from agent.budget import BudgetBook
-from agent.errors import PaymentError
+from agent.errors import PaymentError, StoreError
 from agent.store import Database, register_migrations
 from wallets.types import LOVELACE, OutputRef
 
@@ -79,6 +79,13 @@ register_migrations("ledger", [
     # "release and start again" without the server.
     "ALTER TABLE payments ADD COLUMN expires_at REAL;",
 ])
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row just inserted."""
+    if cur.lastrowid is None:
+        raise StoreError("insert did not return a row id")
+    return int(cur.lastrowid)
 
 
 class LedgerStateError(PaymentError):
@@ -139,7 +146,7 @@ class ReportLine(NamedTuple):
     """One line of a spend report."""
 
     key: str
-    count: int
+    count: int  # type: ignore[assignment]  # the field deliberately shadows tuple.count
     amount_lovelace: int
     fee_lovelace: int
 
@@ -245,7 +252,7 @@ class SpendLedger:
                 )
             except sqlite3.IntegrityError as exc:
                 raise DuplicatePaymentError(invoice_id, None) from exc
-            payment_id = int(cur.lastrowid)
+            payment_id = _rowid(cur)
             self.budgets.charge(conn, payment_id, route=route, tags=tags, amounts=clean,
                                 fee_lovelace=int(fee_estimate_lovelace), now=at)
             return _row(self._fetch(conn, payment_id))
@@ -266,7 +273,7 @@ class SpendLedger:
                  json.dumps({str(a): int(q) for a, q in (amounts or {}).items()}),
                  reason, at, at),
             )
-            return _row(self._fetch(conn, int(cur.lastrowid)))
+            return _row(self._fetch(conn, _rowid(cur)))
 
     def mark_signed(self, payment_id: int, *, tx_id: str, cbor: bytes, fee_lovelace: int,
                     inputs: Iterable[Any], ttl_slot: int, cost_lovelace: int,

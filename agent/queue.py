@@ -15,13 +15,14 @@ Time is always a ``now`` parameter (epoch seconds). Two backends share one contr
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Protocol
 
-from agent.errors import JobError
+from agent.errors import JobError, StoreError
 from agent.store import Database, register_migrations
 
 QUEUED, RUNNING, PAYING, AWAITING = "queued", "running", "paying", "awaiting_settlement"
@@ -55,6 +56,13 @@ register_migrations("queue", [
     CREATE INDEX jobs_lease ON jobs (state, lease_expires_at);
     """,
 ])
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row just inserted."""
+    if cur.lastrowid is None:
+        raise StoreError("insert did not return a row id")
+    return int(cur.lastrowid)
 
 
 class LeaseLostError(JobError):
@@ -102,7 +110,7 @@ class JobStore(Protocol):
     def cancel(self, job_id: int, now: float) -> Job: ...
     def retry(self, job_id: int, now: float) -> Job: ...
     def get(self, job_id: int) -> Job: ...
-    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> list[Job]: ...
+    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> builtins.list[Job]: ...
     def counts(self) -> dict[str, int]: ...
     def next_run_at(self) -> float | None: ...
 
@@ -241,7 +249,7 @@ class SqliteJobStore:
                 f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                 _to_values(job),
             )
-            return replace(job, id=int(cur.lastrowid))
+            return replace(job, id=_rowid(cur))
 
     def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None:
         """Take the job whose lease expired longest ago, else the oldest due queued job."""
@@ -312,7 +320,7 @@ class SqliteJobStore:
             (*_to_values(job), job.id),
         )
 
-    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> list[Job]:
+    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> builtins.list[Job]:
         """Return up to ``limit`` jobs, newest first, optionally of one state and/or tag."""
         rows = self.db.execute(
             "SELECT * FROM jobs WHERE (? IS NULL OR state = ?)"
@@ -432,7 +440,7 @@ class MemoryJobStore:
         except KeyError:
             raise JobError(f"no job {job_id}") from None
 
-    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> list[Job]:
+    def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> builtins.list[Job]:
         """Return up to ``limit`` jobs, newest first, optionally of one state and/or tag."""
         with self._lock:
             jobs = [j for j in self._jobs.values()

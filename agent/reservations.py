@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Collection, Sequence
+from typing import Any, Collection, Sequence
 
 from agent.store import Database, register_migrations
 from wallets.reservations import ReservationConflict
@@ -40,12 +40,12 @@ register_migrations("reservations", [
 ])
 
 
-def _utxo_json(u: Utxo) -> dict:
+def _utxo_json(u: Utxo) -> dict[str, Any]:
     return {"tx_id": u.ref.tx_id, "index": u.ref.index, "address": u.address,
             "lovelace": int(u.lovelace), "assets": {k: int(v) for k, v in u.assets.items()}}
 
 
-def _utxo(d: dict) -> Utxo:
+def _utxo(d: dict[str, Any]) -> Utxo:
     return Utxo(OutputRef(d["tx_id"], int(d["index"])), d["address"], int(d["lovelace"]),
                 {k: int(v) for k, v in d["assets"].items()})
 
