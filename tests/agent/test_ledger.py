@@ -319,3 +319,28 @@ def test_thirty_two_threads_against_a_budget_for_ten(db):
     assert results.count("ok") == 10 and results.count("refused") == 22
     assert len(ledger.unfinished()) == 10
     assert ledger.budgets.usage(T0)[0].reserved == 12_000_000
+
+
+def _reserve_in_process(path: str, first: int, count: int) -> int:
+    """Worker process: open the shared database and try ``count`` reservations; return the successes."""
+    db = Database(path)
+    ledger = make_ledger(db, BudgetSpec("ten", {"lovelace": 10 * 1_200_000}, window_s=86_400))
+    ok = 0
+    for i in range(first, first + count):
+        try:
+            reserve(ledger, f"inv-{i}", 1_000_000, fee=200_000)
+            ok += 1
+        except BudgetExceededError:
+            pass
+    db.close()
+    return ok
+
+
+def test_processes_sharing_one_home_never_overshoot(db):
+    """Four processes reserving 8 payments each against a budget for 10: exactly 10 succeed in all."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_reserve_in_process, [(db.path, n * 8, 8) for n in range(4)])
+    assert sum(results) == 10
+    assert len(make_ledger(db).unfinished()) == 10

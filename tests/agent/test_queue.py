@@ -335,3 +335,25 @@ def test_sqlite_jobs_survive_reopen(tmp_path):
     again = Database(tmp_path / "agent.db")
     again.migrate()
     assert SqliteJobStore(again).get(job.id) == job
+
+
+def _enqueue_firings(path: str) -> list[int]:
+    """Worker process: enqueue the same 20 scheduled firings and return the job ids it got."""
+    db = Database(path)
+    store = SqliteJobStore(db)
+    ids = [store.enqueue("report", {}, unique_key=f"schedule:daily:{n}", now=T0).id for n in range(20)]
+    db.close()
+    return ids
+
+
+def test_unique_key_dedupes_across_processes(tmp_path):
+    """Four runner processes on one home enqueueing the same firings create each job once."""
+    import multiprocessing
+
+    db = Database(tmp_path / "agent.db")
+    db.migrate()
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.map(_enqueue_firings, [db.path] * 4)
+    assert all(r == results[0] for r in results)
+    assert SqliteJobStore(db).counts()["queued"] == 20
+    db.close()
