@@ -242,7 +242,7 @@ class X402Auth(httpx.Auth):
         return f"{type(self).__name__}(partner={self._partner!r})"
 
     def proof_for(self, request_id: str) -> Proof | None:
-        """The proof a paid, not yet settled call holds (None if it never paid or settled)."""
+        """The proof a paid call holds until it settles (kept after a refusal, so a resend never pays again)."""
         return self._proofs.get(request_id)
 
     # --- the flow, written once ---------------------------------------------------------
