@@ -82,6 +82,22 @@ class PaymentHandler(Protocol):
         """The server finally refused a payment already made: mark it unsettled, never pay again."""
 
 
+class AsyncPaymentHandler(Protocol):
+    """:class:`PaymentHandler` with coroutine methods (usable with the async flow only)."""
+
+    async def pay(self, request: httpx.Request, response_body: bytes) -> Proof:
+        """As :meth:`PaymentHandler.pay`."""
+
+    async def settled(self, proof: Proof, response: httpx.Response) -> None:
+        """As :meth:`PaymentHandler.settled`."""
+
+    async def refused(self, proof: Proof, response: httpx.Response) -> None:
+        """As :meth:`PaymentHandler.refused`."""
+
+
+AnyPaymentHandler = Union[PaymentHandler, AsyncPaymentHandler]
+
+
 class PaymentRejectedError(PaymentRefusedError):
     """The server refused the call after it was paid; ``status`` and ``detail`` are its answer."""
 
@@ -156,9 +172,8 @@ def response_detail(response: httpx.Response) -> Any:
 
 
 def _payment_status(detail: Any) -> str | None:
-    if isinstance(detail, dict) and isinstance(detail.get("status"), str):
-        return detail["status"].lower()
-    return None
+    status = detail.get("status") if isinstance(detail, dict) else None
+    return status.lower() if isinstance(status, str) else None
 
 
 def _aware(moment: datetime) -> datetime:
@@ -196,7 +211,8 @@ class X402Auth(httpx.Auth):
     then runs in a worker thread).
 
     Args:
-        handler: the paying machinery (:class:`PaymentHandler`).
+        handler: the paying machinery (:class:`PaymentHandler`; an :class:`AsyncPaymentHandler`
+            works with the async flow only).
         pending_backoff: delays between re-sends while the server says ``pending``.
         sleep: blocking sleep for the sync flow (inject a fake in tests).
         async_sleep: awaitable sleep for the async flow.
@@ -213,7 +229,7 @@ class X402Auth(httpx.Auth):
 
     def __init__(
         self,
-        handler: PaymentHandler,
+        handler: AnyPaymentHandler,
         *,
         pending_backoff: RetryPolicy = DEFAULT_PENDING_BACKOFF,
         sleep: Callable[[float], None] = time.sleep,
@@ -384,7 +400,7 @@ class AsyncX402Auth(X402Auth):
 
     def __init__(
         self,
-        handler: PaymentHandler,
+        handler: AnyPaymentHandler,
         *,
         pending_backoff: RetryPolicy = DEFAULT_PENDING_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] | None = None,

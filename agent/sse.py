@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import Any, AsyncGenerator, AsyncIterable, AsyncIterator, Generator, Iterable, Iterator
 
 import httpx
 
@@ -152,7 +152,7 @@ class ChatStream:
         self._response = response
         self._events = self._generate()
 
-    def _generate(self) -> Iterator[ChatEvent]:
+    def _generate(self) -> Generator[ChatEvent, None, None]:
         try:
             for sse in iter_sse(self._response.iter_lines()):
                 if sse.is_done:
@@ -189,7 +189,7 @@ class AsyncChatStream:
         self._response = response
         self._events = self._generate()
 
-    async def _generate(self) -> AsyncIterator[ChatEvent]:
+    async def _generate(self) -> AsyncGenerator[ChatEvent, None]:
         try:
             async for sse in aiter_sse(self._response.aiter_lines()):
                 if sse.is_done:
