@@ -109,8 +109,8 @@ def validate(
         raise LedgerRejection(3121, "The transaction has no inputs; at least one is required.")
     check_network(tx, params)
     check_unsupported(tx)
-    spent = resolve_inputs(tx, resolve)
-    check_witnesses(tx, spent)
+    spent, collateral = resolve_inputs(tx, resolve)
+    check_witnesses(tx, spent + collateral)
     check_metadata(tx)
     check_outputs(tx, params)
     if tx.size > params.max_tx_size:
@@ -194,9 +194,14 @@ def check_unsupported(tx: DecodedTx) -> None:
         )
 
 
-def resolve_inputs(tx: DecodedTx, resolve: Callable[[OutputRef], Spent | None]) -> list[Spent]:
-    """3117 for inputs or reference inputs that are unknown or already spent."""
+def resolve_inputs(tx: DecodedTx, resolve: Callable[[OutputRef], Spent | None]) -> tuple[list[Spent], list[Spent]]:
+    """3117 for inputs, reference or collateral inputs that are unknown or already spent.
+
+    Returns:
+        What the spent inputs and the collateral inputs resolve to.
+    """
     spent: list[Spent] = []
+    collateral: list[Spent] = []
     unknown: list[dict[str, Any]] = []
     for tx_id, index in tx.inputs:
         entry = resolve(OutputRef(tx_id, index))
@@ -204,9 +209,12 @@ def resolve_inputs(tx: DecodedTx, resolve: Callable[[OutputRef], Spent | None]) 
             unknown.append(ref_json(tx_id, index))
         else:
             spent.append(entry)
-    for tx_id, index in tx.reference_inputs:
-        if resolve(OutputRef(tx_id, index)) is None:
+    for tx_id, index in tx.reference_inputs + tx.collateral_inputs:
+        entry = resolve(OutputRef(tx_id, index))
+        if entry is None:
             unknown.append(ref_json(tx_id, index))
+        elif (tx_id, index) in tx.collateral_inputs:
+            collateral.append(entry)
     if len(set(tx.inputs)) != len(tx.inputs):
         raise LedgerRejection(-32602, "The transaction lists the same input twice.", _decode_data("duplicate input"))
     if unknown:
@@ -215,7 +223,7 @@ def resolve_inputs(tx: DecodedTx, resolve: Callable[[OutputRef], Spent | None]) 
             "Some inputs are unknown or already spent (on chain or by a transaction in the mempool).",
             {"unknownOutputReferences": unknown},
         )
-    return spent
+    return spent, collateral
 
 
 def _verifies(vkey: bytes, signature: bytes, message: bytes) -> bool:
@@ -226,18 +234,18 @@ def _verifies(vkey: bytes, signature: bytes, message: bytes) -> bool:
     return True
 
 
-def eval_native_script(script: Any, signers: set[str], tx: DecodedTx) -> bool:
+def eval_native_script(script: Any, signers: set[str], tx: DecodedTx, depth: int = 0) -> bool:
     """Whether a native (timelock) script is satisfied by the signers and the validity interval."""
-    if not isinstance(script, list) or not script or type(script[0]) is not int:
+    if not isinstance(script, list) or not script or type(script[0]) is not int or depth > 64:
         return False
     kind = script[0]
     if kind == 0 and len(script) == 2 and isinstance(script[1], bytes):
         return script[1].hex() in signers
     if kind in (1, 2) and len(script) == 2 and isinstance(script[1], list):
-        results = (eval_native_script(s, signers, tx) for s in script[1])
+        results = (eval_native_script(s, signers, tx, depth + 1) for s in script[1])
         return all(results) if kind == 1 else any(results)
     if kind == 3 and len(script) == 3 and type(script[1]) is int and isinstance(script[2], list):
-        return sum(eval_native_script(s, signers, tx) for s in script[2]) >= script[1]
+        return sum(eval_native_script(s, signers, tx, depth + 1) for s in script[2]) >= script[1]
     if kind == 4 and len(script) == 2 and type(script[1]) is int:
         return tx.valid_from is not None and tx.valid_from >= script[1]
     if kind == 5 and len(script) == 2 and type(script[1]) is int:

@@ -152,10 +152,12 @@ class DecodedTx:
     required_signers: tuple[str, ...]
     network_id: int | None
     reference_inputs: tuple[tuple[str, int], ...]
+    collateral_inputs: tuple[tuple[str, int], ...]
     donation: int
     unsupported: tuple[str, ...] = field(default=())
 
 
+_BODY_KEYS = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22}
 _BODY_FIELDS_UNSUPPORTED = {6: "protocol update", 19: "votes", 20: "governance proposals", 21: "treasury value"}
 _SCRIPT_TAGS = {1: 0, 3: 1, 6: 2, 7: 3}  # witness-set key -> script language tag used in the hash
 _REDEEMER_PURPOSES = ("spend", "mint", "publish", "withdraw", "vote", "propose")
@@ -164,6 +166,18 @@ _REDEEMER_PURPOSES = ("spend", "mint", "publish", "withdraw", "vote", "propose")
 def _uint(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise DecodeError(f"{what} must be an unsigned integer")
+    return value
+
+
+def _positive(value: Any, what: str) -> int:
+    if _uint(value, what) == 0:
+        raise DecodeError(f"{what} must be positive when present")
+    return value
+
+
+def _network_id(value: Any) -> int:
+    if type(value) is not int or value not in (0, 1):
+        raise DecodeError("a network id is 0 or 1")
     return value
 
 
@@ -315,13 +329,20 @@ def _bootstrap_witnesses(value: Any) -> tuple[tuple[bytes, bytes, str], ...]:
 
 
 def _redeemers(value: Any) -> tuple[tuple[str, int], ...]:
-    pointers = []
+    """Redeemer pointers from the legacy array ``[[tag, index, data, units]]`` or the Conway map."""
     if isinstance(value, dict):  # Conway map {[tag, index]: [data, units]}
-        keys = list(value)
+        entries = [(k, v) for k, v in value.items()]
+        if not all(isinstance(k, (list, tuple)) and len(k) == 2 and isinstance(v, (list, tuple)) and len(v) == 2
+                   for k, v in entries):
+            raise DecodeError("a redeemer map is {[tag, index]: [data, units]}")
+        keys = [k for k, _v in entries]
     else:
-        keys = [r[:2] for r in _seq(value, "redeemers") if isinstance(r, (list, tuple)) and len(r) >= 2]
-    for k in keys:
-        tag, index = k[0], k[1]
+        items = _seq(value, "redeemers")
+        if not all(isinstance(r, (list, tuple)) and len(r) == 4 for r in items):
+            raise DecodeError("a redeemer is [tag, index, data, units]")
+        keys = [r[:2] for r in items]
+    pointers = []
+    for tag, index in keys:
         if type(tag) is not int or not 0 <= tag < len(_REDEEMER_PURPOSES):
             raise DecodeError("bad redeemer tag")
         pointers.append((_REDEEMER_PURPOSES[tag], _uint(index, "redeemer index")))
@@ -369,7 +390,14 @@ def _decode(raw: bytes) -> DecodedTx:
     inputs = _refs(field_value(0), "inputs")
     out_spans, _ = container_items(raw, body[1][0], 4)
     outputs = tuple(_decode_output(raw, s, e) for s, e in out_spans)
+    unknown = sorted(set(body) - _BODY_KEYS)
+    if unknown:
+        raise DecodeError(f"unknown transaction body field {unknown[0]}")
     opt = {k: field_value(k) for k in body if k > 2}
+    if 16 in opt:  # collateral return: only checked for shape (no scripts run here)
+        _decode_output(raw, *body[16])
+    if 17 in opt:
+        _uint(opt[17], "total collateral")
 
     aux_raw = raw[aux_span[0] : aux_span[1]]
     aux_present = aux_raw != b"\xf6"
@@ -377,7 +405,7 @@ def _decode(raw: bytes) -> DecodedTx:
     if not isinstance(witnesses, dict) or not all(type(k) is int and 0 <= k <= 7 for k in witnesses):
         raise DecodeError("the witness set must be a map with keys 0 to 7")
     native, plutus, datums = _witness_hashes(raw, w0)
-    withdrawals = opt.get(5) or {}
+    withdrawals = opt.get(5, {})
     if not isinstance(withdrawals, dict):
         raise DecodeError("withdrawals must be a map")
     return DecodedTx(
@@ -387,9 +415,9 @@ def _decode(raw: bytes) -> DecodedTx:
         inputs=inputs,
         outputs=outputs,
         fee=_uint(field_value(2), "fee"),
-        ttl=_uint(opt[3], "ttl") if opt.get(3) is not None else None,
-        valid_from=_uint(opt[8], "validity start") if opt.get(8) is not None else None,
-        aux_hash=_bytes(opt[7], "auxiliary data hash", 32).hex() if opt.get(7) is not None else None,
+        ttl=_uint(opt[3], "ttl") if 3 in opt else None,
+        valid_from=_uint(opt[8], "validity start") if 8 in opt else None,
+        aux_hash=_bytes(opt[7], "auxiliary data hash", 32).hex() if 7 in opt else None,
         aux_computed_hash=blake2b_256(aux_raw).hex() if aux_present else None,
         aux_data=cbor2.loads(aux_raw) if aux_present else None,
         vkey_witnesses=_witness_pairs(witnesses.get(0, []), "vkey witnesses"),
@@ -400,12 +428,13 @@ def _decode(raw: bytes) -> DecodedTx:
         datums=tuple(datums),
         mint=decode_multiasset(opt[9], signed=True) if 9 in opt else {},
         has_certificates=bool(_seq(opt[4], "certificates")) if 4 in opt else False,
-        withdrawals={_bytes(k, "reward account"): _uint(v, "withdrawal") for k, v in withdrawals.items()},
+        withdrawals={_bytes(k, "reward account", 29): _uint(v, "withdrawal") for k, v in withdrawals.items()},
         script_data_hash=_bytes(opt[11], "script data hash", 32).hex() if 11 in opt else None,
         required_signers=tuple(_bytes(h, "required signer", 28).hex() for h in _seq(opt.get(14, []), "signers")),
-        network_id=_uint(opt[15], "network id") if 15 in opt else None,
+        network_id=_network_id(opt[15]) if 15 in opt else None,
         reference_inputs=_refs(opt.get(18, []), "reference inputs"),
-        donation=_uint(opt.get(22, 0), "donation"),
+        collateral_inputs=_refs(opt.get(13, []), "collateral inputs"),
+        donation=_positive(opt[22], "donation") if 22 in opt else 0,
         unsupported=tuple(name for key, name in _BODY_FIELDS_UNSUPPORTED.items() if key in body),
     )
 
