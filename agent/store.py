@@ -105,6 +105,10 @@ class Database:
                 raise StoreError(f"database busy: {exc}") from exc
             try:
                 yield conn
+            except sqlite3.OperationalError as exc:
+                # Locked or full database inside the block: retryable, and nothing was written.
+                conn.execute("ROLLBACK")
+                raise StoreError(f"database error: {exc}") from exc
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -155,7 +159,14 @@ class Database:
 
 
 # Modules that register migrations; imported on migrate so every table exists.
-COMPONENT_MODULES: list[str] = []
+COMPONENT_MODULES: list[str] = [
+    "agent.approvals",
+    "agent.budget",
+    "agent.ledger",
+    "agent.queue",
+    "agent.reservations",
+    "agent.scheduler",
+]
 
 
 def _import_components() -> None:

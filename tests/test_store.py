@@ -74,3 +74,16 @@ def test_threads_get_their_own_connections(tmp_path, component):
         t.join()
     assert db.execute("SELECT count(*) AS n FROM probe").fetchone()["n"] == 80
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_operational_errors_inside_atomic_become_store_errors(tmp_path, component):
+    """A locked or broken statement inside atomic() is a retryable StoreError, rolled back."""
+    from agent.errors import StoreError
+
+    db = Database(tmp_path / "a.db")
+    db.migrate()
+    with pytest.raises(StoreError):
+        with db.atomic() as conn:
+            conn.execute("INSERT INTO probe (v) VALUES ('x')")
+            conn.execute("INSERT INTO no_such_table VALUES (1)")
+    assert db.execute("SELECT count(*) AS n FROM probe").fetchone()["n"] == 0
