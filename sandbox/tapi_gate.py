@@ -95,6 +95,26 @@ class Gate:
         invoice = self.issue(route, partner, wallet if batch else None, fingerprint=fingerprint, now=now)
         raise HTTPException(402, detail=invoice.to_402())
 
+    def check_api_key(self, headers: Mapping[str, str], route: str) -> None:
+        """Raise 401/403 if the request carries an api-key (and no partner) that may not call ``route``."""
+        if headers.get("api-key") is not None and headers.get("x-partner") is None:
+            self._api_key(headers.get("api-key"), route)
+
+    def refresh(self, invoice_id: str) -> Invoice | None:
+        """Return the invoice, first promoting a ``submitted`` one to ``confirmed`` if its tx is now on the ledger."""
+        now = self.clock()
+        inv = self.store.get(invoice_id, now=now)
+        if inv is None or inv.status != "submitted" or inv.tx_hash is None:
+            return inv
+        try:
+            view = self.verifier.reader.ledger_outputs(inv.tx_hash)
+            if view is not None:
+                self.verifier.check(view, inv.outputs)
+                return self.store.advance(invoice_id, "confirmed", tx_hash=inv.tx_hash, now=now)
+        except (ChainUnavailableError, PaymentRefusedError, InvoiceStateError) as exc:
+            log.info("status of %s not refreshed: %s", invoice_id, exc)
+        return self.store.get(invoice_id, now=now)
+
     def _api_key(self, key: str | None, route: str) -> Charge:
         spec = self.config.api_keys.get(key) if key is not None else None
         if spec is None and key is None:

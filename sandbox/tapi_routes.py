@@ -149,6 +149,7 @@ def token_analysis(body: TokenRequest, request: Request, response: Response) -> 
     with twin.cache_lock:
         cached = twin.token_cache.get(key)
     if cached is not None and not bypass:
+        _gate(request).check_api_key(request.headers, "token-analysis")
         response.headers["X-Billing"] = "cached"
         return {**cached, "cached": True}
     charge = _charge(request, "token-analysis", body.model_dump())
@@ -217,9 +218,8 @@ def images_variations(body: VariationsRequest, request: Request, response: Respo
 
 @router.get("/payments/status/{invoice_id}", tags=["payments"])
 def payment_status(invoice_id: str, request: Request) -> dict:
-    """Where an invoice's payment stands; 404 for an invoice this server never issued."""
-    gate = _gate(request)
-    invoice = gate.store.get(invoice_id, now=gate.clock())
+    """Where an invoice's payment stands (checking the ledger for a submitted one); 404 if never issued."""
+    invoice = _gate(request).refresh(invoice_id)
     if invoice is None:
         raise HTTPException(404, detail=f"unknown_invoice: no invoice {invoice_id[:80]!r}")
     return invoice.to_status()

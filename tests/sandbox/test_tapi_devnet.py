@@ -118,6 +118,7 @@ def test_pending_until_a_block_confirms(devnet_factory, twin_factory) -> None:
         assert handle.status(detail["invoiceId"])["status"] == "submitted"
         assert _retry(c, detail, str(tx.id)).json()["detail"]["status"] == "pending"
         net.produce_block()
+        assert handle.status(detail["invoiceId"])["status"] == "confirmed"
         assert _retry(c, detail, str(tx.id)).status_code == 200
         assert handle.status(detail["invoiceId"])["status"] == "consumed"
 

@@ -152,6 +152,7 @@ def test_mempool_payment_is_pending_until_confirmed(unit_twin) -> None:
     assert r.status_code == 402 and r.json()["detail"]["status"] == "pending"
     assert _state(unit_twin, detail)["status"] == "submitted"
     unit_twin.reader.confirm(tx_id)
+    assert _state(unit_twin, detail)["status"] == "confirmed"
     assert _retry(unit_twin, detail, tx_id).status_code == 200
     assert _state(unit_twin, detail)["status"] == "consumed"
 

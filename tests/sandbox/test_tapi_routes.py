@@ -127,6 +127,7 @@ def test_token_analysis_is_cached_and_cache_can_be_bypassed(unit_twin) -> None:
     assert {k: v for k, v in repeat.json().items() if k != "cached"} == \
         {k: v for k, v in first.json().items() if k != "cached"}
     assert c.post("/token-analysis", json=body, headers={"x-bypass-cache": "1"}).status_code == 402
+    assert c.post("/token-analysis", json=body, headers={"api-key": "wrong"}).status_code == 401
 
 
 def test_api_keys_401_and_403(unit_twin) -> None:
