@@ -28,6 +28,7 @@ from agent.errors import (
 _LAZY = {
     "Agent": "agent.app",
     "TClient": "agent.tapi",
+    "AsyncTClient": "agent.tapi_async",
     "X402Auth": "agent.auth",
     "AsyncX402Auth": "agent.auth",
     "Invoice": "agent.x402",
@@ -39,6 +40,7 @@ __all__ = [
     "AgentError",
     "ApiError",
     "ApprovalRequiredError",
+    "AsyncTClient",
     "AsyncX402Auth",
     "BudgetExceededError",
     "ConfigError",

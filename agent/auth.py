@@ -261,6 +261,14 @@ class X402Auth(httpx.Auth):
         """The proof a paid call holds until it settles (kept after a refusal, so a resend never pays again)."""
         return self._proofs.get(request_id)
 
+    def remember(self, request_id: str, proof: Proof) -> None:
+        """Present ``proof`` on the call sent with ``X-Request-Id: request_id`` (resuming after a crash).
+
+        The call's first request then carries the payment headers, and no new payment is made
+        for it: whatever the server answers is judged like an answer to a paid retry.
+        """
+        self._proofs.put(request_id, proof)
+
     # --- the flow, written once ---------------------------------------------------------
 
     def _flow(self, request: httpx.Request) -> _Flow:

@@ -332,3 +332,36 @@ def test_async_only_auth_refuses_the_sync_flow() -> None:
         next(AsyncX402Auth(FakeHandler()).sync_auth_flow(_request()))
     with pytest.raises(AsyncAuthOnlyError):
         next(X402Auth(AsyncFakeHandler()).sync_auth_flow(_request()))
+
+
+def test_a_remembered_proof_is_presented_on_the_first_request_and_never_paid_again():
+    """remember(request_id, proof) makes the call carry the proof at once; a 200 settles it, pay() is not called."""
+    from datetime import datetime, timedelta, timezone
+
+    import httpx
+
+    from agent.auth import Proof, X402Auth, proof_headers
+
+    class NoPay:
+        settled_with: list = []
+
+        def pay(self, request, body):  # pragma: no cover - must not be called
+            raise AssertionError("must not pay")
+
+        def settled(self, proof, response):
+            self.settled_with.append(proof.invoice_id)
+
+        def refused(self, proof, response):  # pragma: no cover
+            raise AssertionError("not refused")
+
+    handler = NoPay()
+    auth = X402Auth(handler)
+    proof = Proof("inv-1", "ab" * 32, proof_headers("inv-1", "ab" * 32), datetime.now(timezone.utc) + timedelta(minutes=5))
+    auth.remember("req-1", proof)
+    request = httpx.Request("POST", "http://t/chat", headers={"X-Request-Id": "req-1"}, json={"message": "hi"})
+    flow = auth.sync_auth_flow(request)
+    sent = next(flow)
+    assert sent.headers["X-Invoice-Id"] == "inv-1" and sent.headers["X-Payment"] == "ab" * 32
+    with pytest.raises(StopIteration):
+        flow.send(httpx.Response(200, json={"reply": "ok"}, request=sent))
+    assert handler.settled_with == ["inv-1"]

@@ -1,0 +1,394 @@
+"""CLI: the unattended agent: `job add|list|show|cancel|retry`, `run`, `status` and `call`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from agent.output import emit, format_ada, kv, table
+
+ORDER = 30
+
+_FIELD_OPTIONS = [
+    # (option, dest, kind-specific help)
+    ("--message", "message", "chat: the message"),
+    ("--session-id", "session_id", "chat: keep context across calls"),
+    ("--token", "token", "token-analysis: ticker, e.g. SNEK"),
+    ("--policy-id", "policy_id", "token-analysis: policy id (56 hex)"),
+    ("--asset-name-hex", "asset_name_hex", "token-analysis: asset name (hex)"),
+    ("--network", "network", "token-analysis: network label (default cardano)"),
+    ("--prompt", "prompt", "images-generate: the prompt"),
+    ("--size", "size", "images-generate: e.g. 1024x1024"),
+]
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    job = sub.add_parser("job", help="queue and inspect API jobs", parents=[common])
+    jsub = job.add_subparsers(dest="job_command", metavar="ACTION", required=True)
+
+    add = jsub.add_parser("add", help="queue a job: chat, token-analysis or images-generate", parents=[common])
+    add.add_argument("kind", help="chat | token-analysis | images-generate")
+    _request_options(add)
+    add.add_argument("--tag", action="append", default=[], help="tag the job (repeatable); budgets can match tags")
+    add.add_argument("--budget", help="charge this job to the named budget as well")
+    add.add_argument("--max-attempts", type=int, default=5, help="tries for transient failures (default 5)")
+    add.set_defaults(func=cmd_add)
+
+    lst = jsub.add_parser("list", help="list jobs, newest first", parents=[common])
+    lst.add_argument("--state", help="only jobs in this state (queued, running, done, failed, ...)")
+    lst.add_argument("--tag", help="only jobs with this tag")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.set_defaults(func=cmd_list)
+
+    for name, func, text in (("show", cmd_show, "show one job"), ("cancel", cmd_cancel, "cancel a queued or failed job"),
+                             ("retry", cmd_retry, "queue a failed or cancelled job again")):
+        p = jsub.add_parser(name, help=text, parents=[common])
+        p.add_argument("id", type=int)
+        p.set_defaults(func=func)
+
+    run = sub.add_parser("run", help="run workers and schedules until SIGTERM (or until idle)", parents=[common])
+    run.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
+    run.add_argument("--until-idle", action="store_true", help="exit when no job is left to run")
+    run.add_argument("--lease-s", type=float, default=120.0, help=argparse.SUPPRESS)
+    run.add_argument("--log-json", action="store_true", help="write the log file as JSON lines")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="queue, budgets, wallet and recent errors at a glance", parents=[common])
+    status.add_argument("--offline", action="store_true", help="do not ask the chain for the balance")
+    status.set_defaults(func=cmd_status)
+
+    call = sub.add_parser("call", help="make one API call now (paying if asked) and print the answer",
+                          parents=[common])
+    call.add_argument("kind", help="chat | token-analysis | images-generate")
+    _request_options(call)
+    call.add_argument("--tag", action="append", default=[], help=argparse.SUPPRESS)
+    call.set_defaults(func=cmd_call)
+
+
+def _request_options(p: argparse.ArgumentParser) -> None:
+    for option, dest, text in _FIELD_OPTIONS:
+        p.add_argument(option, dest=dest, help=text)
+    p.add_argument("--n", type=int, help="images-generate: how many images (1-4)")
+    p.add_argument("--stream", action="store_true", default=None, help="chat: stream the reply (SSE)")
+    p.add_argument("--structured", action="store_true", default=None, help="chat: ask for reply_json")
+    p.add_argument("--bypass-cache", action="store_true", default=None, help="token-analysis: skip the cache")
+    p.add_argument("--partner", help="bill through this partner (X-Partner)")
+
+
+def _request_from(args: argparse.Namespace) -> dict[str, Any]:
+    from agent.jobs import validate_request
+
+    fields = {dest: getattr(args, dest) for _, dest, _ in _FIELD_OPTIONS}
+    fields.update(n=args.n, stream=args.stream, structured=args.structured, bypass_cache=args.bypass_cache)
+    request = validate_request(args.kind, {k: v for k, v in fields.items() if v is not None})
+    if args.partner:
+        request["partner"] = args.partner
+    return request
+
+
+def _open(args: argparse.Namespace, *, passphrase: bool = False) -> Any:
+    from agent.app import Agent
+
+    prompt = None
+    if passphrase:
+        from agent.commands.wallet import read_passphrase
+
+        prompt = read_passphrase
+    return Agent.open(args.home, passphrase=prompt)
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    return {
+        "id": job.id, "kind": job.kind, "state": job.state, "tags": list(job.tags), "budget": job.budget,
+        "attempts": job.attempts, "max_attempts": job.max_attempts, "request": job.request,
+        "run_at": _iso(job.run_at), "created_at": _iso(job.created_at), "updated_at": _iso(job.updated_at),
+        "result": job.result, "result_path": job.result_path, "last_error": job.last_error,
+    }
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _short_time(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch).strftime("%m-%d %H:%M:%S")
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from agent.errors import JobError
+
+    request = _request_from(args)
+    with _open(args) as agent:
+        if args.budget and args.budget not in {b.name for b in agent.config.budgets}:
+            raise JobError(f"no budget named {args.budget!r} in agent.toml")
+        if args.max_attempts < 1:
+            raise JobError("--max-attempts must be at least 1")
+        job = agent.jobs.enqueue(args.kind, request, tags=args.tag, budget=args.budget,
+                                 max_attempts=args.max_attempts, now=time.time())
+    emit(args.json, _job_dict(job), lambda d: print(f"queued job {d['id']} ({d['kind']})"))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _open(args) as agent:
+        jobs = agent.jobs.list(state=args.state, tag=args.tag, limit=args.limit)
+    data = [_job_dict(j) for j in jobs]
+
+    def human(rows: list[dict[str, Any]]) -> None:
+        table([[j["id"], j["kind"], j["state"], j["attempts"], ",".join(j["tags"]), _describe(j["request"]),
+                (j["last_error"] or "")[:60]] for j in rows],
+              ["ID", "KIND", "STATE", "TRIES", "TAGS", "REQUEST", "LAST ERROR"])
+
+    emit(args.json, data, human)
+    return 0
+
+
+def _describe(request: dict[str, Any]) -> str:
+    text = request.get("message") or request.get("token") or request.get("prompt") or ""
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _open(args) as agent:
+        job = agent.jobs.get(args.id)
+        payments = [_payment_dict(r) for r in agent.ledger.by_job(job.id)]
+    data = {**_job_dict(job), "payments": payments}
+
+    def human(d: dict[str, Any]) -> None:
+        kv([("job", d["id"]), ("kind", d["kind"]), ("state", d["state"]), ("attempts", f"{d['attempts']}/{d['max_attempts']}"),
+            ("tags", ", ".join(d["tags"]) or "-"), ("budget", d["budget"] or "-"),
+            ("request", json.dumps(d["request"])), ("created", d["created_at"]), ("updated", d["updated_at"]),
+            ("result", d["result_path"] or "-"), ("last error", d["last_error"] or "-")])
+        if d["payments"]:
+            print()
+            table([[p["id"], p["state"], p["invoice_id"], format_ada(p["amount_lovelace"]),
+                    format_ada(p["fee_lovelace"] or 0), (p["tx_id"] or "")[:16]] for p in d["payments"]],
+                  ["PAYMENT", "STATE", "INVOICE", "ADA", "FEE", "TX"])
+
+    emit(args.json, data, human)
+    return 0
+
+
+def _payment_dict(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "state": row.state, "invoice_id": row.invoice_id, "route": row.route,
+            "amount_lovelace": row.amount_lovelace, "fee_lovelace": row.fee_lovelace, "tx_id": row.tx_id,
+            "reason": row.reason}
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _open(args) as agent:
+        job = agent.jobs.cancel(args.id, time.time())
+    emit(args.json, _job_dict(job), lambda d: print(f"job {d['id']} cancelled"))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with _open(args) as agent:
+        job = agent.jobs.retry(args.id, time.time())
+    emit(args.json, _job_dict(job), lambda d: print(f"job {d['id']} queued again"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.errors import AgentError
+    from agent.executor import TApiExecutor
+    from agent.logs import setup_logging
+    from agent.runner import Runner
+    from agent.scheduler import Scheduler
+
+    if args.workers < 1:
+        raise AgentError("--workers must be at least 1")
+    setup_logging(args.home, verbose=getattr(args, "verbose", 0), json_lines=args.log_json)
+    with _open(args, passphrase=True) as agent:
+        recovered = agent.recover()
+        if any(recovered.values()):
+            print(f"recovered unfinished payments: {recovered}", file=sys.stderr)
+        executor = TApiExecutor(agent)
+        scheduler = Scheduler(agent.db, agent.jobs, agent.config.schedules) if agent.config.schedules else None
+        runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s)
+
+        def on_signal(signum: int, frame: Any) -> None:
+            print("stopping: finishing the jobs in hand…", file=sys.stderr)
+            runner.stop()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        progress = _Progress(enabled=not args.json)
+        try:
+            stats = runner.run(until_idle=args.until_idle, on_progress=progress)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            executor.close()
+            progress.finish()
+        counts = agent.jobs.counts()
+    data = {"done": stats.done, "retried": stats.retried, "failed": stats.failed, "errors": stats.errors,
+            "queue": counts}
+
+    def human(d: dict[str, Any]) -> None:
+        print(f"run finished: {d['done']} done, {d['failed']} failed, {d['retried']} retried")
+        for line in d["errors"][-10:]:
+            print(f"  {line}")
+
+    emit(args.json, data, human)
+    return 0 if not stats.failed else 1
+
+
+class _Progress:
+    """One status line on stderr while the runner works (rewritten in place on a terminal)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self._last = ""
+        self._last_at = 0.0
+
+    def __call__(self, counts: dict[str, int], stats: Any) -> None:
+        if not self.enabled:
+            return
+        active = counts.get("running", 0) + counts.get("paying", 0) + counts.get("awaiting_settlement", 0)
+        line = (f"queued {counts.get('queued', 0)} · running {active} · done {counts.get('done', 0)} · "
+                f"failed {counts.get('failed', 0)}")
+        now = time.monotonic()
+        if line == self._last and not self.tty:
+            return
+        if not self.tty and now - self._last_at < 2:
+            return
+        self._last, self._last_at = line, now
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.tty and self._last:
+            sys.stderr.write("\n")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open(args) as agent:
+        now = time.time()
+        counts = agent.jobs.counts()
+        usage = [u.__dict__ if hasattr(u, "__dict__") else u._asdict() for u in _usage(agent, now)]
+        failed = [_job_dict(j) for j in agent.jobs.list(state="failed", limit=5)]
+        unsettled = [_payment_dict(r) for r in agent.ledger.unfinished()]
+        approvals = [{"id": a.id, "host": a.host, "route": a.route, "job_id": a.job_id} for a in agent.approvals.pending()]
+        wallet = _wallet_status(agent, offline=args.offline)
+        schedules = []
+        if agent.config.schedules:
+            from agent.scheduler import Scheduler
+
+            schedules = Scheduler(agent.db, agent.jobs, agent.config.schedules).describe(now)
+        total = agent.ledger.total_paid()
+    data = {"queue": counts, "budgets": usage, "wallet": wallet, "schedules": schedules,
+            "recent_failures": failed, "unfinished_payments": unsettled, "pending_approvals": approvals,
+            "total_paid_lovelace": total}
+
+    def human(d: dict[str, Any]) -> None:
+        q = d["queue"]
+        print("queue    " + "  ".join(f"{k} {v}" for k, v in q.items() if v) if any(q.values()) else "queue    empty")
+        w = d["wallet"]
+        line = f"wallet   {w.get('name')} {w.get('address', '')}"
+        if "balance_lovelace" in w:
+            line += f"  {format_ada(w['balance_lovelace'])} ADA"
+        elif w.get("error"):
+            line += f"  ({w['error']})"
+        print(line)
+        print(f"paid     {format_ada(d['total_paid_lovelace'])} ADA in all")
+        if d["budgets"]:
+            print()
+            table([[b["name"], b["asset"], format_ada(b["limit"]) if b["asset"] == "lovelace" else b["limit"],
+                    format_ada(b["spent"]) if b["asset"] == "lovelace" else b["spent"],
+                    format_ada(b["remaining"]) if b["asset"] == "lovelace" else b["remaining"]]
+                   for b in d["budgets"]], ["BUDGET", "ASSET", "LIMIT", "SPENT", "LEFT"])
+        if d["schedules"]:
+            print()
+            table([[s["name"], s["kind"], s["rule"], s["next_fire"] or "-"] for s in d["schedules"]],
+                  ["SCHEDULE", "KIND", "RULE", "NEXT"])
+        if d["pending_approvals"]:
+            print(f"\n{len(d['pending_approvals'])} payment(s) wait for approval: cardano-agent approvals")
+        if d["unfinished_payments"]:
+            print(f"{len(d['unfinished_payments'])} payment(s) not yet settled")
+        if d["recent_failures"]:
+            print("\nrecent failures:")
+            for j in d["recent_failures"]:
+                print(f"  job {j['id']} ({j['kind']}): {j['last_error']}")
+
+    emit(args.json, data, human)
+    return 0
+
+
+def _usage(agent: Any, now: float) -> list[Any]:
+    return list(agent.budgets.usage(now))
+
+
+def _wallet_status(agent: Any, *, offline: bool) -> dict[str, Any]:
+    name = agent.config.wallet.name
+    try:
+        info = agent.keystore.info(name)
+    except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+        return {"name": name, "error": f"no wallet: {exc}"}
+    out: dict[str, Any] = {"name": name, "address": info.address, "network": info.network}
+    if offline:
+        return out
+    try:
+        from wallets.ogmios import OgmiosChain
+
+        chain = OgmiosChain(agent.config.chain.ogmios_url, timeout_s=2.0)
+        try:
+            utxos = chain.utxos_at(info.address)
+        finally:
+            chain.close()
+        out["balance_lovelace"] = sum(u.lovelace for u in utxos)
+        out["utxos"] = len(utxos)
+    except Exception as exc:  # noqa: BLE001
+        out["error"] = f"chain unreachable: {type(exc).__name__}"
+    return out
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    import uuid
+
+    from agent.executor import TApiExecutor
+    from agent.payer import JobContext, job_context
+
+    request = _request_from(args)
+    partner = request.pop("partner", None)
+    with _open(args, passphrase=True) as agent:
+        executor = TApiExecutor(agent)
+        try:
+            client = executor._client(partner)
+            with job_context(JobContext(tags=tuple(args.tag) or ("cli",))):
+                if args.kind == "chat" and request.get("stream") and not args.json:
+                    for event in client.chat_stream(request["message"], session_id=request.get("session_id")):
+                        if event.type == "content" and event.text:
+                            sys.stdout.write(event.text)
+                            sys.stdout.flush()
+                    sys.stdout.write("\n")
+                    return 0
+                data = executor._call(client, args.kind, request, f"cli-{uuid.uuid4().hex[:12]}")
+        finally:
+            executor.close()
+    images = data.pop("images", None)
+    if images:
+        data["images"] = f"{len(images)} PNG image(s); use a job to save them"
+
+    def human(d: dict[str, Any]) -> None:
+        if "reply" in d:
+            print(d["reply"])
+        elif "report" in d:
+            print(json.dumps(d["report"], indent=2))
+        else:
+            print(json.dumps(d, indent=2))
+
+    emit(args.json, data, human)
+    return 0

@@ -1,0 +1,176 @@
+"""Runs one job: the T API call for its kind, paid through the agent's wallet, and its result files.
+
+A job that paid before a crash is resumed with the proof of that payment (never a new
+transaction for the same call): the stored proof is handed to the x402 auth under the call's
+request id, so the first request already carries ``X-Invoice-Id`` and ``X-Payment``. If the
+server says that invoice was already consumed by our own transaction, the payment is marked
+settled and the call is made afresh (the answer was lost in the crash, not the money).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from agent.jobs import render_markdown, report_paths
+from agent.payer import JobContext, job_context
+from agent.runner import JobOutcome
+
+log = logging.getLogger(__name__)
+
+MAX_SUMMARY_CHARS = 500
+
+
+class TApiExecutor:
+    """Executes queued jobs against the T API through an :class:`agent.app.Agent`.
+
+    Args:
+        agent: the open agent (config, wallet, ledger, job store).
+        client_kwargs: extra ``TClient`` arguments (a transport in tests).
+    """
+
+    def __init__(self, agent: Any, **client_kwargs: Any) -> None:
+        self.agent = agent
+        self._client_kwargs = client_kwargs
+        self._clients: dict[tuple[int, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, partner: str | None) -> Any:
+        key = (threading.get_ident(), partner)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self.agent.client(partner=partner, **self._client_kwargs)
+                self._clients[key] = client
+            return client
+
+    def close(self) -> None:
+        """Close every HTTP client this executor opened."""
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    def execute(self, job: Any, *, worker_id: str) -> JobOutcome:
+        """Run ``job`` and return its outcome; raise to fail or retry it (the runner decides)."""
+        from agent.auth import PaymentRejectedError
+
+        request = dict(job.request)
+        schedule = request.pop("_schedule", None)
+        partner = request.pop("partner", None)
+        client = self._client(partner)
+        request_id = f"job{job.id}-{uuid.uuid4().hex[:12]}"
+        resumed = self._resume(client, job.id, request_id)
+        ctx = JobContext(job_id=job.id, tags=tuple(job.tags), budget=job.budget)
+        with job_context(ctx):
+            try:
+                data = self._call(client, job.kind, request, request_id)
+            except PaymentRejectedError as exc:
+                if resumed is None or not self._consumed_by_us(client, resumed):
+                    raise
+                log.info("job %s: invoice %s was consumed by our payment before the crash; calling afresh",
+                         job.id, resumed.invoice_id)
+                data = self._call(client, job.kind, request, f"job{job.id}-{uuid.uuid4().hex[:12]}")
+        return self._outcome(job, data, schedule=schedule)
+
+    # -- the call ---------------------------------------------------------------------------
+    def _call(self, client: Any, kind: str, request: dict[str, Any], request_id: str) -> dict[str, Any]:
+        if kind == "chat":
+            if request.get("stream"):
+                stream = client.chat_stream(request["message"], session_id=request.get("session_id"),
+                                            request_id=request_id)
+                text = "".join(event.text or "" for event in stream if event.type == "content")
+                return {"reply": text, "streamed": True, "request_id": request_id}
+            reply = client.chat(request["message"], session_id=request.get("session_id"),
+                                structured=bool(request.get("structured")), request_id=request_id)
+            return {"reply": reply.reply, "reply_json": reply.reply_json, "session_id": reply.session_id,
+                    "request_id": reply.request_id}
+        if kind == "token-analysis":
+            report = client.token_analysis(request["token"], policy_id=request.get("policy_id"),
+                                           asset_name_hex=request.get("asset_name_hex"),
+                                           network=request.get("network", "cardano"),
+                                           bypass_cache=bool(request.get("bypass_cache")), request_id=request_id)
+            return {"report": report.data, "cached": report.cached, "request_id": report.request_id}
+        if kind == "images-generate":
+            result = client.images_generate(request["prompt"], size=request.get("size", "1024x1024"),
+                                            n=int(request.get("n", 1)), request_id=request_id)
+            return {"images": [base64.b64encode(img).decode() for img in result.images], "request_id": request_id}
+        raise ValueError(f"unknown job kind {kind!r}")
+
+    def _resume(self, client: Any, job_id: int, request_id: str) -> Any:
+        if client.mode != "x402":
+            return None
+        payer = self.agent.payer()
+        proof = payer.resume_proof(job_id)
+        if proof is not None:
+            log.info("job %s: resuming with the proof of invoice %s", job_id, proof.invoice_id)
+            self.agent.x402_auth(partner=client._partner).remember(request_id, proof)
+        return proof
+
+    def _consumed_by_us(self, client: Any, proof: Any) -> bool:
+        try:
+            status = client.payment_status(proof.invoice_id)
+        except Exception as exc:  # noqa: BLE001 - without an answer, assume the worst: not ours
+            log.warning("could not ask the status of invoice %s: %s", proof.invoice_id, exc)
+            return False
+        ours = status.tx_hash is not None and status.tx_hash in proof.payment
+        if ours and status.status in ("consumed", "confirmed"):
+            row = self.agent.ledger.get(int(proof.payment_id))
+            if row.state in ("submitted", "unsettled"):
+                self.agent.ledger.mark_settled(row.id, now=self.agent.clock())
+            return True
+        return False
+
+    # -- results ----------------------------------------------------------------------------
+    def _outcome(self, job: Any, data: dict[str, Any], *, schedule: dict[str, Any] | None) -> JobOutcome:
+        home: Path = self.agent.home
+        paid = [r for r in self.agent.ledger.by_job(job.id) if r.paid]
+        spent = {"payments": len(paid), "amount_lovelace": sum(r.amount_lovelace for r in paid),
+                 "fee_lovelace": sum(r.fee_lovelace or 0 for r in paid)}
+        images = data.pop("images", None)
+        result_dir = home / "results"
+        result_dir.mkdir(parents=True, exist_ok=True)
+        if images:
+            folder = result_dir / f"job-{job.id}"
+            folder.mkdir(exist_ok=True)
+            files = []
+            for n, b64 in enumerate(images, start=1):
+                path = folder / f"image-{n}.png"
+                _write(path, base64.b64decode(b64))
+                files.append(str(path))
+            data["image_files"] = files
+        document = {"job": job.id, "kind": job.kind, "request": job.request, "spent": spent, **data}
+        result_path = result_dir / f"job-{job.id}.json"
+        _write(result_path, json.dumps(document, indent=2, default=str).encode())
+        if schedule and schedule.get("report"):
+            fire_time = datetime.fromisoformat(schedule["fire_time"]).astimezone(timezone.utc)
+            json_path, md_path = report_paths(home, schedule["name"], fire_time)
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            _write(json_path, json.dumps(document, indent=2, default=str).encode())
+            title = f"{schedule['name']}: {job.kind} {job.request.get('token') or ''}".strip()
+            meta = {"fired": fire_time.isoformat(), "job": job.id,
+                    "paid": f"{spent['amount_lovelace'] / 1e6:.6f} ADA + {spent['fee_lovelace'] / 1e6:.6f} fee"}
+            _write(md_path, render_markdown(title, data.get("report", data), meta=meta).encode())
+            result_path = json_path
+        summary = {k: v for k, v in data.items() if k in ("reply", "cached", "request_id", "image_files")}
+        if isinstance(summary.get("reply"), str) and len(summary["reply"]) > MAX_SUMMARY_CHARS:
+            summary["reply"] = summary["reply"][:MAX_SUMMARY_CHARS] + "…"
+        summary["spent"] = spent
+        return JobOutcome(result=summary, result_path=str(result_path))
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write a file atomically: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

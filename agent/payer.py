@@ -1,0 +1,351 @@
+"""Paying an invoice from the wallet: the ``PaymentHandler`` behind ``X402Auth``.
+
+Order of steps, each durable before the next side effect::
+
+    parse ─► policy ─► reserve budget (ledger row ``reserved``) ─► build + sign
+          ─► record the signed tx (``signed``) ─► submit (``submitted``) ─► proof
+
+Refusals before the reservation are recorded as ``refused`` rows and nothing is built;
+anything that fails between the reservation and the submission releases the row and the
+wallet inputs, so nothing is paid and no budget stays held.
+
+Crash safety: :meth:`WalletPayer.recover` resolves every unfinished row when an agent
+starts. A signed transaction that is on the chain or in the mempool is kept, and its job
+retries the call with the stored proof (:meth:`WalletPayer.resume_proof`); one that is
+nowhere while its invoice is still payable is submitted again, byte for byte (never rebuilt);
+one whose invoice expired unseen is released, and its job starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from agent.auth import Proof, proof_headers, response_detail
+from agent.errors import (
+    AgentError,
+    ApprovalRequiredError,
+    BudgetExceededError,
+    InvoiceError,
+    PaymentError,
+    PolicyError,
+)
+from agent.ledger import SIGNED, SUBMITTED, PaymentRow, SpendLedger
+from agent.policy import PaymentPolicy, check_invoice
+from agent.x402 import Invoice, PaymentPending, parse_402
+from wallets.errors import ChainUnavailableError, InputsSpentError, SubmitError, WalletError
+from wallets.networks import NetworkInfo
+from wallets.types import LOVELACE, OutputRef
+
+log = logging.getLogger(__name__)
+
+TTL_MARGIN_S = 5
+"""Seconds kept between the transaction's TTL and the invoice's expiry (clock skew)."""
+MIN_PAYABLE_S = 15
+"""An invoice with less time left than this is not worth paying: it would expire in flight."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """Who is paying: the job (if any), its tags and its named budget."""
+
+    job_id: int | None = None
+    tags: tuple[str, ...] = ()
+    budget: str | None = None
+
+    @property
+    def budget_tags(self) -> tuple[str, ...]:
+        """Tags used to match budgets: the job's tags plus ``budget:<name>`` for its named budget."""
+        return self.tags + ((f"budget:{self.budget}",) if self.budget else ())
+
+
+_context = threading.local()
+
+
+@contextmanager
+def job_context(ctx: JobContext) -> Iterator[None]:
+    """Attribute every payment made in this thread, inside the block, to ``ctx``."""
+    previous = getattr(_context, "value", None)
+    _context.value = ctx
+    try:
+        yield
+    finally:
+        _context.value = previous
+
+
+def current_job() -> JobContext:
+    """The job context of this thread (an anonymous one outside any job)."""
+    return getattr(_context, "value", None) or JobContext()
+
+
+def estimate_fee_lovelace(n_outputs: int, params: Any) -> int:
+    """A safe upper estimate of the fee before building: used to hold budget, then trued up."""
+    size = 450 + 110 * (n_outputs + 1)
+    return params.min_fee_coefficient * size + params.min_fee_constant
+
+
+class WalletPayer:
+    """Pays invoices from one wallet, under a policy and budgets, recording every step.
+
+    Args:
+        sender: ``wallets.sender.PaymentSender`` for the wallet.
+        chain: chain access (tip for the TTL, mempool and ledger checks on recovery).
+        ledger: the spend ledger (with its budget book).
+        policy: the payment policy.
+        pins, approvals: payee pins and parked approvals (``agent.approvals``).
+        network: the wallet's network.
+        proof: ``"hash"`` (submit, send the tx id) or ``"cbor"`` (send the signed CBOR).
+        partner: partner name for billing headers, if any.
+        clock: epoch seconds.
+    """
+
+    def __init__(self, *, sender: Any, chain: Any, ledger: SpendLedger, policy: PaymentPolicy,
+                 pins: Any, approvals: Any, network: NetworkInfo, proof: str = "hash",
+                 partner: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        if proof not in ("hash", "cbor"):
+            raise AgentError(f"proof must be 'hash' or 'cbor', not {proof!r}")
+        self.sender = sender
+        self.chain = chain
+        self.ledger = ledger
+        self.policy = policy
+        self.pins = pins
+        self.approvals = approvals
+        self.network = network
+        self.proof_mode = proof
+        self.partner = partner
+        self.wallet_address: str = sender.address
+        self.clock = clock
+
+    # -- PaymentHandler ---------------------------------------------------------------------
+    def pay(self, request: Any, response_body: bytes) -> Proof:
+        """Pay the invoice in a 402 body for ``request``; raise an AgentError to refuse (nothing paid)."""
+        now = self.clock()
+        now_dt = datetime.fromtimestamp(now, tz=timezone.utc)
+        try:
+            body = json.loads(response_body or b"null")
+        except ValueError:
+            raise InvoiceError("the 402 answer is not JSON: no invoice to pay") from None
+        parsed = parse_402(body, now=now_dt)
+        if isinstance(parsed, PaymentPending):
+            raise InvoiceError(f"the server says invoice {parsed.invoice_id} is {parsed.status}, "
+                               "but this call paid nothing: refusing to guess")
+        invoice = parsed
+        host = request.url.netloc.decode() if isinstance(request.url.netloc, bytes) else str(request.url.netloc)
+        route = request.url.path
+        ctx = current_job()
+
+        existing = self.ledger.by_invoice(invoice.invoice_id)
+        if existing is not None and existing.state in (SIGNED, SUBMITTED):
+            log.info("invoice %s already paid by payment %s; presenting its proof", invoice.invoice_id, existing.id)
+            return self._proof(existing, invoice.expires_at, partner=request.headers.get("X-Partner"))
+        if existing is not None:
+            raise PaymentError(f"invoice {invoice.invoice_id} was already {existing.state}: never paid twice")
+
+        params = self.chain.protocol_params()
+        fee_estimate = estimate_fee_lovelace(len(invoice.outputs), params)
+        estimated_cost = self._cost_estimate(invoice, params) + fee_estimate
+        refusal = dict(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
+                       amounts=invoice.total_by_asset(), outputs=invoice.outputs, tags=ctx.tags)
+        try:
+            if invoice.seconds_left(now_dt) < MIN_PAYABLE_S:
+                raise PolicyError(f"invoice {invoice.invoice_id} expires in {invoice.seconds_left(now_dt)}s: "
+                                  "too close to pay safely", reason="expired")
+            decision = check_invoice(invoice, self.policy, network=self.network, host=host, now=now_dt,
+                                     cost_lovelace=estimated_cost, pinned=self.pins.pinned(host))
+            if decision.approval_required and not self._approved(invoice, ctx, estimated_cost):
+                approval_id = self.approvals.park(
+                    invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
+                    summary={"cost_lovelace": estimated_cost, "payees": sorted(invoice.payees),
+                             "amounts": invoice.total_by_asset()}, now=now)
+                raise ApprovalRequiredError(
+                    f"invoice {invoice.invoice_id} costs about {estimated_cost / 1e6:.6f} ADA, above the "
+                    f"approval threshold: run `cardano-agent approve {approval_id}`", approval_id=str(approval_id))
+        except PolicyError as exc:
+            if exc.reason == "payee_changed":
+                self.approvals.park(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
+                                    summary={"new_payees": sorted(invoice.payees)}, now=now)
+            self.ledger.record_refusal(reason=f"{exc.reason}: {exc}", now=now, **refusal)
+            raise
+        try:
+            row = self.ledger.reserve(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
+                                      tags=ctx.budget_tags, outputs=invoice.outputs,
+                                      amounts=invoice.total_by_asset(), fee_estimate_lovelace=fee_estimate, now=now)
+        except BudgetExceededError as exc:
+            self.ledger.record_refusal(reason=f"budget: {exc}", now=now, **refusal)
+            raise
+        return self._build_and_send(invoice, row, decision.pin, host, partner=request.headers.get("X-Partner"))
+
+    def settled(self, proof: Proof, response: Any) -> None:
+        """The paid retry succeeded: the payment is settled."""
+        if proof.payment_id is None:
+            return
+        row = self.ledger.get(int(proof.payment_id))
+        if row.state in (SUBMITTED, "unsettled"):
+            self.ledger.mark_settled(row.id, now=self.clock())
+
+    def refused(self, proof: Proof, response: Any) -> None:
+        """The server refused a payment already made: mark it unsettled; it is never paid again."""
+        if proof.payment_id is None:
+            return
+        row = self.ledger.get(int(proof.payment_id))
+        detail = response_detail(response)
+        reason = f"HTTP {response.status_code}: {json.dumps(detail)[:300]}"
+        if row.state == SIGNED:
+            self.ledger.mark_submitted(row.id, now=self.clock())
+        if self.ledger.get(row.id).state == SUBMITTED:
+            self.ledger.mark_unsettled(row.id, reason, now=self.clock())
+        log.warning("payment %s for invoice %s refused after paying: %s", row.id, row.invoice_id, reason)
+
+    # -- steps ------------------------------------------------------------------------------
+    def _build_and_send(self, invoice: Invoice, row: PaymentRow, pin: frozenset[str], host: str, *,
+                        partner: str | None) -> Proof:
+        owner = str(row.id)
+        now = self.clock()
+        try:
+            tip = self.chain.tip()
+            seconds_left = invoice.seconds_left(datetime.fromtimestamp(now, tz=timezone.utc))
+            ttl_slot = tip.slot + max(1, seconds_left - TTL_MARGIN_S)
+            payment = self.sender.build(invoice.outputs, ttl_slot=ttl_slot, metadata=invoice.metadata(), owner=owner)
+        except (AgentError, WalletError) as exc:
+            self.sender.release(owner)
+            self.ledger.release(row.id, f"not built: {exc}", now=self.clock())
+            raise
+        try:
+            if self.policy.max_per_call_lovelace is not None and payment.cost_lovelace > self.policy.max_per_call_lovelace:
+                raise PolicyError(
+                    f"payment would cost {payment.cost_lovelace} lovelace with its fee, over the "
+                    f"per-call maximum of {self.policy.max_per_call_lovelace}", reason="over_max_per_call")
+            row = self.ledger.mark_signed(row.id, tx_id=payment.tx_id, cbor=payment.cbor,
+                                          fee_lovelace=payment.fee_lovelace, inputs=payment.inputs,
+                                          ttl_slot=payment.ttl_slot, cost_lovelace=payment.cost_lovelace,
+                                          now=self.clock())
+        except (PolicyError, BudgetExceededError) as exc:
+            self.sender.release(owner)
+            self.ledger.mark_refused(row.id, str(exc), now=self.clock())
+            raise
+        if pin:
+            self.pins.pin(host, pin, self.clock())
+        if self.proof_mode == "hash":
+            try:
+                self.sender.submit(payment, owner=owner)
+            except ChainUnavailableError:
+                # The submission may or may not have reached the node: keep the signed row;
+                # recovery decides from the chain, and never builds a second transaction.
+                raise
+            except SubmitError as exc:
+                self.ledger.release(row.id, f"rejected by the ledger: {exc}", now=self.clock())
+                raise
+        else:
+            # The server submits the CBOR; track it so its change can be chained on once seen.
+            self.sender.track(owner, payment.tx_id, inputs=payment.inputs, change=payment.change)
+        row = self.ledger.mark_submitted(row.id, now=self.clock())
+        log.info("paid invoice %s: tx %s, %d lovelace + fee %d", invoice.invoice_id, payment.tx_id,
+                 payment.cost_lovelace - payment.fee_lovelace, payment.fee_lovelace)
+        return self._proof(row, invoice.expires_at, partner=partner)
+
+    def _proof(self, row: PaymentRow, expires_at: datetime, *, partner: str | None = None) -> Proof:
+        assert row.tx_id is not None and row.cbor is not None
+        payment = row.tx_id if self.proof_mode == "hash" else row.cbor.hex()
+        headers = proof_headers(row.invoice_id, payment, partner=partner or self.partner,
+                                wallet_address=self.wallet_address)
+        return Proof(invoice_id=row.invoice_id, payment=payment, headers=headers, expires_at=expires_at,
+                     payment_id=str(row.id))
+
+    def _cost_estimate(self, invoice: Invoice, params: Any) -> int:
+        """Lovelace that will leave the wallet, before the fee: ADA outputs plus min-ADA of token outputs."""
+        from wallets.payment import min_utxo_lovelace
+
+        total = 0
+        for out in invoice.outputs:
+            if out.asset == LOVELACE:
+                total += out.amount
+            else:
+                total += min_utxo_lovelace(out.address, 0, {out.asset: out.amount}, params)
+        return total
+
+    def _approved(self, invoice: Invoice, ctx: JobContext, cost: int) -> bool:
+        """A human approved this invoice, or this job's parked payment for at least this cost."""
+        found = self.approvals.for_invoice(invoice.invoice_id)
+        if found is not None:
+            return found.state == "approved"
+        if ctx.job_id is None:
+            return False
+        for approval in _job_approvals(self.approvals, ctx.job_id):
+            if approval.state == "approved" and int(approval.summary.get("cost_lovelace", 0)) >= cost:
+                return True
+        return False
+
+    # -- crash recovery ---------------------------------------------------------------------
+    def resume_proof(self, job_id: int) -> Proof | None:
+        """The proof of a job's payment that left (or may have left) the wallet but is not settled."""
+        for row in reversed(self.ledger.by_job(job_id)):
+            if row.state in (SIGNED, SUBMITTED) and row.tx_id:
+                expires = datetime.fromtimestamp(self.clock() + 300, tz=timezone.utc)
+                return self._proof(row, expires)
+        return None
+
+    def recover(self) -> dict[str, int]:
+        """Resolve every unfinished payment after a restart; return counts of what was done."""
+        counts = {"kept": 0, "resubmitted": 0, "released": 0}
+        for row in self.ledger.unfinished():
+            owner = str(row.id)
+            if row.state == "reserved" or not row.cbor or not row.tx_id:
+                self.sender.release(owner)
+                self.ledger.release(row.id, "the agent stopped before signing", now=self.clock())
+                counts["released"] += 1
+                continue
+            if self._seen(row):
+                if row.state == SIGNED:
+                    self.ledger.mark_submitted(row.id, now=self.clock())
+                self._track(row)
+                counts["kept"] += 1
+                continue
+            tip = self.chain.tip()
+            if row.ttl_slot is not None and tip.slot < row.ttl_slot:
+                try:
+                    self.chain.submit(row.cbor)
+                except InputsSpentError:
+                    # Its inputs are gone: either it was confirmed meanwhile, or it never will be.
+                    if self._seen(row):
+                        self._track(row)
+                        counts["kept"] += 1
+                        continue
+                    self.sender.release(owner)
+                    self.ledger.release(row.id, "inputs spent elsewhere; transaction never landed", now=self.clock())
+                    counts["released"] += 1
+                    continue
+                if row.state == SIGNED:
+                    self.ledger.mark_submitted(row.id, now=self.clock())
+                self._track(row)
+                counts["resubmitted"] += 1
+                log.info("recovery: resubmitted payment %s (tx %s)", row.id, row.tx_id)
+                continue
+            self.sender.release(owner)
+            self.ledger.release(row.id, "expired before it reached the chain", now=self.clock())
+            counts["released"] += 1
+        return counts
+
+    def _seen(self, row: PaymentRow) -> bool:
+        """Is the row's transaction in the mempool or on the ledger (one of its outputs exists)?"""
+        assert row.tx_id is not None
+        if self.chain.in_mempool(row.tx_id):
+            return True
+        refs = [OutputRef(row.tx_id, i) for i in range(len(row.outputs) + 1)]
+        return bool(self.chain.utxos_by_refs(refs))
+
+    def _track(self, row: PaymentRow) -> None:
+        try:
+            self.sender.track(str(row.id), row.tx_id, inputs=row.inputs, change=())
+        except WalletError as exc:
+            log.debug("payment %s not tracked: %s", row.id, exc)
+
+
+def _job_approvals(approvals: Any, job_id: int) -> list[Any]:
+    rows = approvals.db.execute("SELECT id FROM approvals WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+    return [approvals.get(int(r["id"])) for r in rows]

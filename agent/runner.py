@@ -1,0 +1,254 @@
+"""Workers that take jobs from the queue, run them, and record the outcome; plus the scheduler.
+
+One step is :meth:`Runner.run_once`: fire due schedules, claim one job, execute it, record
+done / retry-later / failed. :meth:`Runner.run` runs that step in N worker threads until told
+to stop (SIGTERM) or, with ``until_idle``, until nothing is left to do. A worker that dies
+leaves a lease that expires, and another worker takes the job again; while a job runs, its
+lease is renewed in the background.
+
+Errors are told apart by type: transient ones (a 5xx, a timeout, the chain or the database
+unavailable) are retried with exponential backoff and jitter up to the job's attempt limit;
+everything else fails the job at once with its one-line reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from agent.errors import AgentError, StoreError, TransientApiError
+
+log = logging.getLogger(__name__)
+
+
+class JobStoreLike(Protocol):
+    """The part of ``agent.queue.JobStore`` the runner uses."""
+
+    def claim(self, worker_id: str, *, now: float, lease_s: float) -> Any: ...
+    def heartbeat(self, job_id: Any, worker_id: str, *, now: float, lease_s: float) -> Any: ...
+    def complete(self, job_id: Any, *, result: Any, result_path: str | None, now: float) -> Any: ...
+    def fail(self, job_id: Any, error: str, *, now: float, retry_at: float | None) -> Any: ...
+    def counts(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """What an executed job produced: a small JSON summary and where the full result is."""
+
+    result: dict[str, Any]
+    result_path: str | None = None
+
+
+class JobExecutor(Protocol):
+    """Runs one job (the API call, paying if asked) and returns its outcome or raises."""
+
+    def execute(self, job: Any, *, worker_id: str) -> JobOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits up to ``base_s * 2**(n-1)``."""
+
+    base_s: float = 2.0
+    max_s: float = 300.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        cap = min(self.max_s, self.base_s * (2 ** max(0, attempt - 1)))
+        return cap / 2 + rng.uniform(0, cap / 2)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying later: 5xx/timeouts, chain or database unavailable."""
+    from wallets.errors import ChainUnavailableError, InputsSpentError
+
+    return isinstance(exc, (TransientApiError, StoreError, ChainUnavailableError, InputsSpentError,
+                            TimeoutError, ConnectionError))
+
+
+@dataclass
+class RunStats:
+    """Counts of what a run did, for the progress line and the final summary."""
+
+    done: int = 0
+    retried: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Claims and executes jobs. Pass everything in; nothing here reads config or the clock itself.
+
+    Args:
+        store: the job store.
+        executor: runs one job.
+        scheduler: optional; its ``run_once(now)`` is called before each claim.
+        workers: worker threads for :meth:`run`.
+        lease_s: how long a claimed job stays ours without a heartbeat.
+        backoff: retry delays for transient failures.
+        clock: epoch seconds (injected so tests control time).
+        rng: jitter source.
+    """
+
+    def __init__(self, store: JobStoreLike, executor: JobExecutor, *, scheduler: Any = None,
+                 workers: int = 1, lease_s: float = 120.0, backoff: Backoff = Backoff(),
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 name: str = "runner") -> None:
+        if workers < 1:
+            raise AgentError("workers must be at least 1")
+        self.store = store
+        self.executor = executor
+        self.scheduler = scheduler
+        self.workers = workers
+        self.lease_s = lease_s
+        self.backoff = backoff
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.name = name
+        self.stats = RunStats()
+        self._stats_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # -- one step -----------------------------------------------------------------------
+    def run_once(self, now: float | None = None, *, worker_id: str | None = None) -> Any:
+        """Fire due schedules, then claim and run one due job. Return the job, or None if idle."""
+        now = self.clock() if now is None else now
+        worker_id = worker_id or f"{self.name}-0"
+        if self.scheduler is not None:
+            self.scheduler.run_once(now)
+        job = self.store.claim(worker_id, now=now, lease_s=self.lease_s)
+        if job is None:
+            return None
+        self._execute(job, worker_id)
+        return job
+
+    def _execute(self, job: Any, worker_id: str) -> None:
+        log.info("job %s (%s) started by %s, attempt %s", job.id, job.kind, worker_id, job.attempts)
+        with _Heartbeat(self, job.id, worker_id):
+            try:
+                outcome = self.executor.execute(job, worker_id=worker_id)
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+                self._record_failure(job, exc)
+                return
+        self.store.complete(job.id, result=outcome.result, result_path=outcome.result_path, now=self.clock())
+        with self._stats_lock:
+            self.stats.done += 1
+        log.info("job %s done", job.id)
+
+    def _record_failure(self, job: Any, exc: Exception) -> None:
+        message = _one_line(exc)
+        now = self.clock()
+        if is_transient(exc) and job.attempts < job.max_attempts:
+            retry_at = now + self.backoff.delay(job.attempts, self.rng)
+            log.warning("job %s: %s; retrying in %.1fs", job.id, message, retry_at - now)
+            self.store.fail(job.id, message, now=now, retry_at=retry_at)
+            with self._stats_lock:
+                self.stats.retried += 1
+            return
+        if not isinstance(exc, (AgentError,)) and not _is_package_error(exc):
+            log.exception("job %s failed with an unexpected error", job.id)
+        else:
+            log.error("job %s failed: %s", job.id, message)
+        self.store.fail(job.id, message, now=now, retry_at=None)
+        with self._stats_lock:
+            self.stats.failed += 1
+            self.stats.errors.append(f"job {job.id}: {message}")
+
+    # -- threads ------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask every worker to finish its current job and exit."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, *, until_idle: bool = False, poll_s: float = 0.5,
+            on_progress: Callable[[dict[str, int], RunStats], None] | None = None) -> RunStats:
+        """Run the workers until :meth:`stop` (or, with ``until_idle``, until the queue is empty)."""
+        threads = [threading.Thread(target=self._worker, args=(f"{self.name}-{n}", until_idle, poll_s),
+                                    name=f"{self.name}-{n}", daemon=True)
+                   for n in range(self.workers)]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                if on_progress is not None:
+                    on_progress(self.store.counts(), self.stats)
+                for t in threads:
+                    t.join(timeout=poll_s)
+        except KeyboardInterrupt:
+            self.stop()
+            for t in threads:
+                t.join()
+        if on_progress is not None:
+            on_progress(self.store.counts(), self.stats)
+        return self.stats
+
+    def _worker(self, worker_id: str, until_idle: bool, poll_s: float) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.run_once(worker_id=worker_id)
+            except StoreError as exc:
+                log.warning("%s: database busy (%s); waiting", worker_id, exc)
+                job = None
+            if job is not None:
+                continue
+            if until_idle and _idle(self.store.counts()):
+                return
+            self._stop.wait(poll_s)
+
+
+ACTIVE_STATES = ("queued", "running", "paying", "awaiting_settlement")
+
+
+def _idle(counts: dict[str, int]) -> bool:
+    return not any(counts.get(state, 0) for state in ACTIVE_STATES)
+
+
+class _Heartbeat:
+    """Renews a job's lease every third of its length while the job runs."""
+
+    def __init__(self, runner: Runner, job_id: Any, worker_id: str) -> None:
+        self._runner = runner
+        self._job_id = job_id
+        self._worker_id = worker_id
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "_Heartbeat":
+        if self._runner.lease_s >= 3:
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        interval = self._runner.lease_s / 3
+        while not self._done.wait(interval):
+            try:
+                self._runner.store.heartbeat(self._job_id, self._worker_id, now=self._runner.clock(),
+                                             lease_s=self._runner.lease_s)
+            except Exception as exc:  # noqa: BLE001 - a missed beat only shortens the lease
+                log.warning("heartbeat for job %s failed: %s", self._job_id, exc)
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _is_package_error(exc: BaseException) -> bool:
+    from sandbox.errors import SandboxError
+    from wallets.errors import WalletError
+
+    return isinstance(exc, (WalletError, SandboxError))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -1,0 +1,141 @@
+"""The runner: one step at a time with an injected clock, retries by error type, workers, leases."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from agent.errors import PolicyError, TransientApiError
+from agent.queue import MemoryJobStore
+from agent.runner import Backoff, JobOutcome, Runner, is_transient
+from wallets.errors import ChainUnavailableError, InsufficientFundsError
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedExecutor:
+    """Executes jobs by a script: a list of exceptions (raised in turn) then success."""
+
+    def __init__(self, script: dict | None = None) -> None:
+        self.script = script or {}
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+
+    def execute(self, job, *, worker_id):
+        with self.lock:
+            self.calls.append(job.id)
+            errors = self.script.get(job.kind, [])
+            if errors:
+                raise errors.pop(0)
+        return JobOutcome({"ok": job.id}, f"/results/{job.id}.json")
+
+
+def enqueue(store, n=1, kind="chat", now=1_000_000.0, **kw):
+    return [store.enqueue(kind, {"message": f"m{i}"}, now=now, **kw) for i in range(n)]
+
+
+def test_run_once_completes_a_job_and_records_its_result():
+    """A successful job ends `done` with its result summary and path."""
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store)
+    runner = Runner(store, ScriptedExecutor(), clock=clock, lease_s=0)
+    assert runner.run_once().id == job.id
+    done = store.get(job.id)
+    assert done.state == "done" and done.result == {"ok": job.id} and done.result_path.endswith(f"{job.id}.json")
+    assert runner.run_once() is None
+
+
+def test_transient_errors_retry_with_backoff_then_succeed():
+    """A 5xx is retried later (not before its backoff), and the job then completes."""
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store)
+    executor = ScriptedExecutor({"chat": [TransientApiError("503", status=503)]})
+    runner = Runner(store, executor, clock=clock, backoff=Backoff(base_s=10, max_s=10), rng=random.Random(1), lease_s=0)
+    runner.run_once()
+    waiting = store.get(job.id)
+    assert waiting.state == "queued" and waiting.run_at >= clock.now + 5 and "503" in waiting.last_error
+    assert runner.run_once() is None  # not due yet
+    clock.now = waiting.run_at
+    runner.run_once()
+    assert store.get(job.id).state == "done"
+    assert runner.stats.retried == 1 and runner.stats.done == 1
+
+
+def test_final_errors_fail_at_once_with_a_one_line_reason():
+    """A policy refusal is not retried: the job is `failed` with the error type and message."""
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store)
+    refusal = PolicyError("invoice asks 10000 ADA,\nover the maximum", reason="over_max_per_call")
+    runner = Runner(store, ScriptedExecutor({"chat": [refusal]}), clock=clock, lease_s=0)
+    runner.run_once()
+    failed = store.get(job.id)
+    assert failed.state == "failed"
+    assert failed.last_error == "PolicyError: invoice asks 10000 ADA,"
+    assert runner.stats.failed == 1
+
+
+def test_transient_errors_stop_after_max_attempts():
+    """After max_attempts transient failures the job is failed, not retried forever."""
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store, max_attempts=2)
+    errors = [ChainUnavailableError("down"), ChainUnavailableError("down"), ChainUnavailableError("down")]
+    runner = Runner(store, ScriptedExecutor({"chat": errors}), clock=clock, backoff=Backoff(1, 1), lease_s=0)
+    for _ in range(4):
+        clock.now += 10
+        runner.run_once()
+    assert store.get(job.id).state == "failed"
+    assert store.get(job.id).attempts == 2
+
+
+def test_a_dead_workers_job_is_taken_again_after_its_lease():
+    """A job claimed by a worker that died is claimed again once its lease has expired."""
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store)
+    assert store.claim("dead-worker", now=clock.now, lease_s=60).id == job.id
+    runner = Runner(store, ScriptedExecutor(), clock=clock, lease_s=0)
+    assert runner.run_once() is None
+    clock.now += 61
+    assert runner.run_once().id == job.id
+    assert store.get(job.id).state == "done" and store.get(job.id).attempts == 2
+
+
+def test_workers_drain_the_queue_until_idle():
+    """`run(until_idle=True)` with 4 workers runs every job exactly once, then returns."""
+    store = MemoryJobStore()
+    jobs = enqueue(store, 40, now=0.0)
+    executor = ScriptedExecutor()
+    stats = Runner(store, executor, workers=4, lease_s=0).run(until_idle=True, poll_s=0.01)
+    assert stats.done == 40
+    assert sorted(executor.calls) == sorted(j.id for j in jobs)
+    assert store.counts()["done"] == 40
+
+
+def test_stop_lets_workers_finish_and_exit():
+    """stop() ends run() without waiting for the queue to empty."""
+    store = MemoryJobStore()
+    runner = Runner(store, ScriptedExecutor(), workers=2, lease_s=0)
+    threading.Timer(0.05, runner.stop).start()
+    runner.run(until_idle=False, poll_s=0.01)
+    assert runner.stopping
+
+
+def test_error_classification():
+    """Chain, 5xx and database failures are transient; refusals and missing funds are final."""
+    assert is_transient(TransientApiError("x", status=502))
+    assert is_transient(ChainUnavailableError("x"))
+    assert not is_transient(PolicyError("x", reason="r"))
+    assert not is_transient(InsufficientFundsError("x"))
+
+
+def test_runner_refuses_zero_workers():
+    """At least one worker is required."""
+    with pytest.raises(Exception, match="at least 1"):
+        Runner(MemoryJobStore(), ScriptedExecutor(), workers=0)
