@@ -1,0 +1,429 @@
+"""``cardano-agent budget show``, ``spend``, ``payments``, ``approvals``, ``approve`` and ``deny``.
+
+These commands only read and decide what is in the agent home (``agent.toml`` and the
+database): none of them needs the wallet passphrase or a chain connection. Amounts are integer
+lovelace inside and ADA with six decimals on screen; ``--json`` keeps the integers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.approvals import Approval, Approvals, PayeePins
+    from agent.budget import BudgetBook, BudgetUsage
+    from agent.config import AgentConfig
+    from agent.ledger import PaymentRow, ReportLine, SpendLedger
+    from agent.queue import SqliteJobStore
+
+ORDER = 40
+LOVELACE = "lovelace"
+DEFAULT_SINCE = "30d"
+RECENT_PAYMENTS = 5
+GROUPINGS = ("day", "route", "budget", "payee")
+LEDGER_STATES = ("reserved", "signed", "submitted", "settled", "refused", "unsettled", "released")
+WINDOW_LABELS = {3600: "1h", 86_400: "1d", 30 * 86_400: "30d", None: "none"}
+
+clock: Callable[[], float] = time.time
+"""Epoch seconds; tests replace it instead of waiting for time to pass."""
+
+_RELATIVE = re.compile(r"([1-9][0-9]{0,5})([hdw])")
+_UNIT_S = {"h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the budget, spend, payments and approval commands."""
+    group = sub.add_parser("budget", parents=[common], help="budgets and what is left of them",
+                           description="Show each configured budget and its use.")
+    cmds = group.add_subparsers(dest="budget_command", metavar="BUDGET_COMMAND")
+    group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
+    p = cmds.add_parser("show", parents=[common], help="limit, spent, reserved and remaining per budget")
+    p.set_defaults(func=cmd_budget_show)
+
+    p = sub.add_parser("spend", parents=[common], help="what was paid, grouped by day, route, budget or payee",
+                       description="Report paid invoices (submitted, settled or unsettled) and their fees.")
+    p.add_argument("--since", default=DEFAULT_SINCE, metavar="WHEN",
+                   help=f"24h, 7d, 30d, 2w, all, or a UTC date like 2026-11-01 (default {DEFAULT_SINCE})")
+    p.add_argument("--by", choices=GROUPINGS, default="day", help="grouping (default day)")
+    p.add_argument("--plot", type=Path, metavar="FILE",
+                   help="also draw spend over time against the budget limits as a PNG (needs matplotlib)")
+    p.set_defaults(func=cmd_spend)
+
+    p = sub.add_parser("payments", parents=[common], help="the spend ledger, newest first",
+                       description="List ledger rows: every invoice paid, refused or in flight.")
+    p.add_argument("--state", choices=LEDGER_STATES, help="only rows in this state")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N rows (default 20)")
+    p.set_defaults(func=cmd_payments)
+
+    p = sub.add_parser("approvals", parents=[common], help="payments waiting for approve/deny",
+                       description="List parked payments and the pinned payees per API host.")
+    p.set_defaults(func=cmd_approvals)
+
+    p = sub.add_parser("approve", parents=[common], help="approve a parked payment (its job runs again)")
+    p.add_argument("id", metavar="ID", help="approval id from `cardano-agent approvals`")
+    p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("deny", parents=[common], help="deny a parked payment: it is never paid")
+    p.add_argument("id", metavar="ID", help="approval id from `cardano-agent approvals`")
+    p.set_defaults(func=cmd_deny)
+
+
+# -- opening the home ----------------------------------------------------------------------------
+
+
+@dataclass
+class Books:
+    """The parts of an agent home these commands read: no wallet, no chain."""
+
+    config: AgentConfig
+    budgets: BudgetBook
+    ledger: SpendLedger
+    approvals: Approvals
+    pins: PayeePins
+    jobs: SqliteJobStore
+
+    @classmethod
+    def open(cls, home: Path, env: Mapping[str, str] | None = None) -> "Books":
+        """Load ``<home>/agent.toml`` and the database (created and migrated if missing)."""
+        import os
+
+        from agent.approvals import Approvals, PayeePins
+        from agent.budget import BudgetBook
+        from agent.config import load_config
+        from agent.ledger import SpendLedger
+        from agent.queue import SqliteJobStore
+        from agent.store import Database
+
+        config = load_config(home, os.environ if env is None else env)
+        db = Database.in_home(home)
+        budgets = BudgetBook(db, config.budgets)
+        return cls(config=config, budgets=budgets, ledger=SpendLedger(db, budgets),
+                   approvals=Approvals(db), pins=PayeePins(db), jobs=SqliteJobStore(db))
+
+
+# -- small formatting helpers ------------------------------------------------------------------
+
+
+def _amount(asset: str, units: int) -> str:
+    """ADA for lovelace, plain smallest units for a native token."""
+    from agent.output import format_ada
+
+    return format_ada(units) if asset == LOVELACE else str(units)
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def _short(text: str | None, keep: int = 12) -> str:
+    if not text:
+        return "-"
+    return text if len(text) <= keep + 2 else text[:keep] + ".."
+
+
+def percent_used(used: int, limit: int) -> float:
+    """Return ``used`` as a percentage of ``limit`` with one decimal (100.0 for a zero limit in use)."""
+    if limit <= 0:
+        return 100.0 if used > 0 else 0.0
+    return round(used * 100 / limit, 1)
+
+
+def parse_since(text: str, now: float) -> float | None:
+    """Turn ``--since`` into epoch seconds: ``24h``/``7d``/``2w`` before ``now``, ``all`` (None), or a UTC date.
+
+    Raises:
+        ConfigError: anything else, or a date in the future.
+    """
+    raw = text.strip()
+    if raw.lower() == "all":
+        return None
+    match = _RELATIVE.fullmatch(raw.lower())
+    if match:
+        return now - int(match.group(1)) * _UNIT_S[match.group(2)]
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(
+            f"--since: expected 24h, 7d, 30d, all or a date like 2026-11-01, got {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    since = when.timestamp()
+    if since > now:
+        raise ConfigError(f"--since {text} is in the future")
+    return since
+
+
+# -- budget show -------------------------------------------------------------------------------
+
+
+def _usage_dict(u: BudgetUsage, scope: str) -> dict[str, Any]:
+    used = u.spent + u.reserved
+    return {"name": u.name, "scope": scope, "window": WINDOW_LABELS.get(u.window, f"{u.window}s"),
+            "window_s": u.window, "since": _iso(u.since), "asset": u.asset, "limit": u.limit,
+            "spent": u.spent, "reserved": u.reserved, "remaining": u.remaining,
+            "percent_used": percent_used(used, u.limit)}
+
+
+def cmd_budget_show(args: argparse.Namespace) -> int:
+    """Print each budget's limit, committed spend in its window, open reservations and what is left."""
+    from agent.output import emit, table
+
+    books = Books.open(args.home)
+    scopes = {s.name: s.scope for s in books.budgets.specs}
+    rows = [_usage_dict(u, scopes[u.name]) for u in books.budgets.usage(clock())]
+
+    def human(data: list[dict[str, Any]]) -> None:
+        if not data:
+            print("(none configured)")
+            return
+        table([(d["name"], d["scope"], d["window"], "ADA" if d["asset"] == LOVELACE else _short(d["asset"], 20),
+                _amount(d["asset"], d["limit"]), _amount(d["asset"], d["spent"]),
+                _amount(d["asset"], d["reserved"]), _amount(d["asset"], d["remaining"]),
+                f"{d['percent_used']:.1f}") for d in data],
+              ["BUDGET", "SCOPE", "WINDOW", "ASSET", "LIMIT", "SPENT", "RESERVED", "REMAINING", "USED%"])
+
+    emit(args.json, rows, human)
+    return 0
+
+
+# -- spend ---------------------------------------------------------------------------------------
+
+
+def _line_dict(line: ReportLine) -> dict[str, Any]:
+    return {"key": line.key, "count": line.count, "amount_lovelace": line.amount_lovelace,
+            "fee_lovelace": line.fee_lovelace, "total_lovelace": line.amount_lovelace + line.fee_lovelace}
+
+
+def _payment_dict(row: PaymentRow) -> dict[str, Any]:
+    return {"id": row.id, "created_at": _iso(row.created_at), "invoice_id": row.invoice_id,
+            "host": row.host, "route": row.route, "job_id": row.job_id, "tags": list(row.tags),
+            "state": row.state, "paid": row.paid, "amount_lovelace": row.amount_lovelace,
+            "fee_lovelace": row.fee_lovelace, "cost_lovelace": row.cost_lovelace,
+            "amounts": dict(row.amounts), "outputs": [dict(o) for o in row.outputs],
+            "tx_id": row.tx_id, "reason": row.reason, "submitted_at": _iso(row.submitted_at),
+            "settled_at": _iso(row.settled_at)}
+
+
+def _fee_cell(row: PaymentRow) -> str:
+    from agent.output import format_ada
+
+    return format_ada(row.fee_lovelace) if row.fee_lovelace is not None else "-"
+
+
+def cmd_spend(args: argparse.Namespace) -> int:
+    """Print the spend report (and the last few payments); ``--plot`` also draws it as a PNG."""
+    from agent.output import emit, format_ada, table
+
+    now = clock()
+    since = parse_since(args.since, now)
+    books = Books.open(args.home)
+    lines = books.ledger.report(since, group_by=args.by, until=None)
+    # Each payment once, whatever the grouping (a payment can count against two budgets).
+    once = books.ledger.report(since, group_by="day", until=None)
+    total = {"count": sum(x.count for x in once), "amount_lovelace": sum(x.amount_lovelace for x in once),
+             "fee_lovelace": sum(x.fee_lovelace for x in once)}
+    total["total_lovelace"] = total["amount_lovelace"] + total["fee_lovelace"]
+    plot = None
+    if args.plot is not None:
+        plot = str(draw_plot(books, args.plot, since=since, until=now, label=args.since))
+    data = {"since": _iso(since), "until": _iso(now), "group_by": args.by,
+            "lines": [_line_dict(x) for x in lines], "total": total, "plot": plot}
+
+    def human(d: dict[str, Any]) -> None:
+        window = "all time" if since is None else f"since {_when(since)} UTC"
+        print(f"Spend {window}, by {args.by}")
+        rows: list[tuple[Any, ...]] = [
+            (x["key"], x["count"], format_ada(x["amount_lovelace"]), format_ada(x["fee_lovelace"]),
+             format_ada(x["total_lovelace"])) for x in d["lines"]]
+        rows.append(("TOTAL", total["count"], format_ada(total["amount_lovelace"]),
+                     format_ada(total["fee_lovelace"]), format_ada(total["total_lovelace"])))
+        table(rows, [args.by.upper(), "COUNT", "AMOUNT", "FEE", "TOTAL"])
+        recent = books.ledger.rows(since)[-RECENT_PAYMENTS:][::-1]
+        if recent:
+            print(f"\nLast {len(recent)} payment{'s' if len(recent) != 1 else ''}:")
+            table([(_when(r.created_at), r.route or "-", _short(r.invoice_id, 16), r.state,
+                    format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id)) for r in recent],
+                  ["TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT", "FEE", "TX"])
+        if plot:
+            print(f"\nplot written to {plot}")
+
+    emit(args.json, data, human)
+    return 0
+
+
+def draw_plot(books: Books, path: Path, *, since: float | None, until: float, label: str) -> Path:
+    """Draw each budget's lovelace spend curve against its limit (or all payments if no budget)."""
+    from agent import spendplot
+
+    series = {s.name: list(books.budgets.spend_series(s.name, LOVELACE)) for s in books.budgets.specs}
+    paid = [(r.submitted_at or r.created_at, r.cost_lovelace or 0)
+            for r in books.ledger.rows() if r.paid]
+    starts = [t for points in series.values() for t, _ in points] + [t for t, _ in paid]
+    start = since if since is not None else min(starts, default=until - 86_400)
+    start = min(start, until)
+    lines = [
+        spendplot.SpendLine(
+            label=spec.name + (" (all time)" if spec.window_s is None
+                               else f" ({WINDOW_LABELS.get(spec.window_s, f'{spec.window_s}s')} window)"),
+            points=spendplot.budget_curve(series[spec.name], window_s=spec.window_s, since=start, until=until),
+            limit_lovelace=spec.limits.get(LOVELACE))
+        for spec in books.budgets.specs
+    ]
+    if not lines and paid:
+        lines = [spendplot.SpendLine(label="all payments (running total)",
+                                     points=spendplot.budget_curve(paid, window_s=None, since=start, until=until))]
+    title = "Spend against budgets, all time" if since is None else f"Spend against budgets, --since {label}"
+    return spendplot.draw_spend(Path(path).expanduser(), lines, since=start, until=until, title=title)
+
+
+# -- payments ------------------------------------------------------------------------------------
+
+
+def cmd_payments(args: argparse.Namespace) -> int:
+    """Print ledger rows, newest first."""
+    from agent.output import emit, format_ada, table
+
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    books = Books.open(args.home)
+    rows = [r for r in reversed(books.ledger.rows()) if args.state is None or r.state == args.state]
+    rows = rows[:args.limit]
+
+    def human(data: list[dict[str, Any]]) -> None:
+        table([(r.id, _when(r.created_at), r.route or "-", _short(r.invoice_id, 16), r.state,
+                format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id), r.reason or "")
+               for r in rows],
+              ["ID", "TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT", "FEE", "TX", "REASON"])
+
+    emit(args.json, [_payment_dict(r) for r in rows], human)
+    return 0
+
+
+# -- approvals -----------------------------------------------------------------------------------
+
+
+def _summary_text(summary: Mapping[str, Any]) -> str:
+    parts = []
+    if "cost_lovelace" in summary:
+        parts.append(f"cost {_amount(LOVELACE, int(summary['cost_lovelace']))} ADA")
+    if summary.get("new_payees"):
+        parts.append("payee change to " + ", ".join(_short(a, 20) for a in summary["new_payees"]))
+    elif summary.get("payees"):
+        parts.append("to " + ", ".join(_short(a, 20) for a in summary["payees"]))
+    for asset, units in (summary.get("amounts") or {}).items():
+        if asset != LOVELACE:
+            parts.append(f"{units} {_short(asset, 20)}")
+    return "; ".join(parts) or "-"
+
+
+def _approval_dict(a: Approval) -> dict[str, Any]:
+    return {"id": a.id, "invoice_id": a.invoice_id, "host": a.host, "route": a.route, "job_id": a.job_id,
+            "state": a.state, "summary": a.summary, "created_at": _iso(a.created_at),
+            "decided_at": _iso(a.decided_at)}
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    """Print the payments waiting for a decision and the pinned payees per host."""
+    from agent.output import emit, table
+
+    books = Books.open(args.home)
+    pending = books.approvals.pending()
+    pins = books.pins.hosts()
+    data = {"pending": [_approval_dict(a) for a in pending],
+            "pins": {host: sorted(addrs) for host, addrs in pins.items()}}
+
+    def human(d: dict[str, Any]) -> None:
+        table([(a.id, a.host, a.route or "-", a.job_id if a.job_id is not None else "-",
+                _summary_text(a.summary)) for a in pending],
+              ["ID", "HOST", "ROUTE", "JOB", "SUMMARY"])
+        if pins:
+            print("\nPinned payees:")
+            table([(host, addr) for host, addrs in sorted(pins.items()) for addr in sorted(addrs)],
+                  ["HOST", "ADDRESS"])
+
+    emit(args.json, data, human)
+    return 0
+
+
+def _approval_id(text: str) -> int:
+    from agent.approvals import ApprovalError
+
+    raw = text.strip().lstrip("#")
+    if not raw.isdigit():
+        raise ApprovalError(f"not an approval id: {text!r} (see `cardano-agent approvals`)")
+    return int(raw)
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve a parked payment and queue its job again if it had given up."""
+    from agent.errors import JobError
+    from agent.output import emit
+
+    approval_id = _approval_id(args.id)
+    books = Books.open(args.home)
+    now = clock()
+    approval = books.approvals.approve(approval_id, now)
+    job: dict[str, Any] | None = None
+    if approval.job_id is not None:
+        try:
+            current = books.jobs.get(approval.job_id)
+        except JobError:
+            job = {"id": approval.job_id, "state": None, "requeued": False}
+        else:
+            requeued = current.state in ("failed", "cancelled")
+            if requeued:
+                current = books.jobs.retry(current.id, now)
+            job = {"id": current.id, "state": current.state, "requeued": requeued}
+    data = {"approval": _approval_dict(approval), "job": job}
+
+    def human(d: dict[str, Any]) -> None:
+        print(f"approved {approval.id} ({approval.host} {approval.route or ''}".rstrip() + ")")
+        if job is None:
+            return
+        if job["state"] is None:
+            print(f"job {job['id']} no longer exists; nothing to run again")
+        elif job["requeued"]:
+            print(f"job {job['id']} queued again; it will pay on its next run")
+        else:
+            print(f"job {job['id']} is {job['state']}; it will pay when it next reaches the invoice")
+
+    emit(args.json, data, human)
+    return 0
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    """Deny a parked payment; its job is left as it is."""
+    from agent.errors import JobError
+    from agent.output import emit
+
+    approval_id = _approval_id(args.id)
+    books = Books.open(args.home)
+    approval = books.approvals.deny(approval_id, clock())
+    job_state = None
+    if approval.job_id is not None:
+        try:
+            job_state = books.jobs.get(approval.job_id).state
+        except JobError:
+            job_state = None
+    data = {"approval": _approval_dict(approval),
+            "job": None if approval.job_id is None else {"id": approval.job_id, "state": job_state}}
+
+    def human(d: dict[str, Any]) -> None:
+        print(f"denied {approval.id} ({approval.host} {approval.route or ''}".rstrip() + "): it will never be paid")
+        if approval.job_id is not None:
+            print(f"job {approval.job_id} left {job_state or 'as it was'}")
+
+    emit(args.json, data, human)
+    return 0
