@@ -88,7 +88,14 @@ class Gate:
         if invoice_id is not None or proof is not None:
             if invoice_id is None or proof is None:
                 raise refuse(402, "payment_headers_incomplete", "send X-Invoice-Id and X-Payment together")
-            return self._settle(invoice_id, proof, route, partner, wallet if batch else None)
+            try:
+                return self._settle(invoice_id, proof, route, partner, wallet if batch else None)
+            except HTTPException as exc:
+                # A client re-sending the proof of the batch it already paid draws on that batch.
+                consumed = str(exc.detail).startswith("invoice_consumed")
+                if batch and consumed and partner and wallet and self.credits.draw(partner.name, wallet, now=self.clock()):
+                    return Charge("prepaid")
+                raise
         now = self.clock()
         if batch and partner is not None and wallet is not None and self.credits.draw(partner.name, wallet, now=now):
             return Charge("prepaid")

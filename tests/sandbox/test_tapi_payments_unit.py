@@ -270,3 +270,15 @@ def test_concurrent_retries_consume_an_invoice_once(unit_twin) -> None:
     with ThreadPoolExecutor(8) as pool:
         codes = sorted(pool.map(lambda _: _retry(unit_twin, detail, tx_id).status_code, range(8)))
     assert codes == [200] + [402] * 7
+
+
+def test_resent_batch_proof_draws_on_the_batch(unit_twin) -> None:
+    """Re-sending a consumed batch invoice's proof draws a prepaid call while any remain, then is refused."""
+    headers = {"X-Partner": "globex", "X-Wallet-Address": WALLET}
+    detail = _invoice(unit_twin, headers=headers)
+    tx_id = unit_twin.reader.put(signed_tx(KEY, required_outputs(detail)))
+    assert _retry(unit_twin, detail, tx_id, headers=headers).headers["x-billing"] == "x402"
+    for _ in range(4):
+        assert _retry(unit_twin, detail, tx_id, headers=headers).headers["x-billing"] == "prepaid"
+    r = _retry(unit_twin, detail, tx_id, headers=headers)
+    assert r.status_code == 402 and r.json()["detail"].startswith("invoice_consumed")
