@@ -127,17 +127,32 @@ class Invoice:
 class InvoiceStore:
     """Thread-safe in-memory invoices plus the map of transactions already used to pay one."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, retention_s: int = 86_400) -> None:
         self._lock = threading.Lock()
         self._invoices: dict[str, Invoice] = {}
-        self._tx_owner: dict[str, str] = {}
+        self._tx_owner: dict[str, str] = {}  # kept after an invoice is forgotten: replays stay refused
+        self._retention = timedelta(seconds=retention_s)
+        self._issued = 0
 
     def issue(self, **fields: object) -> Invoice:
         """Store a new ``pending`` invoice with a fresh id; ``fields`` are Invoice's other fields."""
         invoice = Invoice(invoice_id=f"inv_{secrets.token_hex(16)}", **fields)  # type: ignore[arg-type]
         with self._lock:
             self._invoices[invoice.invoice_id] = invoice
+            self._issued += 1
+            if self._issued % 256 == 0:
+                self._forget_before(invoice.issued_at - self._retention)
         return invoice
+
+    def _forget_before(self, cutoff: datetime) -> None:
+        # A long-running twin forgets invoices expired more than retention_s ago (status 404 then).
+        old = [k for k, inv in self._invoices.items() if inv.expires_at < cutoff and inv.status != "submitted"]
+        for key in old:
+            del self._invoices[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._invoices)
 
     def get(self, invoice_id: str, *, now: datetime) -> Invoice | None:
         """Return the invoice (a pending one past its timeout becomes ``expired``), or None."""

@@ -91,3 +91,21 @@ def test_credit_book_credits_draws_and_expires() -> None:
     book.credit("globex", "w1", 2, now=START, validity_s=60)
     assert book.balance("globex", "w1", now=START + timedelta(seconds=60)).to_json() == {
         "partner": "globex", "wallet": "w1", "remaining": 0, "total": 0, "expiresAt": None}
+
+
+def test_old_invoices_are_forgotten_but_their_txs_stay_used() -> None:
+    """Invoices expired longer than the retention are dropped; a tx that paid one still cannot pay again."""
+    store = InvoiceStore(retention_s=60)
+    old = _issue(store, timeout_s=10)
+    store.advance(old.invoice_id, "consumed", tx_hash="cc" * 32, now=START)
+    later = START + timedelta(seconds=200)
+    for _ in range(255):
+        store.issue(**{**_fields(), "issued_at": later, "expires_at": later + timedelta(seconds=300)})
+    assert store.get(old.invoice_id, now=later) is None and len(store) == 255
+    assert store.owner_of("cc" * 32) == old.invoice_id
+
+
+def _fields() -> dict:
+    return dict(route="chat", fingerprint="f", chain="cardano-devnet", asset_label="ADA", amount_units=1,
+                decimals=6, outputs=(Output("addr_test1pay", 1, "lovelace", "payTo"),), split_mode=None,
+                partner=None, batch_target=1, wallet=None, issued_at=START, expires_at=START)
