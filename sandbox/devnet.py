@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from sandbox.errors import LedgerRejection, SandboxConfigError, SandboxError
+from sandbox.errors import SandboxConfigError, SandboxError
 from sandbox.ledger import Block, Ledger, TxOut
 from sandbox.ogmios_json import Genesis
 from sandbox.ogmios_server import OgmiosServer
-from wallets.types import LOVELACE, OutputRef
+from wallets.types import OutputRef
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ class DevnetNode:
         self.block_time_s = block_time_s
         self.lock = threading.RLock()
         self.dirty = False
+        self._version = 0
         self.on_change: Callable[[], None] = lambda: None
         self._clock = clock
 
@@ -163,6 +164,10 @@ class DevnetNode:
         with self.lock:
             return self.ledger.mempool()
 
+    def mempool_version(self) -> int:
+        """A counter that moves whenever the mempool changes (a submission or a block)."""
+        return self._version
+
     def submit(self, cbor: bytes) -> str:
         """Validate and queue ``cbor`` (a block at once when ``block_time_s`` is 0); return its id.
 
@@ -175,6 +180,7 @@ class DevnetNode:
             if self.block_time_s == 0:
                 self.ledger.produce_block(self._slot_locked())
             self.dirty = True
+            self._version += 1
         self.on_change()
         return tx_id
 
@@ -186,10 +192,12 @@ class DevnetNode:
     def produce_block(self, *, force: bool = False) -> Block | None:
         """Turn the mempool into a block at the current slot (None if empty and not forced)."""
         with self.lock:
+            had_mempool = bool(self.ledger.mempool())
             block = self.ledger.produce_block(self._slot_locked(), force=force)
-            if block is not None:
+            if block is not None or had_mempool:
                 self.dirty = True
-        if block is not None:
+                self._version += 1
+        if block is not None or had_mempool:
             self.on_change()
         return block
 
@@ -275,9 +283,13 @@ class Devnet:
         node = DevnetNode(ledger, genesis, block_time_s=block_time_s, clock=clock)
         devnet = cls(node, host=host, ogmios_port=ogmios_port, state_dir=Path(state_dir) if state_dir else None)
         devnet._thread.start()
-        if not devnet._ready.wait(30) or devnet._startup_error is not None:
-            devnet._loop.call_soon_threadsafe(lambda: None)
-            raise SandboxError(f"devnet failed to start: {devnet._startup_error}") from devnet._startup_error
+        if not devnet._ready.wait(30):
+            devnet.stop()
+            raise SandboxError("the devnet did not start within 30 s")
+        if devnet._startup_error is not None:
+            devnet._stopped = True
+            devnet._thread.join(10)
+            raise SandboxError(f"cannot serve Ogmios on {host}:{ogmios_port}: {devnet._startup_error}") from None
         devnet.ogmios_url = devnet._server.url
         if devnet._state_dir is not None:
             devnet._state_dir.mkdir(parents=True, exist_ok=True)
@@ -423,4 +435,4 @@ class Devnet:
                     log.warning("could not save devnet state: %s", exc)
 
 
-__all__ = ["DEVNET_TOKEN", "FAUCET_ADDRESS", "Devnet", "DevnetNode", "LedgerRejection", "faucet_signing_key"]
+__all__ = ["DEVNET_TOKEN", "FAUCET_ADDRESS", "Devnet", "DevnetNode", "build_faucet_tx", "faucet_signing_key"]

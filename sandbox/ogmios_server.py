@@ -41,6 +41,7 @@ class ChainNode(Protocol):
     def submit(self, cbor: bytes) -> str: ...
     def evaluate(self, cbor: bytes) -> list[Any]: ...
     def mempool(self) -> list[tuple[str, bytes]]: ...
+    def mempool_version(self) -> int: ...  # changes whenever the mempool does
 
 
 class RpcFailure(Exception):
@@ -60,6 +61,7 @@ class _Session:
     """Per-connection state: the acquired mempool snapshot and the read cursor in it."""
 
     snapshot: list[tuple[str, bytes]] | None = None
+    version: int = -1
     cursor: int = 0
     ids: set[str] = field(default_factory=set)
 
@@ -241,12 +243,13 @@ class OgmiosServer:
     # --- mempool monitor ---------------------------------------------------------------------
 
     async def _acquire_mempool(self, params: dict[str, Any], session: _Session) -> Any:
-        if session.snapshot is not None:  # a second acquire waits for a different mempool
-            while not self._closing and [t for t, _ in self.node.mempool()] == [t for t, _ in session.snapshot]:
+        if session.snapshot is not None:  # a second acquire waits until the mempool has changed
+            while not self._closing and self.node.mempool_version() == session.version:
                 assert self._changed is not None
                 await self._changed.wait()
             if self._closing:
                 raise _Closing()
+        session.version = self.node.mempool_version()
         session.snapshot = list(self.node.mempool())
         session.ids = {tx_id for tx_id, _ in session.snapshot}
         session.cursor = 0

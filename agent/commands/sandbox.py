@@ -165,7 +165,8 @@ class _Rpc:
 
         self._errors = (OSError, ValueError, TimeoutError, WebSocketException)
         try:
-            self._ws = connect(url, open_timeout=10, max_size=16 * 1024 * 1024)
+            self._connection = connect(url, open_timeout=10, max_size=16 * 1024 * 1024)
+            self._ws = self._connection.__enter__()
         except self._errors as exc:
             raise SandboxError(f"cannot reach the devnet's Ogmios at {url}: {exc}") from None
         self._url = url
@@ -186,5 +187,5 @@ class _Rpc:
         return reply.get("result")
 
     def close(self) -> None:
-        self._ws.close()
+        self._connection.__exit__(None, None, None)
 

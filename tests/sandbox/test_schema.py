@@ -14,6 +14,10 @@ from websockets.sync.client import connect
 
 from tests.fixtures.devnet import new_key
 
+# The `ogmios` client opens its WebSocket without a context manager; websockets warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
+
+
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "shared" / "ogmios" / "schemas" / "v6.6"
 
 
@@ -87,8 +91,11 @@ def test_query_responses_validate(devnet, validate, method, params, schema):
     validate(schema, reply)
 
 
-def test_utxo_with_assets_and_by_reference_validate(devnet, devnet_key, validate):
+def test_utxo_with_assets_and_by_reference_validate(devnet_factory, devnet_key, validate):
     """UTxO answers by address (with native tokens) and by output reference match the schema."""
+    from sandbox.devnet import DEVNET_TOKEN
+
+    devnet = devnet_factory(fund={devnet_key.address: 5_000_000}, fund_assets={devnet_key.address: {DEVNET_TOKEN: 9}})
     by_address = _rpc(devnet.ogmios_url, "queryLedgerState/utxo", {"addresses": [devnet_key.address]})
     validate("QueryLedgerStateUtxoResponse", by_address)
     (item,) = by_address["result"]
