@@ -45,7 +45,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                            description="Show each configured budget and its use.")
     cmds = group.add_subparsers(dest="budget_command", metavar="BUDGET_COMMAND")
     group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
-    p = cmds.add_parser("show", parents=[common], help="limit, spent, reserved and remaining per budget")
+    p = cmds.add_parser("show", parents=[common], help="limit, spent, reserved and remaining per budget",
+                        description="Per budget and asset: the limit, what was spent in the current window, "
+                                    "what unfinished payments hold, what remains, and USED% = (spent + "
+                                    "reserved) / limit.")
     p.set_defaults(func=cmd_budget_show)
 
     p = sub.add_parser("spend", parents=[common], help="what was paid, grouped by day, route, budget or payee",
@@ -250,6 +253,8 @@ def cmd_spend(args: argparse.Namespace) -> int:
         rows.append(("TOTAL", total["count"], format_ada(total["amount_lovelace"]),
                      format_ada(total["fee_lovelace"]), format_ada(total["total_lovelace"])))
         table(rows, [args.by.upper(), "COUNT", "AMOUNT", "FEE", "TOTAL"])
+        if args.by in ("budget", "payee"):
+            print(f"(a payment can appear under several {args.by}s; TOTAL counts each payment once)")
         recent = books.ledger.rows(since)[-RECENT_PAYMENTS:][::-1]
         if recent:
             print(f"\nLast {len(recent)} payment{'s' if len(recent) != 1 else ''}:")
@@ -396,6 +401,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
             print(f"job {job['id']} no longer exists; nothing to run again")
         elif job["requeued"]:
             print(f"job {job['id']} queued again; it will pay on its next run")
+        elif job["state"] == "done":
+            print(f"job {job['id']} already finished; nothing to run again")
         else:
             print(f"job {job['id']} is {job['state']}; it will pay when it next reaches the invoice")
 

@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -141,6 +140,28 @@ def test_budget_show_without_budgets(tmp_path, capsys):
     assert json.loads(run(capsys, "budget", "show", "--home", str(tmp_path), "--json")[1]) == []
 
 
+def test_budget_show_token_limits(tmp_path, monkeypatch, capsys):
+    """A budget limiting a native token shows it in the token's units, beside its ADA limit."""
+    token = "82888098ca0a60c75af54db1b9817832a9da4b7a32ea575c461568a2.4445564e4554"
+    (tmp_path / "agent.toml").write_text(
+        f'[[budgets]]\nname = "tokens"\nlimit_ada = 2\nwindow = "1h"\nlimits = {{ "{token}" = 1000 }}\n',
+        encoding="utf-8")
+    monkeypatch.setattr(money, "clock", lambda: T0)
+    db = Database.in_home(tmp_path)
+    ledger = SpendLedger(db, BudgetBook(db, load_config(tmp_path, {}).budgets))
+    row = ledger.reserve(invoice_id="inv-t", host="api.example", route="/chat", job_id=None,
+                         outputs=[{"address": PAY_A, "amount": 250, "asset": token}],
+                         amounts={token: 250, "lovelace": 1_200_000}, fee_estimate_lovelace=180_000, now=T0 - 60)
+    ledger.mark_signed(row.id, tx_id="cd" * 32, cbor=b"\x84", fee_lovelace=180_000, inputs=[("ab" * 32, 1)],
+                       ttl_slot=10, cost_lovelace=1_380_000, now=T0 - 60)
+    ledger.mark_submitted(row.id, now=T0 - 59)
+    rows = json.loads(run(capsys, "budget", "show", "--home", str(tmp_path), "--json")[1])
+    assert [(r["asset"], r["limit"], r["spent"], r["remaining"], r["percent_used"]) for r in rows] == [
+        ("lovelace", 2_000_000, 1_380_000, 620_000, 69.0), (token, 1000, 250, 750, 25.0)]
+    lines = run(capsys, "budget", "show", "--home", str(tmp_path))[1].splitlines()
+    assert lines[2].split()[4:8] == ["1000", "250", "0", "750"]
+
+
 # -- spend -----------------------------------------------------------------------------------------
 
 
@@ -257,7 +278,10 @@ def test_spend_plot_unwritable_path(home, history, capsys, tmp_path):
 def test_budget_curve_rolls_the_window():
     """A windowed budget's curve drops a charge just after its window; no window keeps a running total."""
     charges = [(150.0, 3), (40.0, 7), (100.0, 5), (5.0, 11), (400.0, 99)]
-    after = lambda t: math.nextafter(t, math.inf)  # noqa: E731
+
+    def after(t: float) -> float:
+        return math.nextafter(t, math.inf)
+
     assert budget_curve(charges, window_s=60, since=90.0, until=300.0) == (
         (90.0, 7), (100.0, 12), (after(100.0), 5), (150.0, 8), (after(160.0), 3), (after(210.0), 0),
         (300.0, 0),
@@ -354,6 +378,23 @@ def test_approve_leaves_a_queued_job_and_pins_the_new_payee(home, parked, capsys
     data = json.loads(run(capsys, "approvals", "--home", str(home), "--json")[1])
     assert data["pins"] == {"api.example": [PAY_B]}
     assert [a["id"] for a in data["pending"]] == [parked["big"]]
+
+
+def test_approve_requeues_a_cancelled_job(home, parked, capsys):
+    """A job cancelled while it waited is queued again by approve too."""
+    parked["jobs"].cancel(parked["failed"], now=T0 - 10)
+    data = json.loads(run(capsys, "approve", str(parked["big"]), "--home", str(home), "--json")[1])
+    assert data["job"] == {"id": parked["failed"], "state": "queued", "requeued": True}
+
+
+def test_approve_does_not_rerun_a_finished_job(home, parked, capsys):
+    """A job that already finished is not run again; approve says so."""
+    jobs = parked["jobs"]
+    jobs.claim("w2", now=T0 - 5, lease_s=60)  # takes the queued job
+    jobs.complete(parked["queued"], result={"reply": "ok"}, result_path=None, now=T0 - 4)
+    code, out, _ = run(capsys, "approve", str(parked["payee"]), "--home", str(home))
+    assert code == 0 and f"job {parked['queued']} already finished" in out
+    assert jobs.get(parked["queued"]).state == "done"
 
 
 def test_deny_leaves_the_job(home, parked, capsys):
