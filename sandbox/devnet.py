@@ -255,6 +255,7 @@ class Devnet:
         self._stop_event: asyncio.Event | None = None
         self._stopped = False
         self._faucet_change: tuple[OutputRef, int, dict[str, int]] | None = None
+        self._save_lock = threading.Lock()
         self.ogmios_url = ""
 
     @classmethod
@@ -358,16 +359,17 @@ class Devnet:
         if self._state_dir is None:
             return
         genesis = self._node.genesis
-        state = {"version": STATE_VERSION, "system_start": genesis.system_start,
-                 "epoch_length": genesis.epoch_length, "initial_funds": dict(genesis.initial_funds),
-                 "ledger": self._node.snapshot()}
         path = self._state_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(state, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with self._save_lock:  # snapshot inside the lock: an older snapshot never overwrites a newer one
+            state = {"version": STATE_VERSION, "system_start": genesis.system_start,
+                     "epoch_length": genesis.epoch_length, "initial_funds": dict(genesis.initial_funds),
+                     "ledger": self._node.snapshot()}
+            with open(tmp, "w") as fh:
+                json.dump(state, fh, separators=(",", ":"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
 
     def stop(self) -> None:
         """Stop serving, wait for the thread, and save the chain. Safe to call twice."""
@@ -429,8 +431,8 @@ class Devnet:
                 self._node.produce_block()
             if self._node.dirty and time.monotonic() - last_save >= SAVE_INTERVAL_S:
                 last_save = time.monotonic()
-                try:
-                    self.save()
+                try:  # writing a large state off the loop keeps requests flowing meanwhile
+                    await asyncio.get_running_loop().run_in_executor(None, self.save)
                 except OSError as exc:
                     log.warning("could not save devnet state: %s", exc)
 
