@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent.faults import crash_point
 from agent.jobs import render_markdown, report_paths
 from agent.payer import JobContext, job_context
 from agent.runner import JobOutcome
@@ -78,6 +79,7 @@ class TApiExecutor:
                 log.info("job %s: invoice %s was consumed by our payment before the crash; calling afresh",
                          job.id, resumed.invoice_id)
                 data = self._call(client, job.kind, request, f"job{job.id}-{uuid.uuid4().hex[:12]}")
+        crash_point("after_call")
         return self._outcome(job, data, schedule=schedule)
 
     # -- the call ---------------------------------------------------------------------------

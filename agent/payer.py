@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from agent.auth import Proof, proof_headers, response_detail
+from agent.faults import crash_point
 from agent.errors import (
     AgentError,
     ApprovalRequiredError,
@@ -179,6 +180,7 @@ class WalletPayer:
         except BudgetExceededError as exc:
             self.ledger.record_refusal(reason=f"budget: {exc}", now=now, **refusal)
             raise
+        crash_point("after_reserve")
         return self._build_and_send(invoice, row, decision.pin, host, partner=request.headers.get("X-Partner"))
 
     def settled(self, proof: Proof, response: Any) -> None:
@@ -229,6 +231,7 @@ class WalletPayer:
             self.sender.release(owner)
             self.ledger.mark_refused(row.id, str(exc), now=self.clock())
             raise
+        crash_point("after_sign")
         if pin:
             self.pins.pin(host, pin, self.clock())
         if self.proof_mode == "hash":
@@ -244,6 +247,7 @@ class WalletPayer:
         else:
             # The server submits the CBOR; track it so its change can be chained on once seen.
             self.sender.track(owner, payment.tx_id, inputs=payment.inputs, change=payment.change)
+        crash_point("after_submit")
         row = self.ledger.mark_submitted(row.id, now=self.clock())
         log.info("paid invoice %s: tx %s, %d lovelace + fee %d", invoice.invoice_id, payment.tx_id,
                  payment.cost_lovelace - payment.fee_lovelace, payment.fee_lovelace)

@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from agent.errors import JobError, StoreError
 from agent.store import Database, register_migrations
@@ -113,6 +113,7 @@ class JobStore(Protocol):
     def list(self, state: str | None = None, tag: str | None = None, limit: int = 100) -> builtins.list[Job]: ...
     def counts(self) -> dict[str, int]: ...
     def next_run_at(self) -> float | None: ...
+    def expire_leases(self, is_dead: Callable[[str], bool], *, now: float) -> int: ...
 
 
 # -- transition rules shared by both backends -------------------------------------------------
@@ -336,6 +337,16 @@ class SqliteJobStore:
             out[r["state"]] = r["n"]
         return out
 
+    def expire_leases(self, is_dead: Callable[[str], bool], *, now: float) -> int:
+        """End now the leases held by workers that ``is_dead`` says are gone; return how many."""
+        with self.db.atomic() as conn:
+            rows = conn.execute(
+                "SELECT id, lease_owner FROM jobs WHERE state IN ('running', 'paying', 'awaiting_settlement')"
+                " AND lease_expires_at > ?", (now,)).fetchall()
+            dead = [r["id"] for r in rows if r["lease_owner"] and is_dead(r["lease_owner"])]
+            conn.executemany("UPDATE jobs SET lease_expires_at = ? WHERE id = ?", [(now, i) for i in dead])
+        return len(dead)
+
     def next_run_at(self) -> float | None:
         """Return the earliest time a claim could succeed: a queued job due or a lease expiring."""
         r = self.db.execute(
@@ -454,6 +465,15 @@ class MemoryJobStore:
             for j in self._jobs.values():
                 out[j.state] += 1
         return out
+
+    def expire_leases(self, is_dead: Callable[[str], bool], *, now: float) -> int:
+        """End now the leases held by workers that ``is_dead`` says are gone; return how many."""
+        with self._lock:
+            dead = [j for j in self._jobs.values() if j.state in ACTIVE and j.lease_owner
+                    and (j.lease_expires_at or 0) > now and is_dead(j.lease_owner)]
+            for job in dead:
+                self._jobs[job.id] = replace(job, lease_expires_at=now)
+        return len(dead)
 
     def next_run_at(self) -> float | None:
         """Return the earliest time a claim could succeed: a queued job due or a lease expiring."""

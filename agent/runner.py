@@ -14,13 +14,16 @@ everything else fails the job at once with its one-line reason.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from agent.errors import AgentError, StoreError, TransientApiError
+from agent.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,7 @@ class Runner:
         job = self.store.claim(worker_id, now=now, lease_s=self.lease_s)
         if job is None:
             return None
+        crash_point("after_claim")
         self._execute(job, worker_id)
         return job
 
@@ -204,6 +208,35 @@ class Runner:
 
 
 ACTIVE_STATES = ("queued", "running", "paying", "awaiting_settlement")
+
+
+def process_worker_name() -> str:
+    """A worker-name prefix that says which process on which host holds a lease: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease_owner_is_dead(owner: str, *, host: str | None = None) -> bool:
+    """True if ``owner`` (``host:pid-n``) is a worker of a process on this host that no longer exists.
+
+    Workers of other hosts are never judged dead here: their leases simply run out.
+    """
+    host = host or socket.gethostname()
+    owner_host, sep, rest = owner.rpartition(":")
+    if not sep or owner_host != host:
+        return False
+    pid_text = rest.split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _idle(counts: dict[str, int]) -> bool:

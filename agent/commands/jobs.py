@@ -202,19 +202,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.errors import AgentError
     from agent.executor import TApiExecutor
     from agent.logs import setup_logging
-    from agent.runner import Runner
+    from agent.runner import Runner, lease_owner_is_dead, process_worker_name
     from agent.scheduler import Scheduler
 
     if args.workers < 1:
         raise AgentError("--workers must be at least 1")
     setup_logging(args.home, verbose=getattr(args, "verbose", 0), json_lines=args.log_json)
     with _open(args, passphrase=True) as agent:
+        freed = agent.jobs.expire_leases(lease_owner_is_dead, now=time.time())
         recovered = agent.recover()
-        if any(recovered.values()):
-            print(f"recovered unfinished payments: {recovered}", file=sys.stderr)
+        if freed or any(recovered.values()):
+            print(f"recovered after a crash: {freed} job(s) taken back, payments {recovered}", file=sys.stderr)
         executor = TApiExecutor(agent)
         scheduler = Scheduler(agent.db, agent.jobs, agent.config.schedules) if agent.config.schedules else None
-        runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s)
+        runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s,
+                        name=process_worker_name())
 
         def on_signal(signum: int, frame: Any) -> None:
             print("stopping: finishing the jobs in hand…", file=sys.stderr)

@@ -139,3 +139,25 @@ def test_runner_refuses_zero_workers():
     """At least one worker is required."""
     with pytest.raises(Exception, match="at least 1"):
         Runner(MemoryJobStore(), ScriptedExecutor(), workers=0)
+
+
+def test_leases_of_dead_local_processes_are_taken_back_at_once():
+    """A job leased by a process of this host that no longer exists is claimable without waiting."""
+    import socket
+    import subprocess
+    import sys
+
+    from agent.runner import lease_owner_is_dead
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_owner = f"{socket.gethostname()}:{gone.stdout.strip()}-0"
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store)
+    store.claim(dead_owner, now=clock.now, lease_s=3600)
+    other = store.enqueue("chat", {"message": "x"}, now=clock.now)
+    store.claim(f"elsewhere:{1}-0", now=clock.now, lease_s=3600)
+    assert store.expire_leases(lease_owner_is_dead, now=clock.now) == 1
+    runner = Runner(store, ScriptedExecutor(), clock=clock, lease_s=0)
+    assert runner.run_once().id == job.id
+    assert store.get(other.id).state == "running"
+    assert not lease_owner_is_dead(f"{socket.gethostname()}:{__import__('os').getpid()}-0")
