@@ -784,3 +784,29 @@ def test_evaluate_with_redeemers_cannot_run_scripts(ledger, alice):
     with pytest.raises(LedgerRejection) as info:
         ledger.evaluate(raw)
     assert (info.value.code, info.value.data) == (3004, {"reason": "the devnet does not execute Plutus scripts"})
+
+
+def test_collateral_inputs_must_exist_and_be_witnessed(ledger, alice, bob):
+    """Collateral inputs count as inputs for 3117 and need their owner's signature (3101)."""
+    inp = fund(ledger, alice)
+    ghost = tx_input(OutputRef("ef" * 32, 2))
+    err = rejection(ledger, balanced([inp], [alice.key], [], alice.address, collateral=[ghost]))
+    assert err.data == {"unknownOutputReferences": [{"transaction": {"id": "ef" * 32}, "index": 2}]}
+    bobs = tx_input(ledger.add_genesis_utxo(bob.addr, 5_000_000))
+    err = rejection(ledger, balanced([inp], [alice.key], [], alice.address, collateral=[bobs]))
+    assert (err.code, err.data) == (3101, {"missingSignatories": [bob.key_hash]})
+
+
+@pytest.mark.parametrize("field, value", [(10, 0), (23, []), (3, None), (7, None), (15, 2), (22, 0), (5, 0)])
+def test_malformed_body_fields_refused_32602(ledger, alice, field, value):
+    """Unknown body fields, null TTL/hash, a bad network id or zero donation do not decode."""
+    import hashlib
+
+    ref, amount = fund(ledger, alice)
+    body = {0: [[bytes.fromhex(ref.tx_id), 0]], 1: [[alice.address.to_primitive(), amount - 300_000]], 2: 300_000,
+            field: value}
+    body_bytes = cbor2.dumps(body)
+    vk = alice.key.to_verification_key()
+    sig = alice.key.sign(hashlib.blake2b(body_bytes, digest_size=32).digest())
+    raw = b"\x84" + body_bytes + cbor2.dumps({0: [[vk.payload, sig]]}) + b"\xf5\xf6"
+    assert rejection(ledger, raw).code == -32602

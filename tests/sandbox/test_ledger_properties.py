@@ -175,3 +175,34 @@ def test_corrupted_transactions_are_rejected_cleanly(position, byte):
     except LedgerRejection as err:
         assert_ogmios_shape(err)
         assert err.code == -32602 or 3100 <= err.code < 4000
+
+
+_CBOR_VALUES = st.recursive(
+    st.one_of(st.integers(-(2**64), 2**64), st.booleans(), st.none(), st.binary(max_size=40),
+              st.sampled_from([b"\x60" + b"\x01" * 28, b"\x00" * 32, b"\x00" * 28]), st.text(max_size=70)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.integers(0, 8), inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@SETTINGS
+@given(fields=st.dictionaries(st.integers(3, 24), _CBOR_VALUES, min_size=1, max_size=3),
+       witness_fields=st.dictionaries(st.integers(1, 8), _CBOR_VALUES, max_size=2),
+       aux=st.one_of(st.none(), _CBOR_VALUES))
+def test_signed_bodies_with_arbitrary_fields_never_crash(fields, witness_fields, aux):
+    """A correctly signed body with random extra fields is accepted or refused with an Ogmios error."""
+    import hashlib
+
+    import cbor2
+
+    ledger = Ledger.from_state(_VALID_LEDGER.to_state())
+    body = {**cbor2.loads(_VALID_RAW)[0], **fields}
+    body_bytes = cbor2.dumps(body)
+    signature = ALICE.key.sign(hashlib.blake2b(body_bytes, digest_size=32).digest())
+    witnesses = {**witness_fields, 0: [[ALICE.key.to_verification_key().payload, signature]]}
+    raw = b"\x84" + body_bytes + cbor2.dumps(witnesses) + b"\xf5" + cbor2.dumps(aux)
+    try:
+        ledger.submit(raw)
+    except LedgerRejection as err:
+        assert_ogmios_shape(err)
