@@ -1,0 +1,122 @@
+"""Bench fixtures: an agent home with a funded wallet on a running devnet and T API twin.
+
+Nothing here is timed. The keystore's scrypt cost is lowered in this process only, so that
+creating and unlocking bench wallets takes milliseconds; a subprocess (``cardano-agent run``)
+keeps the real cost and is therefore only ever given api-key homes (see ``benchmarks.memory``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+PASSPHRASE = "bench-passphrase"
+BENCH_SCRYPT_N = 2**10
+"""Cost used for bench wallets in this process (the real default is ``wallets.keystore._SCRYPT_N``)."""
+HIGH_LIMIT_ADA = 10_000_000
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0–100) of ``values`` by the nearest-rank method."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (mean of the middle two for an even count)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def bench_config_text(network: str = "devnet") -> str:
+    """``cardano-agent init``'s agent.toml with budgets raised out of the way and no schedules.
+
+    Budgets stay configured (so the reservation path is measured), with limits no bench reaches.
+    """
+    from agent.commands.init import render_template
+
+    text = render_template(network)
+    text = text.split("# Schedules enqueue jobs", 1)[0]
+    return re.sub(r"(?m)^limit_ada = \d+$", f"limit_ada = {HIGH_LIMIT_ADA}", text)
+
+
+def make_home(root: Path, name: str, *, wallet: bool = True) -> tuple[Path, str | None]:
+    """Create an agent home ``root/name`` (init + bench config) and, if asked, its wallet.
+
+    Returns:
+        (home, wallet address or None).
+    """
+    import wallets.keystore as keystore
+    from agent.commands.init import write_config
+
+    home = root / name
+    path = write_config(home, network="devnet", force=True)
+    path.write_text(bench_config_text(), encoding="utf-8")
+    if not wallet:
+        return home, None
+    saved = keystore._SCRYPT_N
+    keystore._SCRYPT_N = BENCH_SCRYPT_N
+    try:
+        info, _ = keystore.Keystore(home / "wallets").create("default", network="devnet", passphrase=PASSPHRASE)
+    finally:
+        keystore._SCRYPT_N = saved
+    return home, info.address
+
+
+def open_agent(home: Path, env: Mapping[str, str]) -> Any:
+    """``Agent.open`` on a bench home; unlocking accepts the bench scrypt cost in this process."""
+    import wallets.keystore as keystore
+    from agent.app import Agent
+
+    keystore._SCRYPT_N = BENCH_SCRYPT_N
+    return Agent.open(home, passphrase=PASSPHRASE, env=dict(env))
+
+
+@dataclass
+class Sandbox:
+    """A devnet and a T API twin, started together; ``env`` points an agent home at them."""
+
+    devnet: Any
+    twin: Any
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"CARDANO_AGENT_API_URL": self.twin.url, "CARDANO_AGENT_OGMIOS_URL": self.devnet.ogmios_url}
+
+
+def start_sandbox(stack: ExitStack, *, fund: Mapping[str, int] | None = None, twin_config: Any = None) -> Sandbox:
+    """Start a devnet (``block_time_s=0``) and a twin on free loopback ports; stopped by ``stack``."""
+    from sandbox.billing import TwinConfig
+    from sandbox.devnet import Devnet
+    from sandbox.twin import ApiTwin
+
+    devnet = Devnet.start(block_time_s=0, fund=dict(fund or {}))
+    stack.callback(devnet.stop)
+    twin = ApiTwin.start(twin_config or TwinConfig(), devnet.ogmios_url, port=0)
+    stack.callback(twin.stop)
+    return Sandbox(devnet, twin)
+
+
+def temp_root(stack: ExitStack) -> Path:
+    """A temporary directory removed when ``stack`` closes."""
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cardano-bench-")))
+
+
+def fetch_402(client: Any, url: str, message: str = "bench") -> Any:
+    """POST a chat to the twin without paying; return the 402 response (its request and body)."""
+    from benchmarks.errors import BenchError
+
+    response = client.post(f"{url}/chat", json={"message": message})
+    if response.status_code != 402:
+        raise BenchError(f"expected a 402 from the twin, got {response.status_code}: {response.text[:200]}")
+    return response

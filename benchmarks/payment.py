@@ -1,0 +1,118 @@
+"""Figure 1: payment overhead, from a 402 body in hand to the retry's proof, agent vs plain pycardano.
+
+The agent path is ``WalletPayer.pay(request, body)`` exactly as ``agent.app.Agent`` assembles it
+(parse, policy, budget reservation, coin selection with UTxO reservation, build, sign, durable
+ledger rows, submit over the persistent Ogmios connection). The naive path is what a user writes
+with pycardano alone: ``OgmiosV6ChainContext`` (a fresh connection per query) and
+``TransactionBuilder.build_and_sign``, then ``submit_tx``, for the same invoice outputs.
+Fetching each 402 from the twin is not timed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import ExitStack
+from typing import Any
+from urllib.parse import urlparse
+
+from benchmarks._setup import fetch_402, make_home, open_agent, percentile, start_sandbox, temp_root
+
+FULL_PAYMENTS = 200
+QUICK_PAYMENTS = 20
+WALLET_LOVELACE = 100_000_000_000
+
+
+def naive_key() -> Any:
+    """A fixed pycardano key for the naive payer (a plain user script would load one from a file)."""
+    from pycardano import PaymentSigningKey
+
+    return PaymentSigningKey(hashlib.sha256(b"cardano-bench:naive").digest())
+
+
+def naive_address(key: Any) -> str:
+    from pycardano import Address, Network
+
+    return Address(key.to_verification_key().hash(), network=Network.TESTNET).encode()
+
+
+def naive_pay(key: Any, address: str, ogmios_url: str, body: bytes) -> str:
+    """Pay a 402 body the way a pycardano-only script does; return the submitted tx id."""
+    from pycardano import (Address, AlonzoMetadata, AuxiliaryData, Metadata, Network, OgmiosV6ChainContext,
+                           TransactionBuilder, TransactionOutput)
+
+    detail = json.loads(body)["detail"]
+    outputs = [(detail["payTo"], int(detail["amountUnits"]))]
+    for extra in detail.get("extra", {}).get("outputs", []):
+        outputs.append((extra["address"], int(extra["amountUnits"])))
+    url = urlparse(ogmios_url)
+    context = OgmiosV6ChainContext(url.hostname or "127.0.0.1", url.port or 1337, secure=False,
+                                   network=Network.TESTNET)
+    builder = TransactionBuilder(context)
+    builder.add_input_address(address)
+    for to, amount in outputs:
+        builder.add_output(TransactionOutput(Address.from_primitive(to), amount))
+    builder.auxiliary_data = AuxiliaryData(AlonzoMetadata(metadata=Metadata(
+        {674: {"msg": ["x402", detail["invoiceId"]]}})))
+    builder.ttl = context.last_block_slot + int(detail.get("timeout", 300)) - 5
+    tx = builder.build_and_sign([key], change_address=Address.from_primitive(address))
+    context.submit_tx(tx)
+    return str(tx.id)
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    """Time ``n`` agent payments and ``n`` naive payments on one devnet; return the figures."""
+    import httpx
+
+    n = QUICK_PAYMENTS if quick else FULL_PAYMENTS
+    key = naive_key()
+    plain_address = naive_address(key)
+    with ExitStack() as stack:
+        root = temp_root(stack)
+        home, address = make_home(root, "payer")
+        assert address is not None
+        sandbox = start_sandbox(stack, fund={address: WALLET_LOVELACE, plain_address: WALLET_LOVELACE})
+        agent = open_agent(home, sandbox.env)
+        stack.callback(agent.close)
+        client = stack.enter_context(httpx.Client(timeout=30))
+        payer = agent.payer()
+
+        def agent_once() -> float:
+            response = fetch_402(client, sandbox.twin.url)
+            start = time.perf_counter()
+            payer.pay(response.request, response.content)
+            return time.perf_counter() - start
+
+        def naive_once() -> float:
+            response = fetch_402(client, sandbox.twin.url)
+            start = time.perf_counter()
+            naive_pay(key, plain_address, sandbox.devnet.ogmios_url, response.content)
+            return time.perf_counter() - start
+
+        agent_once()  # warm-up: first Ogmios connection, SQLite pages, imports
+        naive_once()
+        agent_s, naive_s = [], []
+        for _ in range(n):  # interleaved, so machine noise hits both paths alike
+            agent_s.append(agent_once())
+            naive_s.append(naive_once())
+        paid_rows = [r for r in agent.ledger.rows() if r.paid]
+        on_chain = sum(1 for r in paid_rows
+                       if sandbox.devnet.ledger.in_mempool(r.tx_id) or _confirmed(sandbox.devnet, r.tx_id))
+
+    agent_p50, naive_p50 = percentile(agent_s, 50), percentile(naive_s, 50)
+    return {
+        "payments": n,
+        "agent_p50_ms": round(agent_p50 * 1000, 3),
+        "agent_p95_ms": round(percentile(agent_s, 95) * 1000, 3),
+        "naive_p50_ms": round(naive_p50 * 1000, 3),
+        "naive_p95_ms": round(percentile(naive_s, 95) * 1000, 3),
+        "speedup_p50": round(naive_p50 / agent_p50, 2),
+        "agent_payments_on_chain": on_chain,
+    }
+
+
+def _confirmed(devnet: Any, tx_id: str | None) -> bool:
+    from wallets.types import OutputRef
+
+    return bool(tx_id) and bool(devnet.ledger.utxos_by_refs([OutputRef(tx_id, 0)]))

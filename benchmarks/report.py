@@ -1,0 +1,93 @@
+"""The bench's figures, their targets, and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+FIGURES = ("payment", "throughput", "fee", "memory", "startup", "capacity")
+"""Figure keys, in issue 7's order; each is a module ``benchmarks.<key>`` with ``measure(quick)``."""
+
+TITLES = {
+    "payment": "1. Payment overhead (402 → retry)",
+    "throughput": "2. Throughput through the runner",
+    "fee": "3. Fee ÷ ledger minimum fee",
+    "memory": "4. Peak RSS of `cardano-agent run`",
+    "startup": "5. Start-up wall time",
+    "capacity": "6. Sandbox capacity (devnet, full validation)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One target: the figure and field it reads, a test, and the target as people read it."""
+
+    figure: str
+    field: str
+    target: str
+    test: Callable[[Any], bool]
+
+
+TARGETS: tuple[Check, ...] = (
+    Check("payment", "agent_p50_ms", "≤ 10 ms", lambda v: v <= 10),
+    Check("payment", "speedup_p50", "≥ 5× naive", lambda v: v >= 5),
+    Check("throughput", "speedup", "≥ 3× (8 vs 1 worker)", lambda v: v >= 3),
+    Check("throughput", "failed", "= 0", lambda v: v == 0),
+    Check("throughput", "double_spent", "= 0", lambda v: v == 0),
+    Check("throughput", "ledger_mismatch_lovelace", "= 0", lambda v: v == 0),
+    Check("fee", "max_ratio", "≤ 1.001", lambda v: v <= 1.001),
+    Check("memory", "peak_rss_mb", "≤ 150 MB", lambda v: v <= 150),
+    Check("startup", "help_s", "≤ 0.3 s", lambda v: v <= 0.3),
+)
+
+
+def checks(figures: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every target with its measured value and whether it was met (``None``: not measured)."""
+    out = []
+    for check in TARGETS:
+        value = figures.get(check.figure, {}).get(check.field)
+        met = None if value is None else bool(check.test(value))
+        out.append({"figure": check.figure, "field": check.field, "value": value, "target": check.target,
+                    "met": met})
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if abs(value) < 10:
+            return f"{value:.6f}".rstrip("0").rstrip(".")
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_table(result: Mapping[str, Any]) -> str:
+    """The human table: every figure's values, then each target as MET / MISSED / NOT MEASURED."""
+    figures = result["figures"]
+    lines = []
+    meta = result.get("machine", {})
+    lines.append(f"cardano-pay-agent bench ({'quick' if result.get('quick') else 'full'}) "
+                 f"{result.get('date', '')} · {meta.get('nproc', '?')} CPU {meta.get('cpu', '?')} · "
+                 f"Python {meta.get('python', '?')}")
+    for key in FIGURES:
+        fig = figures.get(key, {})
+        lines.append("")
+        lines.append(TITLES[key] + (f"  [{fig['seconds']:.1f} s]" if "seconds" in fig else ""))
+        if "error" in fig:
+            lines.append(f"  NOT MEASURED: {fig['error']}")
+            continue
+        width = max((len(k) for k in fig if k != "seconds"), default=0)
+        for name, value in fig.items():
+            if name == "seconds":
+                continue
+            if isinstance(value, Mapping):
+                value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+            lines.append(f"  {name.ljust(width)}  {_fmt(value)}")
+    lines.append("")
+    lines.append("Targets")
+    for row in result["checks"]:
+        verdict = {True: "met", False: "MISSED", None: "NOT MEASURED"}[row["met"]]
+        value = "-" if row["value"] is None else _fmt(row["value"])
+        lines.append(f"  {verdict:<12} {row['figure']}.{row['field']} = {value}  (target {row['target']})")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Figure 2: paid calls per second through the runner, 1 worker vs 8, checked against the devnet.
+
+Each run gets its own agent home and wallet (funded with 8 UTxOs of equal size) on one devnet
+and T API twin, queues chat jobs, and times ``Runner.run(until_idle=True)`` with
+``TApiExecutor`` paying every call by x402. Afterwards the spend ledger is held against the
+chain: every paid row's transaction must be on the devnet, no job or invoice may be paid twice,
+and the wallet's balance drop on the devnet must equal the ledger's costs to the lovelace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from contextlib import ExitStack
+from typing import Any
+
+from benchmarks._setup import Sandbox, make_home, open_agent, start_sandbox, temp_root
+
+LANES = 8
+LANE_LOVELACE = 5_000_000_000
+FULL_JOBS = {1: 100, 8: 200}
+QUICK_JOBS = {1: 15, 8: 30}
+
+
+def run_workers(sandbox: Sandbox, root: Any, workers: int, jobs: int) -> dict[str, Any]:
+    """Queue ``jobs`` chat jobs in a fresh home and run them with ``workers`` threads; return the tally."""
+    from agent.executor import TApiExecutor
+    from agent.runner import Runner
+
+    home, address = make_home(root, f"workers-{workers}")
+    assert address is not None
+    for _ in range(LANES):
+        sandbox.devnet.fund(address, LANE_LOVELACE)
+    start_balance = sandbox.devnet.ledger.balance(address).get("lovelace", 0)
+    with ExitStack() as stack:
+        agent = open_agent(home, sandbox.env)
+        stack.callback(agent.close)
+        agent.payer()  # unlock and connect before the clock starts
+        now = time.time()
+        for i in range(jobs):
+            agent.jobs.enqueue("chat", {"message": f"bench job {i}"}, now=now)
+        executor = TApiExecutor(agent)
+        stack.callback(executor.close)
+        runner = Runner(agent.jobs, executor, workers=workers, name=f"bench{workers}")
+        start = time.perf_counter()
+        stats = runner.run(until_idle=True, poll_s=0.02)
+        elapsed = time.perf_counter() - start
+        counts = agent.jobs.counts()
+        rows = [r for r in agent.ledger.rows() if r.paid]
+    end_balance = sandbox.devnet.ledger.balance(address).get("lovelace", 0)
+    per_job = Counter(r.job_id for r in rows)
+    per_invoice = Counter(r.invoice_id for r in rows)
+    missing = [r for r in rows if not _on_chain(sandbox, r.tx_id)]
+    return {
+        "workers": workers,
+        "jobs": jobs,
+        "done": counts.get("done", 0),
+        "failed": counts.get("failed", 0) + stats.failed,
+        "retried": stats.retried,
+        "seconds": elapsed,
+        "calls_per_s": counts.get("done", 0) / elapsed,
+        "double_spent": sum(n - 1 for n in per_job.values() if n > 1)
+        + sum(n - 1 for n in per_invoice.values() if n > 1),
+        "missing_on_chain": len(missing),
+        "ledger_mismatch_lovelace": abs((start_balance - end_balance) - sum(r.cost_lovelace or 0 for r in rows)),
+        "errors": stats.errors[:3],
+    }
+
+
+def _on_chain(sandbox: Sandbox, tx_id: str | None) -> bool:
+    from wallets.types import OutputRef
+
+    if not tx_id:
+        return False
+    return bool(sandbox.devnet.ledger.utxos_by_refs([OutputRef(tx_id, 0)]))
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    """Run 1 worker then 8 workers against one devnet and twin; return rates and the ledger check."""
+    plan = QUICK_JOBS if quick else FULL_JOBS
+    with ExitStack() as stack:
+        root = temp_root(stack)
+        sandbox = start_sandbox(stack)
+        one = run_workers(sandbox, root, 1, plan[1])
+        eight = run_workers(sandbox, root, 8, plan[8])
+    runs = (one, eight)
+    result: dict[str, Any] = {
+        "jobs_1_worker": one["jobs"],
+        "jobs_8_workers": eight["jobs"],
+        "calls_per_s_1": round(one["calls_per_s"], 2),
+        "calls_per_s_8": round(eight["calls_per_s"], 2),
+        "speedup": round(eight["calls_per_s"] / one["calls_per_s"], 2),
+        "failed": sum(r["failed"] for r in runs),
+        "retried": sum(r["retried"] for r in runs),
+        "double_spent": sum(r["double_spent"] for r in runs),
+        "missing_on_chain": sum(r["missing_on_chain"] for r in runs),
+        "ledger_mismatch_lovelace": sum(r["ledger_mismatch_lovelace"] for r in runs),
+    }
+    errors = one["errors"] + eight["errors"]
+    if errors:
+        result["first_errors"] = "; ".join(errors)
+    return result
