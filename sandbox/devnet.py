@@ -24,7 +24,7 @@ from sandbox.errors import SandboxConfigError, SandboxError
 from sandbox.ledger import Block, Ledger, TxOut
 from sandbox.ogmios_json import Genesis
 from sandbox.ogmios_server import OgmiosServer
-from wallets.types import OutputRef
+from wallets.types import OutputRef, is_native_asset
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,16 @@ def build_faucet_tx(inputs: list[tuple[OutputRef, int, dict[str, int]]], *, to_a
                            TransactionId, TransactionInput, TransactionOutput, TransactionWitnessSet, Value,
                            VerificationKeyWitness)
 
+    from sandbox.txcbor import DecodeError, address_from_str
+
     if lovelace <= 0 or any(q <= 0 for q in assets.values()):
         raise SandboxConfigError("faucet amounts must be positive")
+    try:
+        address_from_str(to_address)
+    except DecodeError:
+        raise SandboxConfigError(f"not a bech32 payment address: {to_address[:120]!r}") from None
+    if any(not is_native_asset(a) for a in assets):
+        raise SandboxConfigError("asset ids must be <policy id hex>.<asset name hex>")
     have_lovelace = sum(n for _, n, _ in inputs)
     have_assets: dict[str, int] = {}
     for _, _, held in inputs:

@@ -254,6 +254,8 @@ def test_cli_sandbox_fund_reports_bad_input_without_traceback(devnet, capsys):
     mainnet = Address(new_key().verification_key.hash(), network=Network.MAINNET).encode()
     assert main(["sandbox", "fund", mainnet, "6000000", "--ogmios-url", devnet.ogmios_url]) == 1
     assert "3124" in capsys.readouterr().err
+    assert main(["sandbox", "fund", "addr_test1nonsense", "6000000", "--ogmios-url", devnet.ogmios_url]) == 1
+    assert capsys.readouterr().err.startswith("error: not a bech32 payment address")
     with pytest.raises(SystemExit):
         main(["sandbox", "up", "--fund", "no-equals-sign"])
 

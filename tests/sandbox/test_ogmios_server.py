@@ -278,3 +278,17 @@ def test_hundreds_of_submits_per_second(devnet, devnet_key):
     assert devnet.ledger.height == height + 300
     assert devnet.ledger.balance(to)["lovelace"] == 300_000_000
     assert 300 / elapsed > 150, f"{300 / elapsed:.0f} submits/s"
+
+
+def test_stopping_releases_a_waiting_mempool_monitor(devnet_factory):
+    """A client waiting in acquireMempool does not hold up stop(): its connection is closed."""
+    devnet = devnet_factory(block_time_s=3600)
+    with connect(devnet.ogmios_url) as ws:
+        _call(ws, "acquireMempool")
+        ws.send(json.dumps({"jsonrpc": "2.0", "method": "acquireMempool"}))
+        stopper = threading.Thread(target=devnet.stop)
+        stopper.start()
+        stopper.join(15)
+        assert not stopper.is_alive()
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
