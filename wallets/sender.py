@@ -72,6 +72,8 @@ class PaymentSender:
         self._cond = threading.Condition()
         self._inflight: dict[str, _InFlight] = {}
         self._spent: set[OutputRef] = set()
+        # Pending change that our confirmed payments spent, while its parent's pending record lingers.
+        self._consumed: set[OutputRef] = set()
 
     @property
     def address(self) -> str:
@@ -137,23 +139,23 @@ class PaymentSender:
         the spent inputs are also kept out of later selections. A lost connection
         (``ChainUnavailableError``) keeps the reservation: the transaction may have gone through.
         """
-        try:
-            tx_id = self._chain.submit(payment.cbor)
-        except InputsSpentError as exc:
-            with self._cond:
+        # Under the lock: a payment confirmed at once must be recorded before anyone else looks at
+        # the chain, or its change could be spent and then re-offered from a late pending record.
+        with self._cond:
+            try:
+                tx_id = self._chain.submit(payment.cbor)
+            except InputsSpentError as exc:
                 spent = _refs_from_error(exc.data) or set(payment.inputs)
                 self._spent |= spent
                 for parent in {r.tx_id for r in spent} & set(self._inflight):
-                    self._settled(parent)  # its change is gone: that parent was dropped or replaced
+                    self._settled(parent, confirmed=False)  # its change is gone: dropped or replaced
                 self._reservations.release(owner)
                 self._cond.notify_all()
-            raise
-        except SubmitError:
-            with self._cond:
+                raise
+            except SubmitError:
                 self._reservations.release(owner)
                 self._cond.notify_all()
-            raise
-        with self._cond:
+                raise
             self._reservations.record_pending(owner, tx_id, payment.change)
             self._inflight[tx_id] = _InFlight(owner, frozenset(payment.inputs),
                                               frozenset(u.ref for u in payment.change))
@@ -193,30 +195,57 @@ class PaymentSender:
         """Confirmed UTxOs plus pending change, minus inputs known spent; settles confirmed payments first."""
         on_chain = self._chain.utxos_at(self.address)
         chain_refs = {u.ref for u in on_chain}
+        if self._settle(chain_refs, check_mempool=check_mempool):
+            # A payment whose inputs this snapshot still lists has left the mempool: it was dropped,
+            # or it confirmed after the snapshot was taken. Only a fresh snapshot tells which.
+            on_chain = self._chain.utxos_at(self.address)
+            chain_refs = {u.ref for u in on_chain}
         self._spent &= chain_refs  # a spent input that left the UTxO set needs no remembering
-        self._settle(chain_refs, check_mempool=check_mempool)
+        pending = self._reservations.pending_change()
+        self._consumed &= {u.ref for u in pending}
         merged = {u.ref: u for u in on_chain}
-        for u in self._reservations.pending_change():
+        for u in pending:
             merged.setdefault(u.ref, u)
-        return [u for ref, u in merged.items() if ref not in self._spent]
+        return [u for ref, u in merged.items() if ref not in self._spent and ref not in self._consumed]
 
-    def _settle(self, chain_refs: set[OutputRef], *, check_mempool: bool) -> None:
-        if not self._inflight:
-            return
+    def _settle(self, chain_refs: set[OutputRef], *, check_mempool: bool) -> bool:
+        """Settle confirmed or dropped payments; True if the snapshot may be stale for a freed input."""
+        stale, again = False, True
+        while again and self._inflight:  # settling one payment can clear the pending change another spent
+            again, stale = self._settle_pass(chain_refs, check_mempool=check_mempool, stale=stale)
+        return stale
+
+    def _settle_pass(self, chain_refs: set[OutputRef], *, check_mempool: bool, stale: bool) -> tuple[bool, bool]:
+        settled_any = False
         pending_refs = {u.ref for u in self._reservations.pending_change()}
         for tx_id, f in list(self._inflight.items()):
+            if tx_id not in self._inflight:
+                continue  # settled above as the parent of a confirmed payment
             if f.change & chain_refs:
-                self._settled(tx_id)  # its change is on the ledger: confirmed
+                self._settled(tx_id, confirmed=True)  # its change is on the ledger
             elif f.inputs & (chain_refs | pending_refs):
                 # Inputs still unspent as far as the ledger or our pending view knows: waiting in the
                 # mempool, unless it has left it (expired or dropped). Ask only when we must.
-                if check_mempool and not self._chain.in_mempool(tx_id):
-                    self._settled(tx_id)
+                if not (check_mempool and not self._chain.in_mempool(tx_id)):
+                    continue
+                self._settled(tx_id, confirmed=False)
+                stale = stale or bool(f.inputs & chain_refs)
             elif not self._chain.in_mempool(tx_id):
-                self._settled(tx_id)  # inputs gone and not waiting: confirmed (change already spent or none)
+                self._settled(tx_id, confirmed=True)  # inputs gone and not waiting (change spent, or none)
+            else:
+                continue
+            settled_any = True
+        return settled_any, stale
 
-    def _settled(self, tx_id: str) -> None:
+    def _settled(self, tx_id: str, *, confirmed: bool) -> None:
+        """Forget a payment: confirmed (its inputs are spent, and so are its parents confirmed) or dropped."""
         f = self._inflight.pop(tx_id)
+        if confirmed:
+            # Its inputs may be change still listed as pending under a parent's record: never offer them
+            # again. A confirmed child means a confirmed parent.
+            self._consumed |= f.inputs
+            for parent in {r.tx_id for r in f.inputs} & set(self._inflight):
+                self._settled(parent, confirmed=True)
         self._reservations.clear_pending(tx_id)
         if not any(g.owner == f.owner for g in self._inflight.values()):
             self._reservations.release(f.owner)
