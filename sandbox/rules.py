@@ -215,8 +215,6 @@ def resolve_inputs(tx: DecodedTx, resolve: Callable[[OutputRef], Spent | None]) 
             unknown.append(ref_json(tx_id, index))
         elif (tx_id, index) in tx.collateral_inputs:
             collateral.append(entry)
-    if len(set(tx.inputs)) != len(tx.inputs):
-        raise LedgerRejection(-32602, "The transaction lists the same input twice.", _decode_data("duplicate input"))
     if unknown:
         raise LedgerRejection(
             3117,

@@ -388,6 +388,8 @@ def _decode(raw: bytes) -> DecodedTx:
         if key not in body:
             raise DecodeError(f"transaction body lacks field {key}")
     inputs = _refs(field_value(0), "inputs")
+    if len(set(inputs)) != len(container_items(raw, body[0][0], 4)[0]):
+        raise DecodeError("the same input is listed twice")  # a set would silently drop it
     out_spans, _ = container_items(raw, body[1][0], 4)
     outputs = tuple(_decode_output(raw, s, e) for s, e in out_spans)
     unknown = sorted(set(body) - _BODY_KEYS)

@@ -810,3 +810,21 @@ def test_malformed_body_fields_refused_32602(ledger, alice, field, value):
     sig = alice.key.sign(hashlib.blake2b(body_bytes, digest_size=32).digest())
     raw = b"\x84" + body_bytes + cbor2.dumps({0: [[vk.payload, sig]]}) + b"\xf5\xf6"
     assert rejection(ledger, raw).code == -32602
+
+
+def test_duplicate_input_in_a_tagged_set_refused_32602(ledger, alice):
+    """A tag-258 input set decodes; with a repeated element it does not (cbor2 alone would drop it)."""
+    import hashlib
+
+    ref, amount = fund(ledger, alice)
+    one = cbor2.dumps([bytes.fromhex(ref.tx_id), 0])
+    body_bytes = (b"\xa3\x00\xd9\x01\x02\x82" + one + one + b"\x01"
+                  + cbor2.dumps([[alice.address.to_primitive(), amount - 300_000]]) + b"\x02" + cbor2.dumps(300_000))
+    vk = alice.key.to_verification_key()
+    sig = alice.key.sign(hashlib.blake2b(body_bytes, digest_size=32).digest())
+    raw = b"\x84" + body_bytes + cbor2.dumps({0: [[vk.payload, sig]]}) + b"\xf5\xf6"
+    assert rejection(ledger, raw).code == -32602
+    single = body_bytes.replace(b"\xd9\x01\x02\x82" + one + one, b"\xd9\x01\x02\x81" + one)
+    sig = alice.key.sign(hashlib.blake2b(single, digest_size=32).digest())
+    tagged = b"\x84" + single + cbor2.dumps({0: [[vk.payload, sig]]}) + b"\xf5\xf6"
+    assert ledger.submit(tagged) == hashlib.blake2b(single, digest_size=32).hexdigest()
