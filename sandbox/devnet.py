@@ -35,6 +35,7 @@ FAUCET_SEED = hashlib.blake2b(b"cardano-pay-agent devnet faucet", digest_size=32
 FAUCET_LOVELACE = 10**15  # one billion ADA
 FAUCET_TOKENS = 10**15
 EPOCH_LENGTH = 432_000
+TOKEN_ONLY_LOVELACE = 10_000_000  # lovelace carried by a genesis output asked for tokens only
 STATE_FILE = "devnet.json"
 STATE_VERSION = 1
 SAVE_INTERVAL_S = 1.0
@@ -222,12 +223,12 @@ def _new_chain(now: float, fund: Mapping[str, int], fund_assets: Mapping[str, Ma
     Slot 0 is one epoch before ``now`` so that the epoch is never 0 (the ``ogmios`` client
     treats epoch 0 as missing).
     """
-    funds = {addr: int(n) for addr, n in fund.items()}
+    funds = {addr: int(fund.get(addr, TOKEN_ONLY_LOVELACE)) for addr in sorted(set(fund) | set(fund_assets))}
     genesis = Genesis(system_start=int(now) - EPOCH_LENGTH, epoch_length=EPOCH_LENGTH, initial_funds=funds)
     ledger = Ledger(slot=genesis.slot_at(now))
     ledger.add_genesis_utxo(FAUCET_ADDRESS, FAUCET_LOVELACE, {DEVNET_TOKEN: FAUCET_TOKENS})
-    for address in sorted(set(funds) | set(fund_assets)):
-        ledger.add_genesis_utxo(address, funds.get(address, 10_000_000), dict(fund_assets.get(address, {})))
+    for address, lovelace in funds.items():
+        ledger.add_genesis_utxo(address, lovelace, dict(fund_assets.get(address, {})))
     ledger.produce_block(force=True)
     return ledger, genesis
 
@@ -273,8 +274,10 @@ class Devnet:
               state_dir: Path | None = None, clock: Callable[[], float] = time.time) -> Devnet:
         """Create (or reload from ``state_dir``) the chain and serve it; return when listening.
 
-        ``fund`` and ``fund_assets`` become genesis outputs of a new chain; on a reloaded chain,
+        ``fund`` and ``fund_assets`` become one genesis output per address on a new chain (an
+        address given only tokens gets ``TOKEN_ONLY_LOVELACE`` with them); on a reloaded chain,
         addresses not funded at its genesis are paid by the faucet with real transactions.
+        ``clock`` (unix seconds) drives the slot clock; tests may inject one.
 
         Raises:
             SandboxConfigError: bad options or an unreadable state directory.
@@ -306,7 +309,7 @@ class Devnet:
         if reloaded:
             for address in sorted(set(fund) | set(fund_assets)):
                 if address not in genesis.initial_funds:
-                    devnet.fund(address, fund.get(address, 10_000_000), fund_assets.get(address))
+                    devnet.fund(address, fund.get(address, TOKEN_ONLY_LOVELACE), fund_assets.get(address))
         return devnet
 
     # --- public API ------------------------------------------------------------------------

@@ -266,3 +266,19 @@ def test_repr_names_the_url_not_secrets(devnet):
 
     text = repr(devnet)
     assert devnet.ogmios_url in text and FAUCET_SEED.hex() not in text
+
+
+def test_genesis_outputs_and_shelley_initial_funds_agree(devnet_factory):
+    """Each funded address gets one genesis output (token-only ones carry 10 ADA); genesis lists them."""
+    from sandbox.devnet import DEVNET_TOKEN, TOKEN_ONLY_LOVELACE
+
+    rich, token_only = new_key().address, new_key().address
+    devnet = devnet_factory(fund={rich: 50_000_000}, fund_assets={rich: {DEVNET_TOKEN: 5}, token_only: {DEVNET_TOKEN: 3}})
+    assert devnet.ledger.balance(rich) == {"lovelace": 50_000_000, DEVNET_TOKEN: 5}
+    assert devnet.ledger.balance(token_only) == {"lovelace": TOKEN_ONLY_LOVELACE, DEVNET_TOKEN: 3}
+    assert len(devnet.ledger.utxos_at([rich, token_only])) == 2
+    with connect(devnet.ogmios_url) as ws:
+        shelley = _call(ws, "queryNetwork/genesisConfiguration", {"era": "shelley"})["result"]
+    assert shelley["initialFunds"] == {rich: {"ada": {"lovelace": 50_000_000}},
+                                       token_only: {"ada": {"lovelace": TOKEN_ONLY_LOVELACE}}}
+    assert shelley["networkMagic"] == 42 and shelley["network"] == "testnet"
