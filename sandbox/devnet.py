@@ -316,7 +316,7 @@ class Devnet:
 
     @property
     def ledger(self) -> Ledger:
-        """The ledger, for test assertions (hold no reference across blocks; it is shared)."""
+        """The ledger, for test assertions (shared with the server thread; production code never uses it)."""
         return self._node.ledger
 
     @property
