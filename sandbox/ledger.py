@@ -121,7 +121,8 @@ class Ledger:
         if address_network(raw) != self.params.network_id:
             raise SandboxConfigError(f"genesis address {address!r} is not on network {self.params.network_id}")
         clean_assets = {a: q for a, q in (assets or {}).items() if q}
-        if lovelace < 0 or any(q < 0 or not is_native_asset(a) for a, q in clean_assets.items()):
+        amounts = [lovelace, *clean_assets.values()]
+        if any(type(n) is not int or n < 0 for n in amounts) or not all(map(is_native_asset, clean_assets)):
             raise SandboxConfigError("genesis amounts must be non-negative and asset ids policy.name hex")
         self._genesis_count += 1
         seed = cbor2.dumps(["genesis", self._genesis_count, raw, lovelace, sorted(clean_assets.items())])
@@ -206,8 +207,9 @@ class Ledger:
             tx = pending.tx
             if (tx.ttl is not None and block_slot >= tx.ttl) or (tx.valid_from or 0) > block_slot:
                 continue  # outside its validity interval at the block's slot
-            if not all(ref in self._utxo for ref in pending.spent):
-                continue  # its parent was dropped
+            referenced = (OutputRef(t, i) for t, i in tx.reference_inputs + tx.collateral_inputs)
+            if not all(ref in self._utxo for ref in pending.spent) or not all(r in self._utxo for r in referenced):
+                continue  # a transaction it depends on was dropped
             for ref in pending.spent:
                 self._remove_confirmed(ref)
             for ref in pending.produced:
@@ -319,9 +321,11 @@ class Ledger:
                 kind, key_hash = item["credential"]
                 if kind not in ("key", "script", "byron") or len(bytes.fromhex(key_hash)) != 28:
                     raise ValueError(f"bad credential {item['credential']!r}")
-                out = TxOut(str(item["address"]), int(item["lovelace"]), {str(a): int(q) for a, q in item["assets"].items()},
+                assets = {str(a): int(q) for a, q in item["assets"].items()}
+                out = TxOut(str(item["address"]), int(item["lovelace"]), assets,
                             item.get("datum_hash"), item.get("datum"))
-                ledger._add_confirmed(OutputRef(str(item["tx_id"]), int(item["index"])), out, Credential(kind, key_hash))
+                ref = OutputRef(str(item["tx_id"]), int(item["index"]))
+                ledger._add_confirmed(ref, out, Credential(kind, key_hash))
             mempool = list(state["mempool"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SandboxConfigError(f"ledger state is corrupt: {exc}") from exc

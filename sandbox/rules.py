@@ -283,7 +283,9 @@ def check_witnesses(tx: DecodedTx, spent: Iterable[Spent]) -> None:
         raise LedgerRejection(3102, "Some script witnesses are missing.", {"missingScripts": missing_scripts})
     extraneous = sorted(provided - needed_scripts)
     if extraneous:
-        raise LedgerRejection(3104, "Some scripts are not needed by the transaction.", {"extraneousScripts": extraneous})
+        raise LedgerRejection(
+            3104, "Some scripts are not needed by the transaction.", {"extraneousScripts": extraneous}
+        )
     if tx.plutus_scripts:
         raise LedgerRejection(3998, "The devnet does not run Plutus scripts.")
     failing = sorted(h for h, s in tx.native_scripts.items() if not eval_native_script(s, signers, tx))
@@ -342,7 +344,9 @@ def check_metadata(tx: DecodedTx) -> None:
         )
     if tx.aux_hash is not None and tx.aux_computed_hash is None:
         raise LedgerRejection(
-            3106, "The body has a metadata hash but the transaction has no metadata.", {"metadata": {"hash": tx.aux_hash}}
+            3106,
+            "The body has a metadata hash but the transaction has no metadata.",
+            {"metadata": {"hash": tx.aux_hash}},
         )
     if tx.aux_hash != tx.aux_computed_hash:
         raise LedgerRejection(

@@ -263,7 +263,8 @@ def test_three_element_transaction_is_measured_whole(alice):
     vk = alice.key.to_verification_key()
 
     def encode(fee: int) -> bytes:
-        body = TransactionBody(inputs=[tx_input(ref)], outputs=[TransactionOutput(alice.address, amount - fee)], fee=fee)
+        outputs = [TransactionOutput(alice.address, amount - fee)]
+        body = TransactionBody(inputs=[tx_input(ref)], outputs=outputs, fee=fee)
         wits = {0: [[vk.payload, alice.key.sign(body.hash())]]}
         return b"\x83" + body.to_cbor() + cbor2.dumps(wits) + b"\xf6"
 
@@ -622,11 +623,15 @@ def test_utxo_queries_return_confirmed_outputs(ledger, alice, bob):
 
 
 def test_genesis_rejects_foreign_or_malformed_addresses(ledger, alice):
-    """Genesis funds go only to bech32 addresses of the devnet's network."""
+    """Genesis funds go only to bech32 addresses of the devnet's network, in valid amounts."""
     mainnet = Address(alice.key.to_verification_key().hash(), network=Network.MAINNET)
     for bad in (str(mainnet), "not-an-address", alice.addr[:-1] + ("q" if alice.addr[-1] != "q" else "p")):
         with pytest.raises(SandboxConfigError):
             ledger.add_genesis_utxo(bad, 1_000_000)
+    for lovelace, assets in ((-1, None), (1.5, None), (1, {"lovelace": 3}), (1, {TOKEN: -2})):
+        with pytest.raises(SandboxConfigError):
+            ledger.add_genesis_utxo(alice.addr, lovelace, assets)
+    assert ledger.utxos_at([alice.addr]) == []
 
 
 def test_state_round_trips_through_json(ledger, alice, bob):
