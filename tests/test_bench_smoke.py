@@ -1,0 +1,64 @@
+"""Smoke test for ``python -m benchmarks --quick``: every figure is measured and typed; no thresholds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+NUMBERS = (int, float)
+EXPECTED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "payment": {"payments": int, "agent_p50_ms": NUMBERS, "agent_p95_ms": NUMBERS, "naive_p50_ms": NUMBERS,
+                "naive_p95_ms": NUMBERS, "speedup_p50": NUMBERS, "agent_payments_on_chain": int},
+    "throughput": {"jobs_1_worker": int, "jobs_8_workers": int, "calls_per_s_1": NUMBERS,
+                   "calls_per_s_8": NUMBERS, "speedup": NUMBERS, "failed": int, "retried": int,
+                   "double_spent": int, "missing_on_chain": int, "ledger_mismatch_lovelace": int},
+    "fee": {"agent_ratio": dict, "agent_excess_lovelace": dict, "naive_ratio": dict, "max_ratio": NUMBERS},
+    "memory": {"jobs": int, "jobs_done": int, "workers": int, "run_seconds": NUMBERS, "peak_rss_mb": NUMBERS,
+               "status_peak_rss_mb": NUMBERS},
+    "startup": {"runs": int, "help_s": NUMBERS, "status_s": NUMBERS, "status_offline_s": NUMBERS},
+    "capacity": {"transactions": int, "blocks": int, "seconds_submitting": NUMBERS, "tx_per_s": NUMBERS},
+}
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert out.exists(), proc.stderr[-2000:]
+    return proc, json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_quick_bench_measures_every_figure_with_sane_types(quick_result: tuple) -> None:
+    """`--quick` exits 0 and its JSON has every figure, each field of the expected type and not negative."""
+    proc, result = quick_result
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert set(result["figures"]) == set(EXPECTED)
+    for figure, fields in EXPECTED.items():
+        values = result["figures"][figure]
+        assert "error" not in values, (figure, values.get("error"))
+        for name, kind in fields.items():
+            assert isinstance(values[name], kind) and not isinstance(values[name], bool), (figure, name)
+            if isinstance(values[name], (int, float)):
+                assert values[name] >= 0, (figure, name)
+    for ratios in ("agent_ratio", "naive_ratio"):
+        assert set(result["figures"]["fee"][ratios]) == {"1_out", "3_out", "10_out"}
+        assert all(isinstance(v, float) and v > 0 for v in result["figures"]["fee"][ratios].values())
+
+
+def test_quick_bench_prints_the_same_figures_and_a_verdict_per_target(quick_result: tuple) -> None:
+    """The printed table names every figure and gives each target a verdict matching the JSON."""
+    proc, result = quick_result
+    for row in result["checks"]:
+        verdict = {True: "met", False: "MISSED", None: "NOT MEASURED"}[row["met"]]
+        lines = [ln.strip() for ln in proc.stdout.splitlines() if f" {row['figure']}.{row['field']} = " in ln]
+        assert len(lines) == 1 and lines[0].startswith(verdict), (row, lines)
+        assert row["met"] is not None
+    assert {"nproc", "cpu", "python"} <= set(result["machine"])
+    assert result["quick"] is True
