@@ -6,13 +6,19 @@ ledger rows, submit over the persistent Ogmios connection). The naive path is wh
 with pycardano alone: ``OgmiosV6ChainContext`` (a fresh connection per query) and
 ``TransactionBuilder.build_and_sign``, then ``submit_tx``, for the same invoice outputs.
 Fetching each 402 from the twin is not timed.
+
+Beside them, the wallet layers alone from the wallet helper's ``scripts/bench_payment.py``
+(imported, not copied): build+sign, ``PaymentSender.pay`` over a fake chain and over Ogmios.
+What ``pay`` costs above the Ogmios sender is the agent's own work (parse, policy, SQLite rows).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import time
+from pathlib import Path
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +28,23 @@ from benchmarks._setup import fetch_402, make_home, open_agent, percentile, star
 FULL_PAYMENTS = 200
 QUICK_PAYMENTS = 20
 WALLET_LOVELACE = 100_000_000_000
+LAYER_RUNS = {True: (200, 50, 20), False: (1000, 200, 100)}
+"""(build+sign, sender on a fake chain, sender over Ogmios) repetitions for quick / full runs."""
+BENCH_PAYMENT = Path(__file__).resolve().parents[1] / "scripts" / "bench_payment.py"
+
+
+def wallet_layers(quick: bool) -> dict[str, float]:
+    """p50 of the wallet layers alone, measured by ``scripts/bench_payment.py`` (the wallet helper's)."""
+    spec = importlib.util.spec_from_file_location("bench_payment", BENCH_PAYMENT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    n_build, n_fake, n_ogmios = LAYER_RUNS[quick]
+    return {
+        "wallet_build_sign_p50_ms": module.bench_build(n_build)["p50_ms"],
+        "wallet_sender_fake_chain_p50_ms": module.bench_sender(n_fake)["p50_ms"],
+        "wallet_sender_ogmios_p50_ms": module.bench_sender_devnet(n_ogmios)["p50_ms"],
+    }
 
 
 def naive_key() -> Any:
@@ -109,6 +132,7 @@ def measure(quick: bool) -> dict[str, Any]:
         "naive_p95_ms": round(percentile(naive_s, 95) * 1000, 3),
         "speedup_p50": round(naive_p50 / agent_p50, 2),
         "agent_payments_on_chain": on_chain,
+        **wallet_layers(quick),
     }
 
 

@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 NUMBERS = (int, float)
 EXPECTED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "payment": {"payments": int, "agent_p50_ms": NUMBERS, "agent_p95_ms": NUMBERS, "naive_p50_ms": NUMBERS,
-                "naive_p95_ms": NUMBERS, "speedup_p50": NUMBERS, "agent_payments_on_chain": int},
+                "naive_p95_ms": NUMBERS, "speedup_p50": NUMBERS, "agent_payments_on_chain": int,
+                "wallet_build_sign_p50_ms": NUMBERS, "wallet_sender_fake_chain_p50_ms": NUMBERS,
+                "wallet_sender_ogmios_p50_ms": NUMBERS},
     "throughput": {"jobs_1_worker": int, "jobs_8_workers": int, "calls_per_s_1": NUMBERS,
                    "calls_per_s_8": NUMBERS, "speedup": NUMBERS, "failed": int, "retried": int,
                    "double_spent": int, "missing_on_chain": int, "ledger_mismatch_lovelace": int},
