@@ -31,6 +31,7 @@ class _InFlight:
     owner: str
     inputs: frozenset[OutputRef]
     change: frozenset[OutputRef]
+    ttl_slot: int | None
 
 
 class _DrySigner:
@@ -158,7 +159,7 @@ class PaymentSender:
                 raise
             self._reservations.record_pending(owner, tx_id, payment.change)
             self._inflight[tx_id] = _InFlight(owner, frozenset(payment.inputs),
-                                              frozenset(u.ref for u in payment.change))
+                                              frozenset(u.ref for u in payment.change), payment.ttl_slot)
             self._cond.notify_all()
         return tx_id
 
@@ -177,12 +178,17 @@ class PaymentSender:
             self._reservations.release(owner)
             self._cond.notify_all()
 
-    def track(self, owner: str, tx_id: str, *, inputs: Collection[OutputRef], change: Sequence[Utxo]) -> None:
-        """Watch a payment submitted earlier (e.g. before a restart) until it confirms, then free its inputs."""
+    def track(self, owner: str, tx_id: str, *, inputs: Collection[OutputRef], change: Sequence[Utxo],
+              ttl_slot: int | None = None) -> None:
+        """Watch a payment submitted elsewhere (before a restart, or by the API server) until it confirms.
+
+        Its inputs stay reserved and its change is offered for chaining. With ``ttl_slot`` it is also
+        dropped once the tip passes that slot without it; without, only ``release`` drops it.
+        """
         with self._cond:
             self._reservations.reserve(owner, inputs)
             self._reservations.record_pending(owner, tx_id, change)
-            self._inflight[tx_id] = _InFlight(owner, frozenset(inputs), frozenset(u.ref for u in change))
+            self._inflight[tx_id] = _InFlight(owner, frozenset(inputs), frozenset(u.ref for u in change), ttl_slot)
 
     def refresh(self) -> None:
         """Look at the chain now: free the inputs of payments that confirmed or left the mempool."""
@@ -211,11 +217,20 @@ class PaymentSender:
     def _settle(self, chain_refs: set[OutputRef], *, check_mempool: bool) -> bool:
         """Settle confirmed or dropped payments; True if the snapshot may be stale for a freed input."""
         stale, again = False, True
+        tip: list[int] = []  # asked at most once, and only if an expiry must be checked
         while again and self._inflight:  # settling one payment can clear the pending change another spent
-            again, stale = self._settle_pass(chain_refs, check_mempool=check_mempool, stale=stale)
+            again, stale = self._settle_pass(chain_refs, check_mempool=check_mempool, stale=stale, tip=tip)
         return stale
 
-    def _settle_pass(self, chain_refs: set[OutputRef], *, check_mempool: bool, stale: bool) -> tuple[bool, bool]:
+    def _expired(self, f: _InFlight, tip: list[int]) -> bool:
+        if f.ttl_slot is None:
+            return False
+        if not tip:
+            tip.append(self._chain.tip().slot)
+        return tip[0] > f.ttl_slot
+
+    def _settle_pass(self, chain_refs: set[OutputRef], *, check_mempool: bool, stale: bool,
+                     tip: list[int]) -> tuple[bool, bool]:
         settled_any = False
         pending_refs = {u.ref for u in self._reservations.pending_change()}
         for tx_id, f in list(self._inflight.items()):
@@ -225,8 +240,9 @@ class PaymentSender:
                 self._settled(tx_id, confirmed=True)  # its change is on the ledger
             elif f.inputs & (chain_refs | pending_refs):
                 # Inputs still unspent as far as the ledger or our pending view knows: waiting in the
-                # mempool, unless it has left it (expired or dropped). Ask only when we must.
-                if not (check_mempool and not self._chain.in_mempool(tx_id)):
+                # mempool, or not yet submitted (the API server submits CBOR proofs). Dropped only once
+                # past its TTL and out of the mempool: then it can never confirm. Ask only when waiting.
+                if not (check_mempool and self._expired(f, tip) and not self._chain.in_mempool(tx_id)):
                     continue
                 self._settled(tx_id, confirmed=False)
                 stale = stale or bool(f.inputs & chain_refs)

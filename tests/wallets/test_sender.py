@@ -220,13 +220,16 @@ def test_refused_submit_releases_but_lost_connection_keeps(signer: KeySigner) ->
 
 
 def test_dropped_transaction_frees_its_inputs(signer: KeySigner) -> None:
-    """A submitted tx that leaves the mempool unconfirmed is noticed; its inputs return and its change goes."""
+    """A tx out of the mempool and past its TTL is dropped; its inputs return and its change goes."""
     chain = FakeChain(auto_confirm=False)
     ref = chain.fund(signer.address, 40_000_000)
     sender = PaymentSender(chain, signer)
     p = sender.pay(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="x")
     assert sender.reservations.pending_change() == list(p.change)
     chain.drop_mempool()
+    sender.refresh()
+    assert sender.in_flight() == {p.tx_id: "x"}  # not past its TTL: it may still be (re)submitted
+    chain.advance(TTL + 1)
     sender.refresh()
     assert sender.in_flight() == {} and sender.reservations.reserved_refs() == set()
     assert sender.reservations.pending_change() == []
@@ -258,3 +261,21 @@ def test_track_resumes_a_payment_after_restart(signer: KeySigner) -> None:
     chain.produce_block()
     fresh.refresh()
     assert fresh.in_flight() == {} and fresh.reservations.reserved_refs() == set()
+
+
+def test_tracked_unsubmitted_payment_keeps_its_inputs(signer: KeySigner) -> None:
+    """A tracked payment the API server has not submitted yet keeps its inputs while another build waits."""
+    chain = FakeChain(auto_confirm=False)
+    ref = chain.fund(signer.address, 40_000_000)
+    ticks = iter(range(1000))
+    sender = PaymentSender(chain, signer, wait_s=3, poll_s=0.001, clock=lambda: float(next(ticks)))
+    p = sender.build(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="cbor-proof")
+    sender.track("cbor-proof", p.tx_id, inputs=p.inputs, change=p.change, ttl_slot=TTL)
+    with pytest.raises(InsufficientFundsError):
+        sender.build(ada(fresh_address(), 39_000_000), ttl_slot=TTL, owner="big")
+    assert chain.calls["in_mempool"] == 0  # not past its TTL: never judged dropped
+    assert sender.in_flight() == {p.tx_id: "cbor-proof"} and ref in sender.reservations.reserved_refs()
+    chain.submit(p.cbor)  # the server submits it after all
+    chain.produce_block()
+    sender.refresh()
+    assert sender.in_flight() == {}
