@@ -193,7 +193,7 @@ class FakeChain:
         except Exception as exc:
             raise submit_error(-32602, f"undecodable transaction: {exc}") from None
         tx_id = hashlib.blake2b(body_bytes, digest_size=32).hexdigest()
-        if ttl is not None and self._slot > ttl:
+        if ttl is not None and self._slot >= ttl:  # valid while slot < ttl
             raise submit_error(3118, "outside validity interval",
                                {"validityInterval": {"invalidAfter": ttl}, "currentSlot": self._slot})
         if not refs:

@@ -118,7 +118,7 @@ def build_payment(
         change_address: the wallet's address; also fixes which network every output must be on.
         signer: signs the body hash.
         params: protocol parameters for the fee and minimum-UTxO rules.
-        ttl_slot: the last slot at which the transaction is valid.
+        ttl_slot: the transaction's TTL: the ledger accepts it while the slot is below this.
         metadata: transaction metadata by label, e.g. ``{674: {"msg": ["x402", invoice_id]}}``.
 
     Raises:
@@ -138,7 +138,8 @@ def build_payment(
 
     pool = _dedupe(utxos)
     selected = _initial_selection(pool, ctx)
-    remaining = sorted((u for u in pool if u.ref not in {s.ref for s in selected}),
+    chosen = {u.ref for u in selected}
+    remaining = sorted((u for u in pool if u.ref not in chosen),
                        key=lambda u: (-u.lovelace, u.ref.tx_id, u.ref.index))
     while True:
         draft = ctx.assemble(selected)

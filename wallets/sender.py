@@ -183,7 +183,7 @@ class PaymentSender:
         """Watch a payment submitted elsewhere (before a restart, or by the API server) until it confirms.
 
         Its inputs stay reserved and its change is offered for chaining. With ``ttl_slot`` it is also
-        dropped once the tip passes that slot without it; without, only ``release`` drops it.
+        dropped once the tip reaches that slot without it; without, only ``release`` drops it.
         """
         with self._cond:
             self._reservations.reserve(owner, inputs)
@@ -227,7 +227,7 @@ class PaymentSender:
             return False
         if not tip:
             tip.append(self._chain.tip().slot)
-        return tip[0] > f.ttl_slot
+        return tip[0] >= f.ttl_slot  # the ledger accepts a tx only while slot < ttl
 
     def _settle_pass(self, chain_refs: set[OutputRef], *, check_mempool: bool, stale: bool,
                      tip: list[int]) -> tuple[bool, bool]:
