@@ -42,9 +42,11 @@ TARGETS: tuple[Check, ...] = (
 
 
 def checks(figures: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every target with its measured value and whether it was met (``None``: not measured)."""
+    """Every target of the figures run, with its value and whether it was met (``None``: the figure failed)."""
     out = []
     for check in TARGETS:
+        if check.figure not in figures:
+            continue
         value = figures.get(check.figure, {}).get(check.field)
         met = None if value is None else bool(check.test(value))
         out.append({"figure": check.figure, "field": check.field, "value": value, "target": check.target,
@@ -70,8 +72,8 @@ def render_table(result: Mapping[str, Any]) -> str:
     lines.append(f"cardano-pay-agent bench ({'quick' if result.get('quick') else 'full'}) "
                  f"{result.get('date', '')} · {meta.get('nproc', '?')} CPU {meta.get('cpu', '?')} · "
                  f"Python {meta.get('python', '?')}")
-    for key in FIGURES:
-        fig = figures.get(key, {})
+    for key in (k for k in FIGURES if k in figures):
+        fig = figures[key]
         lines.append("")
         lines.append(TITLES[key] + (f"  [{fig['seconds']:.1f} s]" if "seconds" in fig else ""))
         if "error" in fig:

@@ -1,8 +1,9 @@
 """Figure 2: paid calls per second through the runner, 1 worker vs 8, checked against the devnet.
 
 Each run gets its own agent home and wallet (funded with 8 UTxOs of equal size) on one devnet
-and T API twin, queues chat jobs, and times ``Runner.run(until_idle=True)`` with
-``TApiExecutor`` paying every call by x402. Afterwards the spend ledger is held against the
+and T API twin, served from a child process (``benchmarks._sandbox_proc``) so that the
+sandbox's CPU time is not charged to the agent's workers. It queues chat jobs and times
+``Runner.run(until_idle=True)`` with ``TApiExecutor`` paying every call by x402. Afterwards the spend ledger is held against the
 chain: every paid row's transaction must be on the devnet, no job or invoice may be paid twice,
 and the wallet's balance drop on the devnet must equal the ledger's costs to the lovelace.
 """
@@ -14,7 +15,8 @@ from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
-from benchmarks._setup import Sandbox, make_home, open_agent, start_sandbox, temp_root
+from benchmarks._sandbox_proc import SandboxProcess
+from benchmarks._setup import make_home, open_agent, temp_root
 
 LANES = 8
 LANE_LOVELACE = 5_000_000_000
@@ -22,7 +24,7 @@ FULL_JOBS = {1: 100, 8: 200}
 QUICK_JOBS = {1: 15, 8: 30}
 
 
-def run_workers(sandbox: Sandbox, root: Any, workers: int, jobs: int) -> dict[str, Any]:
+def run_workers(sandbox: SandboxProcess, root: Any, workers: int, jobs: int) -> dict[str, Any]:
     """Queue ``jobs`` chat jobs in a fresh home and run them with ``workers`` threads; return the tally."""
     from agent.executor import TApiExecutor
     from agent.runner import Runner
@@ -30,8 +32,8 @@ def run_workers(sandbox: Sandbox, root: Any, workers: int, jobs: int) -> dict[st
     home, address = make_home(root, f"workers-{workers}")
     assert address is not None
     for _ in range(LANES):
-        sandbox.devnet.fund(address, LANE_LOVELACE)
-    start_balance = sandbox.devnet.ledger.balance(address).get("lovelace", 0)
+        sandbox.fund(address, LANE_LOVELACE)
+    start_balance = sandbox.balance(address)
     with ExitStack() as stack:
         agent = open_agent(home, sandbox.env)
         stack.callback(agent.close)
@@ -47,10 +49,10 @@ def run_workers(sandbox: Sandbox, root: Any, workers: int, jobs: int) -> dict[st
         elapsed = time.perf_counter() - start
         counts = agent.jobs.counts()
         rows = [r for r in agent.ledger.rows() if r.paid]
-    end_balance = sandbox.devnet.ledger.balance(address).get("lovelace", 0)
+    end_balance = sandbox.balance(address)
     per_job = Counter(r.job_id for r in rows)
     per_invoice = Counter(r.invoice_id for r in rows)
-    missing = [r for r in rows if not _on_chain(sandbox, r.tx_id)]
+    missing = [r for r, seen in zip(rows, sandbox.confirmed([r.tx_id or "" for r in rows])) if not seen]
     return {
         "workers": workers,
         "jobs": jobs,
@@ -67,20 +69,12 @@ def run_workers(sandbox: Sandbox, root: Any, workers: int, jobs: int) -> dict[st
     }
 
 
-def _on_chain(sandbox: Sandbox, tx_id: str | None) -> bool:
-    from wallets.types import OutputRef
-
-    if not tx_id:
-        return False
-    return bool(sandbox.devnet.ledger.utxos_by_refs([OutputRef(tx_id, 0)]))
-
-
 def measure(quick: bool) -> dict[str, Any]:
     """Run 1 worker then 8 workers against one devnet and twin; return rates and the ledger check."""
     plan = QUICK_JOBS if quick else FULL_JOBS
     with ExitStack() as stack:
         root = temp_root(stack)
-        sandbox = start_sandbox(stack)
+        sandbox = stack.enter_context(SandboxProcess())
         one = run_workers(sandbox, root, 1, plan[1])
         eight = run_workers(sandbox, root, 8, plan[8])
     runs = (one, eight)
