@@ -210,9 +210,8 @@ class WalletPayer:
         owner = str(row.id)
         now = self.clock()
         try:
-            tip = self.chain.tip()
             seconds_left = invoice.seconds_left(datetime.fromtimestamp(now, tz=timezone.utc))
-            ttl_slot = tip.slot + max(1, seconds_left - TTL_MARGIN_S)
+            ttl_slot = self._slot_now(now) + max(1, seconds_left - TTL_MARGIN_S)
             payment = self.sender.build(invoice.outputs, ttl_slot=ttl_slot, metadata=invoice.metadata(), owner=owner)
         except (AgentError, WalletError) as exc:
             self.sender.release(owner)
@@ -252,6 +251,12 @@ class WalletPayer:
         log.info("paid invoice %s: tx %s, %d lovelace + fee %d", invoice.invoice_id, payment.tx_id,
                  payment.cost_lovelace - payment.fee_lovelace, payment.fee_lovelace)
         return self._proof(row, invoice.expires_at, partner=partner)
+
+    def _slot_now(self, now: float) -> int:
+        """The ledger's current slot: from the chain's clock where it has one, never behind the tip."""
+        tip_slot = self.chain.tip().slot
+        current = getattr(self.chain, "current_slot", None)
+        return max(tip_slot, current(now)) if callable(current) else tip_slot
 
     def _proof(self, row: PaymentRow, expires_at: datetime, *, partner: str | None = None) -> Proof:
         assert row.tx_id is not None and row.cbor is not None
@@ -297,7 +302,9 @@ class WalletPayer:
     def recover(self) -> dict[str, int]:
         """Resolve every unfinished payment after a restart; return counts of what was done."""
         counts = {"kept": 0, "resubmitted": 0, "released": 0}
-        for row in self.ledger.unfinished():
+        unfinished = self.ledger.unfinished()
+        self._forget_finished_reservations({str(r.id) for r in unfinished})
+        for row in unfinished:
             owner = str(row.id)
             if row.state == "reserved" or not row.cbor or not row.tx_id:
                 self.sender.release(owner)
@@ -310,8 +317,7 @@ class WalletPayer:
                 self._track(row)
                 counts["kept"] += 1
                 continue
-            tip = self.chain.tip()
-            if row.ttl_slot is not None and tip.slot < row.ttl_slot:
+            if row.ttl_slot is not None and self._slot_now(self.clock()) < row.ttl_slot:
                 try:
                     self.chain.submit(row.cbor)
                 except InputsSpentError:
@@ -324,6 +330,12 @@ class WalletPayer:
                     self.ledger.release(row.id, "inputs spent elsewhere; transaction never landed", now=self.clock())
                     counts["released"] += 1
                     continue
+                except SubmitError as exc:
+                    # Definitively refused (e.g. its TTL passed meanwhile): it can never land.
+                    self.sender.release(owner)
+                    self.ledger.release(row.id, f"resubmission refused: {exc}", now=self.clock())
+                    counts["released"] += 1
+                    continue
                 if row.state == SIGNED:
                     self.ledger.mark_submitted(row.id, now=self.clock())
                 self._track(row)
@@ -334,6 +346,20 @@ class WalletPayer:
             self.ledger.release(row.id, "expired before it reached the chain", now=self.clock())
             counts["released"] += 1
         return counts
+
+    def _forget_finished_reservations(self, live_owners: set[str]) -> None:
+        """Drop reservations and pending change left by payments that finished before a crash.
+
+        A process killed after a payment settled, but before it saw the confirmation, leaves
+        the payment's inputs reserved and its change recorded as spendable; that change may
+        since have been spent, and offering it again would fail with 3117.
+        """
+        reservations = self.sender.reservations
+        owners = getattr(reservations, "owners", None)
+        if not callable(owners):
+            return
+        for owner in owners() - live_owners:
+            reservations.release(owner)
 
     def _seen(self, row: PaymentRow) -> bool:
         """Is the row's transaction in the mempool or on the ledger (one of its outputs exists)?"""

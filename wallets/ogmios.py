@@ -142,6 +142,7 @@ class OgmiosChain:
         self._next_id = 0
         self._params: ProtocolParams | None = None
         self._params_at = 0.0
+        self._era: tuple[float, int, float] | None = None
         self.reconnects = 0
 
     def __repr__(self) -> str:
@@ -263,6 +264,29 @@ class OgmiosChain:
             raise ChainProtocolError("bad tip id")
         return Tip(_nat(_get(result, "slot"), "tip.slot"), tip_id)
 
+    def current_slot(self, now: float | None = None) -> int:
+        """The slot the ledger is in at ``now`` (epoch seconds), from the era summaries and start time.
+
+        The tip is the slot of the last block, which lags the ledger's clock when blocks are
+        rare; a TTL counted from it can already be in the past.
+        """
+        with self._lock:
+            if self._era is None:
+                start = _parse_time(self._query("queryNetwork/startTime"))
+                summaries = self._query("queryLedgerState/eraSummaries")
+                if not isinstance(summaries, list) or not summaries:
+                    raise ChainProtocolError("empty era summaries")
+                last = summaries[-1]
+                era_start_s = float(_nat(_get(last, "start", "time", "seconds"), "era start time"))
+                era_slot = _nat(_get(last, "start", "slot"), "era start slot")
+                slot_ms = _nat(_get(last, "parameters", "slotLength", "milliseconds"), "slot length")
+                if slot_ms <= 0:
+                    raise ChainProtocolError("slot length must be positive")
+                self._era = (start + era_start_s, era_slot, slot_ms / 1000)
+            era_start, era_slot, slot_s = self._era
+        now = time.time() if now is None else now
+        return era_slot + max(0, int((now - era_start) // slot_s))
+
     def protocol_params(self) -> ProtocolParams:
         """Protocol parameters, asked at most once per ``params_ttl_s`` (and again after a fee or min-UTxO refusal)."""
         with self._lock:
@@ -323,3 +347,15 @@ class OgmiosChain:
 
 
 __all__ = ["OgmiosChain", "parse_protocol_params", "parse_ratio", "parse_utxo", "parse_value"]
+
+
+def _parse_time(value: Any) -> float:
+    """Epoch seconds of an Ogmios UTC time string (``2026-11-29T10:00:00Z``, fractions allowed)."""
+    from datetime import datetime
+
+    if not isinstance(value, str):
+        raise ChainProtocolError("start time is not a string")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ChainProtocolError(f"bad start time {value[:40]!r}") from None

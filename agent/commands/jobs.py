@@ -209,6 +209,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AgentError("--workers must be at least 1")
     setup_logging(args.home, verbose=getattr(args, "verbose", 0), json_lines=args.log_json)
     with _open(args, passphrase=True) as agent:
+        if not agent.config.api.api_key or agent.config.api.partner:
+            agent.payer()  # unlock now: a wrong passphrase is one line at start, not a failure per job
         freed = agent.jobs.expire_leases(lease_owner_is_dead, now=time.time())
         recovered = agent.recover()
         if freed or any(recovered.values()):

@@ -1,0 +1,115 @@
+"""Crash safety: SIGKILL the runner again and again while it pays; nothing is paid twice or lost.
+
+The runner runs as a real `cardano-agent run` process against the sandbox (devnet + twin in
+this test process). Half of the restarts die at a named crash point between two steps of a
+payment (reserved, signed, submitted, answered); the other half are killed from outside as
+soon as they have made progress. A last clean run finishes the queue. Then the chain is the
+judge: every invoice the agent paid received exactly one transaction, the payee received
+exactly what the spend ledger says, and the wallet lost exactly that plus the fees.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sandbox.billing import DEFAULT_PAY_TO
+from tests.fixtures.agent_home import PASSPHRASE
+from wallets.types import OutputRef
+
+JOBS = int(os.environ.get("CRASH_TEST_JOBS", "100"))
+RESTARTS = int(os.environ.get("CRASH_TEST_RESTARTS", "50"))
+CRASH_POINTS = ("after_claim", "after_reserve", "after_sign", "after_submit", "after_call")
+PRICE = 2_000_000
+
+
+def _count(db_path, sql):
+    with sqlite3.connect(db_path, timeout=30) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def _wait_for_progress(proc, db_path, *, beyond, timeout_s):
+    """Wait until the process exits or more than ``beyond`` jobs are done (polling the database)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return
+        try:
+            if _count(db_path, "SELECT count(*) FROM jobs WHERE state = 'done'") > beyond:
+                return
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factory):
+    """100 paid jobs across 50+ SIGKILLs: every job done once, every invoice paid by one tx, ledger == chain."""
+    home = agent_home_factory(funds=0, max_per_call_ada="5", real_kdf=True)
+    for _ in range(10):
+        home.devnet.fund(home.address, 60_000_000)
+    wallet_before = home.balance()
+    pay_to_before = home.balance(DEFAULT_PAY_TO)
+    with home.open() as agent:
+        for n in range(JOBS):
+            agent.jobs.enqueue("chat", {"message": f"crash-safe question {n}"}, max_attempts=50, now=time.time())
+    db_path = home.home / "agent.db"
+    rng = random.Random(20261129)
+    env = {**os.environ, "CARDANO_AGENT_PASSPHRASE": PASSPHRASE}
+    cmd = [sys.executable, "-m", "agent.cli", "run", "--until-idle", "--workers", "4", "--lease-s", "60",
+           "--home", str(home.home)]
+
+    kills = 0
+    for restart in range(RESTARTS):
+        run_env = dict(env)
+        if restart % 2 == 0:
+            point = rng.choice(CRASH_POINTS)
+            run_env["CARDANO_AGENT_CRASH_POINTS"] = f"{point}:{rng.choice([0.2, 0.5, 1.0])}"
+            run_env["CARDANO_AGENT_CRASH_SEED"] = str(restart)
+        proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = _count(db_path, "SELECT count(*) FROM jobs WHERE state = 'done'")
+        _wait_for_progress(proc, db_path, beyond=done + rng.randint(0, 2), timeout_s=60)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            kills += 1
+        if _count(db_path, "SELECT count(*) FROM jobs WHERE state != 'done'") == 0:
+            break
+    assert kills >= min(RESTARTS, 50) // 2, f"only {kills} runs were killed"
+
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    print("HOME", home.home)
+    assert final.returncode == 0, final.stderr[-2000:]
+    home.devnet.produce_block()
+
+    with home.open() as agent:
+        jobs = agent.jobs.list(limit=JOBS + 10)
+        rows = agent.ledger.rows()
+        assert agent.ledger.unfinished() == []
+    assert len(jobs) == JOBS and {j.state for j in jobs} == {"done"}
+    assert all(j.result_path and os.path.exists(j.result_path) for j in jobs)
+
+    paid = [r for r in rows if r.paid]
+    assert {r.state for r in paid} == {"settled"}
+    assert len({r.invoice_id for r in paid}) == len(paid), "an invoice has two payments"
+    assert len({r.tx_id for r in paid}) == len(paid)
+    ledger = home.devnet.ledger
+    for r in paid:
+        [(ref, out)] = ledger.utxos_by_refs([OutputRef(r.tx_id, 0)])
+        assert out.address == DEFAULT_PAY_TO and out.lovelace == PRICE
+        assert home.twin.status(r.invoice_id)["txHash"] == r.tx_id
+    for r in rows:
+        if r.state == "released" and r.tx_id:
+            assert not ledger.utxos_by_refs([OutputRef(r.tx_id, 0)]), "a released payment reached the chain"
+    # The chain agrees with the ledger: the payee got one price per paid invoice, no more.
+    assert home.balance(DEFAULT_PAY_TO) - pay_to_before == PRICE * len(paid)
+    assert wallet_before - home.balance() == sum(r.cost_lovelace for r in paid)
+    assert len(paid) >= JOBS
