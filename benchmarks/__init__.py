@@ -6,6 +6,6 @@ is measured in one run on the local sandbox, beside its baseline, so it reads as
 
 from __future__ import annotations
 
-from benchmarks.report import FIGURES, Check, checks, render_table
+from benchmarks.report import FIGURES, Check, checks, render_table, verdict
 
-__all__ = ["FIGURES", "Check", "checks", "render_table"]
+__all__ = ["FIGURES", "Check", "checks", "render_table", "verdict"]

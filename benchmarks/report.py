@@ -20,18 +20,30 @@ TITLES = {
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One target: the figure and field it reads, a test, and the target as people read it."""
+    """One target: the figure and field it reads, a test, and the target as people read it.
+
+    ``invalid_if`` looks at the whole figure and returns why the value cannot be judged (the
+    sandbox, not the agent, set it), or None.
+    """
 
     figure: str
     field: str
     target: str
     test: Callable[[Any], bool]
+    invalid_if: Callable[[Mapping[str, Any]], str | None] | None = None
+
+
+def _sandbox_bound(fig: Mapping[str, Any]) -> str | None:
+    rtt = fig.get("twin_health_rtt_ms")
+    if rtt is not None and rtt > 10:
+        return f"the twin's own round trip is {rtt:.0f} ms, so the ratio measures the sandbox's stall"
+    return None
 
 
 TARGETS: tuple[Check, ...] = (
     Check("payment", "agent_p50_ms", "≤ 10 ms", lambda v: v <= 10),
     Check("payment", "speedup_p50", "≥ 5× naive", lambda v: v >= 5),
-    Check("throughput", "speedup", "≥ 3× (8 vs 1 worker)", lambda v: v >= 3),
+    Check("throughput", "speedup", "≥ 3× (8 vs 1 worker)", lambda v: v >= 3, invalid_if=_sandbox_bound),
     Check("throughput", "failed", "= 0", lambda v: v == 0),
     Check("throughput", "double_spent", "= 0", lambda v: v == 0),
     Check("throughput", "ledger_mismatch_lovelace", "= 0", lambda v: v == 0),
@@ -47,11 +59,23 @@ def checks(figures: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     for check in TARGETS:
         if check.figure not in figures:
             continue
-        value = figures.get(check.figure, {}).get(check.field)
+        fig = figures[check.figure]
+        value = fig.get(check.field)
         met = None if value is None else bool(check.test(value))
-        out.append({"figure": check.figure, "field": check.field, "value": value, "target": check.target,
-                    "met": met})
+        row = {"figure": check.figure, "field": check.field, "value": value, "target": check.target, "met": met}
+        reason = check.invalid_if(fig) if check.invalid_if and value is not None else None
+        if reason:
+            row["met"] = None
+            row["invalid"] = reason
+        out.append(row)
     return out
+
+
+def verdict(row: Mapping[str, Any]) -> str:
+    """``met``, ``MISSED``, ``INVALID`` (value set by the sandbox) or ``NOT MEASURED`` (figure failed)."""
+    if row.get("invalid"):
+        return "INVALID"
+    return {True: "met", False: "MISSED", None: "NOT MEASURED"}[row["met"]]
 
 
 def _fmt(value: Any) -> str:
@@ -65,7 +89,7 @@ def _fmt(value: Any) -> str:
 
 
 def render_table(result: Mapping[str, Any]) -> str:
-    """The human table: every figure's values, then each target as MET / MISSED / NOT MEASURED."""
+    """The human table: every figure's values, then each target's :func:`verdict`."""
     figures = result["figures"]
     lines = []
     meta = result.get("machine", {})
@@ -89,7 +113,9 @@ def render_table(result: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append("Targets")
     for row in result["checks"]:
-        verdict = {True: "met", False: "MISSED", None: "NOT MEASURED"}[row["met"]]
         value = "-" if row["value"] is None else _fmt(row["value"])
-        lines.append(f"  {verdict:<12} {row['figure']}.{row['field']} = {value}  (target {row['target']})")
+        line = f"  {verdict(row):<12} {row['figure']}.{row['field']} = {value}  (target {row['target']})"
+        if row.get("invalid"):
+            line += f": {row['invalid']}"
+        lines.append(line)
     return "\n".join(lines)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.report import verdict
+
 REPO = Path(__file__).resolve().parents[1]
 
 NUMBERS = (int, float)
@@ -59,9 +61,25 @@ def test_quick_bench_prints_the_same_figures_and_a_verdict_per_target(quick_resu
     """The printed table names every figure and gives each target a verdict matching the JSON."""
     proc, result = quick_result
     for row in result["checks"]:
-        verdict = {True: "met", False: "MISSED", None: "NOT MEASURED"}[row["met"]]
         lines = [ln.strip() for ln in proc.stdout.splitlines() if f" {row['figure']}.{row['field']} = " in ln]
-        assert len(lines) == 1 and lines[0].startswith(verdict), (row, lines)
-        assert row["met"] is not None
+        assert len(lines) == 1 and lines[0].startswith(verdict(row)), (row, lines)
+        assert row["met"] is not None or row.get("invalid"), row
     assert {"nproc", "cpu", "python"} <= set(result["machine"])
     assert result["quick"] is True
+
+
+def test_targets_say_missed_and_invalid_plainly() -> None:
+    """A value past its target is MISSED; a ratio set by a slow twin is INVALID, never met."""
+    from benchmarks.report import checks, render_table
+
+    figures = {"payment": {"agent_p50_ms": 12.5, "speedup_p50": 6.0},
+               "throughput": {"speedup": 6.0, "failed": 0, "double_spent": 0, "ledger_mismatch_lovelace": 0,
+                              "twin_health_rtt_ms": 44.0}}
+    rows = {f"{r['figure']}.{r['field']}": r for r in checks(figures)}
+    assert verdict(rows["payment.agent_p50_ms"]) == "MISSED"
+    assert verdict(rows["payment.speedup_p50"]) == "met"
+    assert verdict(rows["throughput.speedup"]) == "INVALID" and rows["throughput.speedup"]["met"] is None
+    assert "fee.max_ratio" not in rows  # a figure not run has no verdict
+    table = render_table({"figures": figures, "checks": list(rows.values())})
+    assert "MISSED       payment.agent_p50_ms = 12.5" in table
+    assert "INVALID      throughput.speedup = 6" in table
