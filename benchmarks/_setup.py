@@ -50,8 +50,10 @@ def bench_config_text(network: str = "devnet") -> str:
     return re.sub(r"(?m)^limit_ada = \d+$", f"limit_ada = {HIGH_LIMIT_ADA}", text)
 
 
-def make_home(root: Path, name: str, *, wallet: bool = True) -> tuple[Path, str | None]:
+def make_home(root: Path, name: str, *, wallet: bool = True, real_kdf: bool = False) -> tuple[Path, str | None]:
     """Create an agent home ``root/name`` (init + bench config) and, if asked, its wallet.
+
+    ``real_kdf`` keeps the keystore's own scrypt cost, for a wallet a subprocess will unlock.
 
     Returns:
         (home, wallet address or None).
@@ -65,7 +67,8 @@ def make_home(root: Path, name: str, *, wallet: bool = True) -> tuple[Path, str 
     if not wallet:
         return home, None
     saved = keystore._SCRYPT_N
-    keystore._SCRYPT_N = BENCH_SCRYPT_N
+    if not real_kdf:
+        keystore._SCRYPT_N = BENCH_SCRYPT_N
     try:
         info, _ = keystore.Keystore(home / "wallets").create("default", network="devnet", passphrase=PASSPHRASE)
     finally:

@@ -3,10 +3,10 @@
 The jobs (chat calls) are enqueued straight into the home's SQLite through
 ``agent.queue.SqliteJobStore``, then ``cardano-agent run --until-idle`` works through them
 against the T API twin in api-key mode (``T_API_KEY``), so no payment is made: the figure is
-the runner, queue, client and result files at scale. Peak RSS is the child's own
-``ru_maxrss`` from ``os.wait4``. Paying jobs would add the wallet unlock: scrypt at the
-keystore's cost needs ``128·n·r`` bytes (128 MiB at n=2^17, r=8) for a moment, which this
-figure leaves out and the README notes.
+the runner, queue, client and result files at scale. Peak RSS is the child's own ``VmHWM``.
+
+Beside it, a paying run: a smaller queue paid by x402 from a wallet created at the keystore's
+real scrypt cost, so the peak includes unlocking it (scrypt needs ``128·n·r`` bytes at once).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from benchmarks.errors import BenchError
 
 FULL_JOBS = 10_000
 QUICK_JOBS = 1_000
+FULL_PAID_JOBS = 200
+QUICK_PAID_JOBS = 20
+PAID_WALLET_LOVELACE = 100_000_000_000
 WORKERS = 8
 """Worker threads for the run: more threads hold more at once, so this bounds 1 worker from above."""
 API_KEY = "twin-admin-key"  # a default key of sandbox.billing.TwinConfig
@@ -58,6 +61,8 @@ def measure(quick: bool) -> dict[str, Any]:
         if finished.returncode != 0:
             raise BenchError(f"cardano-agent run exited {finished.returncode}: {finished.stderr.strip()}")
         done = _count_done(home)
+        paid_jobs = QUICK_PAID_JOBS if quick else FULL_PAID_JOBS
+        paying = paying_run(root, sandbox, paid_jobs)
     if done != jobs:
         raise BenchError(f"cardano-agent run finished {done} of {jobs} jobs")
     return {
@@ -67,7 +72,27 @@ def measure(quick: bool) -> dict[str, Any]:
         "run_seconds": round(finished.wall_s, 2),
         "peak_rss_mb": round(finished.peak_rss_kb / 1024, 1),
         "status_peak_rss_mb": round(baseline.peak_rss_kb / 1024, 1),
+        "paying_jobs": paid_jobs,
+        "paying_peak_rss_mb": round(paying.peak_rss_kb / 1024, 1),
     }
+
+
+def paying_run(root: Any, sandbox: Any, jobs: int) -> Any:
+    """``cardano-agent run`` paying ``jobs`` chat calls from a wallet at the real scrypt cost."""
+    from benchmarks._setup import PASSPHRASE
+
+    home, address = make_home(root, "memory-paying", real_kdf=True)
+    assert address is not None
+    sandbox.devnet.fund(address, PAID_WALLET_LOVELACE)
+    enqueue(home, jobs)
+    env = {**sandbox.env, "CARDANO_AGENT_HOME": str(home), "CARDANO_AGENT_PASSPHRASE": PASSPHRASE}
+    finished = _proc.peak_rss(["run", "--until-idle", "--workers", str(WORKERS), "--json"], env=env,
+                              log_path=root / "run-paying.log")
+    done = _count_done(home)
+    if finished.returncode != 0 or done != jobs:
+        raise BenchError(f"paying cardano-agent run exited {finished.returncode} with {done} of {jobs} jobs done: "
+                         f"{finished.stderr.strip()}")
+    return finished
 
 
 def _count_done(home: Any) -> int:

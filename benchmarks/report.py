@@ -49,6 +49,7 @@ TARGETS: tuple[Check, ...] = (
     Check("throughput", "ledger_mismatch_lovelace", "= 0", lambda v: v == 0),
     Check("fee", "max_ratio", "≤ 1.001", lambda v: v <= 1.001),
     Check("memory", "peak_rss_mb", "≤ 150 MB", lambda v: v <= 150),
+    Check("memory", "paying_peak_rss_mb", "≤ 150 MB", lambda v: v <= 150),
     Check("startup", "help_s", "≤ 0.3 s", lambda v: v <= 0.3),
 )
 

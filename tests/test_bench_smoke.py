@@ -25,7 +25,7 @@ EXPECTED: dict[str, dict[str, type | tuple[type, ...]]] = {
                    "twin_health_rtt_ms": NUMBERS},
     "fee": {"agent_ratio": dict, "agent_excess_lovelace": dict, "naive_ratio": dict, "max_ratio": NUMBERS},
     "memory": {"jobs": int, "jobs_done": int, "workers": int, "run_seconds": NUMBERS, "peak_rss_mb": NUMBERS,
-               "status_peak_rss_mb": NUMBERS},
+               "status_peak_rss_mb": NUMBERS, "paying_jobs": int, "paying_peak_rss_mb": NUMBERS},
     "startup": {"runs": int, "help_s": NUMBERS, "status_s": NUMBERS, "status_offline_s": NUMBERS},
     "capacity": {"transactions": int, "blocks": int, "seconds_submitting": NUMBERS, "tx_per_s": NUMBERS},
 }
