@@ -139,7 +139,7 @@ def render_markdown(title: str, data: Any, *, meta: Mapping[str, Any] | None = N
 
 def _render(value: Any, lines: list[str], *, level: int) -> None:
     if isinstance(value, Mapping):
-        scalars = [(k, v) for k, v in value.items() if not isinstance(v, (Mapping, list))]
+        scalars = [(k, v) for k, v in value.items() if v is not None and not isinstance(v, (Mapping, list))]
         for key, item in scalars:
             lines.append(f"- **{_label(key)}**: {item}")
         if scalars:

@@ -141,7 +141,8 @@ def check_invoice(
                 reason=PAYEE_NOT_ALLOWED,
             )
     pin: frozenset[str] = frozenset()
-    if policy.pin_payees:
+    # An allowlist is the user's own word on who may be paid, so it replaces pinning for that host.
+    if policy.pin_payees and not allowed:
         if pinned is None:
             pin = invoice.payees
         else:

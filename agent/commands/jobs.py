@@ -310,7 +310,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"paid     {format_ada(d['total_paid_lovelace'])} ADA in all")
         if d["budgets"]:
             print()
-            table([[b["name"], b["asset"], format_ada(b["limit"]) if b["asset"] == "lovelace" else b["limit"],
+            table([[b["name"], "ADA" if b["asset"] == "lovelace" else b["asset"], format_ada(b["limit"]) if b["asset"] == "lovelace" else b["limit"],
                     format_ada(b["spent"]) if b["asset"] == "lovelace" else b["spent"],
                     format_ada(b["remaining"]) if b["asset"] == "lovelace" else b["remaining"]]
                    for b in d["budgets"]], ["BUDGET", "ASSET", "LIMIT", "SPENT", "LEFT"])

@@ -84,7 +84,7 @@ def test_payee_outside_the_host_allowlist_is_refused():
     err = refusal(invoice(), policy)
     assert err.reason == PAYEE_NOT_ALLOWED and addr(1) in str(err)
     allowed = PaymentPolicy(payees={"api.example.com": frozenset({addr(0), addr(1)})})
-    assert check(invoice(), allowed, host="API.example.com:443").pin
+    assert check(invoice(), allowed, host="API.example.com:443").pin == frozenset()  # the allowlist stands in for pins
 
 
 def test_other_hosts_and_empty_allowlists_are_unrestricted():
@@ -149,3 +149,11 @@ def test_naive_now_is_utc():
     assert refusal(inv, now=inv.expires_at.replace(tzinfo=None)).reason == EXPIRED
     assert check(inv, now=datetime(2026, 11, 29, 12, 1)).pin
     assert inv.expires_at.tzinfo == timezone.utc
+
+
+def test_an_allowlist_replaces_pinning_for_its_host():
+    """A payee the user allowlisted for a host is paid even if a different payee was pinned before."""
+    inv = invoice()
+    policy = PaymentPolicy(payees={"api.example.com": frozenset(inv.payees)})
+    decision = check(inv, policy, pinned=frozenset({"addr_test1_some_other_payee"}))
+    assert decision.pin == frozenset()
