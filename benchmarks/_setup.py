@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import wallets.keystore as _keystore
+
 PASSPHRASE = "bench-passphrase"
 BENCH_SCRYPT_N = 2**10
 """Cost used for bench wallets in this process (the real default is ``wallets.keystore._SCRYPT_N``)."""
+REAL_SCRYPT_N = _keystore._SCRYPT_N
+"""The keystore's own cost, read before any bench lowers it."""
 HIGH_LIMIT_ADA = 10_000_000
 
 
@@ -67,8 +71,7 @@ def make_home(root: Path, name: str, *, wallet: bool = True, real_kdf: bool = Fa
     if not wallet:
         return home, None
     saved = keystore._SCRYPT_N
-    if not real_kdf:
-        keystore._SCRYPT_N = BENCH_SCRYPT_N
+    keystore._SCRYPT_N = REAL_SCRYPT_N if real_kdf else BENCH_SCRYPT_N
     try:
         info, _ = keystore.Keystore(home / "wallets").create("default", network="devnet", passphrase=PASSPHRASE)
     finally:
