@@ -100,6 +100,64 @@ def min_utxo_lovelace(address: str, lovelace: int, assets: Mapping[str, int], pa
         floor = nxt
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentPlan:
+    """A balanced, unsigned payment: inputs chosen, fee settled. Sign it with ``sign_payment``."""
+
+    inputs: tuple[OutputRef, ...]
+    fee_lovelace: int
+    tx_id: str
+    _draft: Any = field(repr=False, compare=False)
+    _ctx: Any = field(repr=False, compare=False)
+    _outputs: tuple[RequiredOutput, ...] = field(repr=False, compare=False)
+    _change_address: str = field(repr=False, compare=False)
+
+
+def plan_payment(
+    outputs: Sequence[RequiredOutput],
+    *,
+    utxos: Sequence[Utxo],
+    change_address: str,
+    params: ProtocolParams,
+    ttl_slot: int,
+    metadata: Mapping[int, Any] | None = None,
+) -> PaymentPlan:
+    """Select inputs from ``utxos`` and balance the payment, without signing (see ``build_payment``)."""
+    if not isinstance(ttl_slot, int) or isinstance(ttl_slot, bool) or ttl_slot < 0:
+        raise PaymentError(f"ttl_slot must be a non-negative integer slot, got {ttl_slot!r}")
+    if not outputs:
+        raise AmountError("a payment needs at least one output")
+    change_addr, network_id = _decode_address(change_address)
+    planned = [_plan_output(i, o, network_id, params) for i, o in enumerate(outputs)]
+    aux_bytes = _encode_metadata(metadata) if metadata else None
+    ctx = _Context(planned, change_addr, params, ttl_slot, aux_bytes)
+
+    pool = _dedupe(utxos)
+    selected = _initial_selection(pool, ctx)
+    chosen = {u.ref for u in selected}
+    remaining = sorted((u for u in pool if u.ref not in chosen),
+                       key=lambda u: (-u.lovelace, u.ref.tx_id, u.ref.index))
+    while True:
+        draft = ctx.assemble(selected)
+        if isinstance(draft, _Draft):
+            break
+        if remaining:
+            selected.append(remaining.pop(0))
+            continue
+        if draft.fold is not None:
+            draft = draft.fold
+            break
+        raise _insufficient(pool, ctx, draft.short_lovelace)
+    inputs = tuple(sorted((u.ref for u in draft.inputs), key=lambda r: (r.tx_id, r.index)))
+    tx_id = hashlib.blake2b(draft.body, digest_size=32).hexdigest()
+    return PaymentPlan(inputs, draft.fee, tx_id, draft, ctx, tuple(outputs), change_address)
+
+
+def sign_payment(plan: PaymentPlan, signer: Signer) -> SignedPayment:
+    """Sign a planned payment; the transaction id and fee are the plan's."""
+    return _sign(plan._draft, plan._ctx, plan._outputs, signer, plan._change_address)
+
+
 def build_payment(
     outputs: Sequence[RequiredOutput],
     *,
@@ -127,32 +185,9 @@ def build_payment(
         InsufficientFundsError: the UTxOs cannot cover the outputs and the fee.
         PaymentError: bad TTL, metadata, a transaction past the size limit, a bad signature shape.
     """
-    if not isinstance(ttl_slot, int) or isinstance(ttl_slot, bool) or ttl_slot < 0:
-        raise PaymentError(f"ttl_slot must be a non-negative integer slot, got {ttl_slot!r}")
-    if not outputs:
-        raise AmountError("a payment needs at least one output")
-    change_addr, network_id = _decode_address(change_address)
-    planned = [_plan_output(i, o, network_id, params) for i, o in enumerate(outputs)]
-    aux_bytes = _encode_metadata(metadata) if metadata else None
-    ctx = _Context(planned, change_addr, params, ttl_slot, aux_bytes)
-
-    pool = _dedupe(utxos)
-    selected = _initial_selection(pool, ctx)
-    chosen = {u.ref for u in selected}
-    remaining = sorted((u for u in pool if u.ref not in chosen),
-                       key=lambda u: (-u.lovelace, u.ref.tx_id, u.ref.index))
-    while True:
-        draft = ctx.assemble(selected)
-        if isinstance(draft, _Draft):
-            break
-        if remaining:
-            selected.append(remaining.pop(0))
-            continue
-        if draft.fold is not None:
-            draft = draft.fold
-            break
-        raise _insufficient(pool, ctx, draft.short_lovelace)
-    return _sign(draft, ctx, outputs, signer, change_address)
+    plan = plan_payment(outputs, utxos=utxos, change_address=change_address, params=params,
+                        ttl_slot=ttl_slot, metadata=metadata)
+    return sign_payment(plan, signer)
 
 
 # --- addresses ---------------------------------------------------------------------------

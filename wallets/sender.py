@@ -17,7 +17,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 from wallets.chain import Chain
 from wallets.errors import InputsSpentError, InsufficientFundsError, SubmitError
-from wallets.payment import SignedPayment, Signer, build_payment
+from wallets.payment import SignedPayment, Signer, plan_payment, sign_payment
 from wallets.reservations import MemoryReservations, ReservationConflict, UtxoReservations
 from wallets.types import OutputRef, RequiredOutput, Utxo
 
@@ -32,15 +32,6 @@ class _InFlight:
     inputs: frozenset[OutputRef]
     change: frozenset[OutputRef]
     ttl_slot: int | None
-
-
-class _DrySigner:
-    """Signs nothing: lets a feasibility check run the builder without touching the key."""
-
-    address = ""
-
-    def sign(self, tx_body_hash: bytes) -> tuple[bytes, bytes]:
-        return bytes(32), bytes(64)
 
 
 class PaymentSender:
@@ -113,8 +104,8 @@ class PaymentSender:
                 reserved = self._reservations.reserved_refs()
                 free = [u for u in candidates if u.ref not in reserved]
                 try:
-                    payment = build_payment(outputs, utxos=free, change_address=self.address, signer=self._signer,
-                                            params=params, ttl_slot=ttl_slot, metadata=metadata)
+                    plan = plan_payment(outputs, utxos=free, change_address=self.address, params=params,
+                                        ttl_slot=ttl_slot, metadata=metadata)
                 except InsufficientFundsError:
                     if not reserved or self._clock() >= deadline or not self._feasible(
                             outputs, candidates, params, ttl_slot, metadata):
@@ -124,14 +115,18 @@ class PaymentSender:
                     check_mempool = True
                     continue
                 try:
-                    self._reservations.reserve(owner, payment.inputs)
+                    self._reservations.reserve(owner, plan.inputs)  # the intent, before the signature
                 except ReservationConflict:
                     conflicts += 1
                     if conflicts > _MAX_CONFLICTS:
                         raise
                     log.debug("reservation conflict for %s; selecting again", owner)
                     continue
-                return payment
+                try:
+                    return sign_payment(plan, self._signer)
+                except BaseException:
+                    self._reservations.release(owner)
+                    raise
 
     def submit(self, payment: SignedPayment, *, owner: str) -> str:
         """Submit ``payment``; on success its change becomes usable for the next payment.
@@ -272,8 +267,8 @@ class PaymentSender:
                   ttl_slot: int, metadata: Mapping[int, Any] | None) -> bool:
         """Could the payment be built if every reservation were released? If not, waiting cannot help."""
         try:
-            build_payment(outputs, utxos=candidates, change_address=self.address, signer=_DrySigner(),
-                          params=params, ttl_slot=ttl_slot, metadata=metadata)
+            plan_payment(outputs, utxos=candidates, change_address=self.address, params=params,
+                         ttl_slot=ttl_slot, metadata=metadata)
         except InsufficientFundsError:
             return False
         return True

@@ -22,6 +22,8 @@ from wallets.payment import (
     build_payment,
     min_fee,
     min_utxo_lovelace,
+    plan_payment,
+    sign_payment,
 )
 from wallets.types import LOVELACE, OutputRef, ProtocolParams, RequiredOutput, Utxo
 
@@ -325,6 +327,19 @@ def test_min_utxo_follows_the_serialized_size(payees: list[str]) -> None:
     assert ada_only < with_token < with_two
     big_coin = min_utxo_lovelace(payees[0], 2**33, {}, MAINNET_PARAMS)
     assert big_coin == ada_only + 4 * 4310  # the 9-byte coin the output would actually carry
+
+
+def test_plan_then_sign_matches_build(signer: KeySigner, payees: list[str]) -> None:
+    """plan_payment chooses inputs and fee without the key; sign_payment gives the same tx as build_payment."""
+    utxos = [utxo(signer.address, 9_000_000, n=1), utxo(signer.address, 4_000_000, n=2)]
+    before = signer.signed
+    plan = plan_payment([RequiredOutput(payees[0], 5_000_000)], utxos=utxos, change_address=signer.address,
+                        params=MAINNET_PARAMS, ttl_slot=5_000)
+    assert signer.signed == before and plan.inputs == (utxos[0].ref,)
+    signed = sign_payment(plan, signer)
+    built = pay([RequiredOutput(payees[0], 5_000_000)], utxos, signer)
+    assert signed.tx_id == plan.tx_id == built.tx_id and signed.fee_lovelace == plan.fee_lovelace
+    assert "_draft" not in repr(plan)
 
 
 def test_lazy_payment_sender_import() -> None:

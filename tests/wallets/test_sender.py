@@ -279,3 +279,27 @@ def test_tracked_unsubmitted_payment_keeps_its_inputs(signer: KeySigner) -> None
     chain.produce_block()
     sender.refresh()
     assert sender.in_flight() == {}
+
+
+def test_inputs_are_reserved_before_signing(signer: KeySigner) -> None:
+    """The reservation (the intent) is written before the key signs; a failing signer frees it again."""
+    chain = FakeChain()
+    ref = chain.fund(signer.address, 40_000_000)
+    seen: list[set[OutputRef]] = []
+
+    class Watching:
+        address = signer.address
+
+        def sign(self, tx_body_hash: bytes) -> tuple[bytes, bytes]:
+            seen.append(sender.reservations.reserved_refs())
+            if len(seen) > 1:
+                raise RuntimeError("hardware wallet unplugged")
+            return signer.sign(tx_body_hash)
+
+    sender = PaymentSender(chain, Watching(), wait_s=0)
+    sender.build(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="a")
+    assert seen == [{ref}]
+    sender.release("a")
+    with pytest.raises(RuntimeError):
+        sender.build(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="b")
+    assert seen[1] == {ref} and sender.reservations.reserved_refs() == set()
