@@ -17,7 +17,7 @@ from benchmarks.report import FIGURES, checks, render_table
 
 
 def machine() -> dict[str, Any]:
-    """CPU count and model, Python version and platform of this run."""
+    """CPU count and model, Python version, platform and load average (other work on the box) of this run."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
@@ -26,8 +26,9 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "loadavg_at_start": load}
 
 
 def run(figures: Sequence[str], *, quick: bool) -> dict[str, Any]:

@@ -96,7 +96,7 @@ def render_table(result: Mapping[str, Any]) -> str:
     meta = result.get("machine", {})
     lines.append(f"cardano-pay-agent bench ({'quick' if result.get('quick') else 'full'}) "
                  f"{result.get('date', '')} · {meta.get('nproc', '?')} CPU {meta.get('cpu', '?')} · "
-                 f"Python {meta.get('python', '?')}")
+                 f"Python {meta.get('python', '?')} · load {meta.get('loadavg_at_start', '?')}")
     for key in (k for k in FIGURES if k in figures):
         fig = figures[key]
         lines.append("")
