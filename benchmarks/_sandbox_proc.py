@@ -63,6 +63,7 @@ class SandboxProcess:
 
     @property
     def env(self) -> dict[str, str]:
+        """Environment overrides that point an agent home at this devnet and twin."""
         return {"CARDANO_AGENT_API_URL": self.api_url, "CARDANO_AGENT_OGMIOS_URL": self.ogmios_url}
 
     def _ask(self, command: str, arg: Any) -> Any:

@@ -62,7 +62,6 @@ def make_home(root: Path, name: str, *, wallet: bool = True, real_kdf: bool = Fa
     Returns:
         (home, wallet address or None).
     """
-    import wallets.keystore as keystore
     from agent.commands.init import write_config
 
     home = root / name
@@ -70,21 +69,20 @@ def make_home(root: Path, name: str, *, wallet: bool = True, real_kdf: bool = Fa
     path.write_text(bench_config_text(), encoding="utf-8")
     if not wallet:
         return home, None
-    saved = keystore._SCRYPT_N
-    keystore._SCRYPT_N = REAL_SCRYPT_N if real_kdf else BENCH_SCRYPT_N
+    saved = _keystore._SCRYPT_N
+    _keystore._SCRYPT_N = REAL_SCRYPT_N if real_kdf else BENCH_SCRYPT_N
     try:
-        info, _ = keystore.Keystore(home / "wallets").create("default", network="devnet", passphrase=PASSPHRASE)
+        info, _ = _keystore.Keystore(home / "wallets").create("default", network="devnet", passphrase=PASSPHRASE)
     finally:
-        keystore._SCRYPT_N = saved
+        _keystore._SCRYPT_N = saved
     return home, info.address
 
 
 def open_agent(home: Path, env: Mapping[str, str]) -> Any:
     """``Agent.open`` on a bench home; unlocking accepts the bench scrypt cost in this process."""
-    import wallets.keystore as keystore
     from agent.app import Agent
 
-    keystore._SCRYPT_N = BENCH_SCRYPT_N
+    _keystore._SCRYPT_N = BENCH_SCRYPT_N
     return Agent.open(home, passphrase=PASSPHRASE, env=dict(env))
 
 
@@ -97,6 +95,7 @@ class Sandbox:
 
     @property
     def env(self) -> dict[str, str]:
+        """Environment overrides that point an agent home at this devnet and twin."""
         return {"CARDANO_AGENT_API_URL": self.twin.url, "CARDANO_AGENT_OGMIOS_URL": self.devnet.ogmios_url}
 
 

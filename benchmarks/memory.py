@@ -57,7 +57,8 @@ def measure(quick: bool) -> dict[str, Any]:
         enqueue(home, jobs)
         env = {**sandbox.env, "T_API_KEY": API_KEY, "CARDANO_AGENT_HOME": str(home)}
         baseline = _proc.peak_rss(["status", "--offline"], env=env)
-        finished = _proc.peak_rss(["run", "--until-idle", "--workers", str(WORKERS), "--json"], env=env, log_path=root / "run.log")
+        finished = _proc.peak_rss(["run", "--until-idle", "--workers", str(WORKERS), "--json"], env=env,
+                                  log_path=root / "run.log")
         if finished.returncode != 0:
             raise BenchError(f"cardano-agent run exited {finished.returncode}: {finished.stderr.strip()}")
         done = _count_done(home)

@@ -3,9 +3,10 @@
 Each run gets its own agent home and wallet (funded with 8 UTxOs of equal size) on one devnet
 and T API twin, served from a child process (``benchmarks._sandbox_proc``) so that the
 sandbox's CPU time is not charged to the agent's workers. It queues chat jobs and times
-``Runner.run(until_idle=True)`` with ``TApiExecutor`` paying every call by x402. Afterwards the spend ledger is held against the
-chain: every paid row's transaction must be on the devnet, no job or invoice may be paid twice,
-and the wallet's balance drop on the devnet must equal the ledger's costs to the lovelace.
+``Runner.run(until_idle=True)`` with ``TApiExecutor`` paying every call by x402. Afterwards
+the spend ledger is held against the chain: every paid row's transaction must be on the
+devnet, no job or invoice may be paid twice, and the wallet's balance drop on the devnet must
+equal the ledger's costs to the lovelace.
 """
 
 from __future__ import annotations
