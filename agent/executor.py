@@ -68,13 +68,15 @@ class TApiExecutor:
         partner = request.pop("partner", None)
         client = self._client(partner)
         request_id = f"job{job.id}-{uuid.uuid4().hex[:12]}"
+        self._reconcile_unsettled(client, job.id)
         resumed = self._resume(client, job.id, request_id)
         ctx = JobContext(job_id=job.id, tags=tuple(job.tags), budget=job.budget)
         with job_context(ctx):
             try:
                 data = self._call(client, job.kind, request, request_id)
-            except PaymentRejectedError as exc:
-                if resumed is None or not self._consumed_by_us(client, resumed):
+            except PaymentRejectedError:
+                if resumed is None or not self._consumed_by_us(client, resumed.invoice_id, resumed.payment,
+                                                                int(resumed.payment_id)):
                     raise
                 log.info("job %s: invoice %s was consumed by our payment before the crash; calling afresh",
                          job.id, resumed.invoice_id)
@@ -116,17 +118,32 @@ class TApiExecutor:
             self.agent.x402_auth(partner=client._partner).remember(request_id, proof)
         return proof
 
-    def _consumed_by_us(self, client: Any, proof: Any) -> bool:
+    def _reconcile_unsettled(self, client: Any, job_id: int) -> None:
+        """Settle this job's payments that were refused only because the server had already used them.
+
+        A crash after the server consumed our payment (its answer lost) leaves the row
+        ``unsettled`` once the resumed call is told "consumed"; asking the server's payment
+        status on every attempt settles it even if the process died before it could ask.
+        """
+        if client.mode != "x402":
+            return
+        for row in self.agent.ledger.by_job(job_id):
+            if row.state == "unsettled" and row.tx_id:
+                self._consumed_by_us(client, row.invoice_id, row.tx_id, row.id)
+
+    def _consumed_by_us(self, client: Any, invoice_id: str, payment: str, payment_id: int) -> bool:
+        """True (and the row settled) if the server consumed ``invoice_id`` with our transaction."""
         try:
-            status = client.payment_status(proof.invoice_id)
+            status = client.payment_status(invoice_id)
         except Exception as exc:  # noqa: BLE001 - without an answer, assume the worst: not ours
-            log.warning("could not ask the status of invoice %s: %s", proof.invoice_id, exc)
+            log.warning("could not ask the status of invoice %s: %s", invoice_id, exc)
             return False
-        ours = status.tx_hash is not None and status.tx_hash in proof.payment
+        ours = status.tx_hash is not None and status.tx_hash in payment
         if ours and status.status in ("consumed", "confirmed"):
-            row = self.agent.ledger.get(int(proof.payment_id))
+            row = self.agent.ledger.get(payment_id)
             if row.state in ("submitted", "unsettled"):
                 self.agent.ledger.mark_settled(row.id, now=self.agent.clock())
+                log.info("payment %s for invoice %s settled: the server had used it", row.id, invoice_id)
             return True
         return False
 

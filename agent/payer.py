@@ -245,7 +245,8 @@ class WalletPayer:
                 raise
         else:
             # The server submits the CBOR; track it so its change can be chained on once seen.
-            self.sender.track(owner, payment.tx_id, inputs=payment.inputs, change=payment.change)
+            self.sender.track(owner, payment.tx_id, inputs=payment.inputs, change=payment.change,
+                              ttl_slot=payment.ttl_slot)
         crash_point("after_submit")
         row = self.ledger.mark_submitted(row.id, now=self.clock())
         log.info("paid invoice %s: tx %s, %d lovelace + fee %d", invoice.invoice_id, payment.tx_id,
@@ -371,7 +372,7 @@ class WalletPayer:
 
     def _track(self, row: PaymentRow) -> None:
         try:
-            self.sender.track(str(row.id), row.tx_id, inputs=row.inputs, change=())
+            self.sender.track(str(row.id), row.tx_id, inputs=row.inputs, change=(), ttl_slot=row.ttl_slot)
         except WalletError as exc:
             log.debug("payment %s not tracked: %s", row.id, exc)
 

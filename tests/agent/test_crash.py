@@ -86,7 +86,6 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
     assert kills >= min(RESTARTS, 50) // 2, f"only {kills} runs were killed"
 
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    print("HOME", home.home)
     assert final.returncode == 0, final.stderr[-2000:]
     home.devnet.produce_block()
 
