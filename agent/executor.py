@@ -70,7 +70,13 @@ class TApiExecutor:
         request_id = f"job{job.id}-{uuid.uuid4().hex[:12]}"
         self._reconcile_unsettled(client, job.id)
         resumed = self._resume(client, job.id, request_id)
-        ctx = JobContext(job_id=job.id, tags=tuple(job.tags), budget=job.budget)
+        store = self.agent.jobs
+
+        def on_state(state: str) -> None:
+            store.set_state(job.id, state, worker_id=worker_id, now=self.agent.clock())
+
+        store.set_state(job.id, "running", worker_id=worker_id, now=self.agent.clock(), request_id=request_id)
+        ctx = JobContext(job_id=job.id, tags=tuple(job.tags), budget=job.budget, on_state=on_state)
         with job_context(ctx):
             try:
                 data = self._call(client, job.kind, request, request_id)

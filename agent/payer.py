@@ -59,6 +59,16 @@ class JobContext:
     job_id: int | None = None
     tags: tuple[str, ...] = ()
     budget: str | None = None
+    on_state: Callable[[str], None] | None = None
+    """Told ``paying`` before a payment is built and ``awaiting_settlement`` once it is sent."""
+
+    def notify(self, state: str) -> None:
+        """Report the job's payment progress (never lets a reporting failure stop a payment)."""
+        if self.on_state is not None:
+            try:
+                self.on_state(state)
+            except Exception as exc:  # noqa: BLE001 - progress display only
+                log.debug("job %s: could not record state %s: %s", self.job_id, state, exc)
 
     @property
     def budget_tags(self) -> tuple[str, ...]:
@@ -181,7 +191,10 @@ class WalletPayer:
             self.ledger.record_refusal(reason=f"budget: {exc}", now=now, **refusal)
             raise
         crash_point("after_reserve")
-        return self._build_and_send(invoice, row, decision.pin, host, partner=request.headers.get("X-Partner"))
+        ctx.notify("paying")
+        proof = self._build_and_send(invoice, row, decision.pin, host, partner=request.headers.get("X-Partner"))
+        ctx.notify("awaiting_settlement")
+        return proof
 
     def settled(self, proof: Proof, response: Any) -> None:
         """The paid retry succeeded: the payment is settled."""

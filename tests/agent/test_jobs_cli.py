@@ -153,3 +153,28 @@ def test_two_runners_never_enqueue_a_firing_twice(tmp_path):
     second.run_once(t0 + 3601)
     second.run_once(t0 + 3602)
     assert len(SqliteJobStore(a).list()) == 1
+
+
+def test_a_job_passes_through_paying_states_and_keeps_its_request_id(agent_home):
+    """While a job pays it is `paying`, then `awaiting_settlement`; its X-Request-Id is kept on the job."""
+    from agent.executor import TApiExecutor
+    from agent.runner import Runner
+
+    seen: list[str] = []
+    with agent_home.open() as agent:
+        job = agent.jobs.enqueue("chat", {"message": "watch my states"}, now=0)
+        real_set_state = agent.jobs.set_state
+
+        def spy(job_id, state, **kw):
+            seen.append(state)
+            return real_set_state(job_id, state, **kw)
+
+        agent.jobs.set_state = spy
+        executor = TApiExecutor(agent)
+        try:
+            Runner(agent.jobs, executor, lease_s=0).run_once()
+        finally:
+            executor.close()
+        done = agent.jobs.get(job.id)
+    assert seen == ["running", "paying", "awaiting_settlement"]
+    assert done.state == "done" and done.request_id and done.request_id.startswith(f"job{job.id}-")

@@ -254,3 +254,16 @@ def test_32_concurrent_calls_against_a_budget_for_10(agent_home_factory):
     assert len(rows) == 10 and all(r.state == "settled" for r in rows)
     assert home.balance(DEFAULT_PAY_TO) - pay_to_before == 10 * 2_000_000
     assert before - home.balance() == 10 * 2_000_000 + fees
+
+
+def test_cbor_proof_lets_the_server_submit(agent_home_factory):
+    """With proof = "cbor" the agent sends the signed transaction; the twin submits it and answers."""
+    home = agent_home_factory(proof="cbor")
+    before = home.balance()
+    with home.open() as agent, TClient(agent) as t:
+        assert t.chat("server submits").reply
+        [row] = paid_rows(agent)
+    home.devnet.produce_block()
+    assert row.state == "settled"
+    assert home.twin.status(row.invoice_id)["txHash"] == row.tx_id
+    assert before - home.balance() == 2_000_000 + row.fee_lovelace
