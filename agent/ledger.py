@@ -78,6 +78,10 @@ register_migrations("ledger", [
     # The invoice's expiry, so crash recovery can tell "resubmit the same transaction" from
     # "release and start again" without the server.
     "ALTER TABLE payments ADD COLUMN expires_at REAL;",
+    # Partner billing: one payment may buy a prepaid batch of calls, so its cost per call is
+    # cost / batch_target (``cardano-agent credits``).
+    "ALTER TABLE payments ADD COLUMN partner TEXT;\n"
+    "ALTER TABLE payments ADD COLUMN batch_target INTEGER NOT NULL DEFAULT 1;",
 ])
 
 
@@ -128,6 +132,8 @@ class PaymentRow:
     submitted_at: float | None
     settled_at: float | None
     expires_at: float | None = None
+    partner: str | None = None
+    batch_target: int = 1
 
     @property
     def paid(self) -> bool:
@@ -196,6 +202,7 @@ def _row(r: sqlite3.Row) -> PaymentRow:
         ttl_slot=r["ttl_slot"], state=r["state"], reason=r["reason"],
         created_at=r["created_at"], updated_at=r["updated_at"], signed_at=r["signed_at"],
         submitted_at=r["submitted_at"], settled_at=r["settled_at"], expires_at=r["expires_at"],
+        partner=r["partner"], batch_target=r["batch_target"],
     )
 
 
@@ -220,7 +227,8 @@ class SpendLedger:
     def reserve(self, *, invoice_id: str, host: str, route: str | None, job_id: int | None,
                 tags: Collection[str] = (), outputs: Iterable[Any],
                 amounts: Mapping[str, int], fee_estimate_lovelace: int,
-                now: float | None = None, expires_at: float | None = None) -> PaymentRow:
+                now: float | None = None, expires_at: float | None = None,
+                partner: str | None = None, batch_target: int = 1) -> PaymentRow:
         """Check every matching budget and record the intent to pay, in one transaction.
 
         ``expires_at`` (epoch seconds) is the invoice's expiry, kept for crash recovery.
@@ -244,11 +252,11 @@ class SpendLedger:
             try:
                 cur = conn.execute(
                     "INSERT INTO payments (invoice_id, host, route, job_id, tags, outputs, amounts,"
-                    " fee_estimate_lovelace, state, created_at, updated_at, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?)",
+                    " fee_estimate_lovelace, state, created_at, updated_at, expires_at, partner, batch_target)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?)",
                     (invoice_id, host, route, job_id, json.dumps(_tag_list(tags)),
                      json.dumps(outs), json.dumps(clean), int(fee_estimate_lovelace), at, at,
-                     expires_at),
+                     expires_at, partner, max(1, int(batch_target))),
                 )
             except sqlite3.IntegrityError as exc:
                 raise DuplicatePaymentError(invoice_id, None) from exc

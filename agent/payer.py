@@ -186,7 +186,10 @@ class WalletPayer:
         try:
             row = self.ledger.reserve(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
                                       tags=ctx.budget_tags, outputs=invoice.outputs,
-                                      amounts=invoice.total_by_asset(), fee_estimate_lovelace=fee_estimate, now=now)
+                                      amounts=invoice.total_by_asset(), fee_estimate_lovelace=fee_estimate, now=now,
+                                      expires_at=invoice.expires_at.timestamp(),
+                                      partner=request.headers.get("X-Partner") or invoice.partner,
+                                      batch_target=invoice.batch_target or 1)
         except BudgetExceededError as exc:
             self.ledger.record_refusal(reason=f"budget: {exc}", now=now, **refusal)
             raise
