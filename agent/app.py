@@ -176,8 +176,6 @@ class Agent:
 
     def recover(self) -> dict[str, int]:
         """Resolve unfinished payments left by a crash (see ``WalletPayer.recover``)."""
-        if not self.ledger.unfinished():
-            return {"kept": 0, "resubmitted": 0, "released": 0}
         return self.payer().recover()
 
     def close(self) -> None:

@@ -405,8 +405,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         _confirm(f"Send {format_ada(amount)} ADA from {info.name!r} to {to}?", args.yes)
         wallet = store.unlock(args.name, read_passphrase())
         ttl_slot = chain.tip().slot + args.ttl_s
-        sender = PaymentSender(chain, wallet)
-        payment = sender.pay([RequiredOutput(to, amount)], ttl_slot=ttl_slot, owner=f"cli-send-{os.getpid()}")
+        reservations, db = _shared_reservations(args.home, info.name)
+        try:
+            # Reserve in the agent's store, so a running agent never picks the same inputs.
+            sender = PaymentSender(chain, wallet, reservations=reservations)
+            payment = sender.pay([RequiredOutput(to, amount)], ttl_slot=ttl_slot, owner=f"cli-send-{os.getpid()}")
+            # The inputs stay reserved (spent once confirmed); the change is not offered for chaining
+            # by this short-lived process. The agent's next start clears finished CLI reservations.
+            reservations.clear_pending(payment.tx_id)
+        finally:
+            db.close()
     finally:
         chain.close()
     return _paid(args, payment, payment.tx_id, {"to": to, "amount_lovelace": amount})
@@ -430,11 +438,30 @@ def cmd_split(args: argparse.Namespace) -> int:
         ttl_slot = chain.tip().slot + args.ttl_s
         payment = plan_split(utxos, into=args.into, address=info.address, signer=wallet,
                              params=params, ttl_slot=ttl_slot)
-        tx_id = chain.submit(payment.cbor)
+        reservations, db = _shared_reservations(args.home, info.name)
+        owner = f"cli-split-{os.getpid()}"
+        try:
+            reservations.reserve(owner, payment.inputs)  # refused if a running agent holds one of them
+            try:
+                tx_id = chain.submit(payment.cbor)
+            except Exception:
+                reservations.release(owner)
+                raise
+        finally:
+            db.close()
     finally:
         chain.close()
     return _paid(args, payment, tx_id, {"outputs": args.into,
                                         "lovelace_each": payment.output_lovelace[0]})
+
+
+def _shared_reservations(home: Path, wallet: str) -> tuple[Any, Any]:
+    """The agent's UTxO reservations for ``wallet`` (and the database to close afterwards)."""
+    from agent.reservations import SqliteReservations
+    from agent.store import Database
+
+    db = Database.in_home(home)
+    return SqliteReservations(db, wallet), db
 
 
 def plan_split(utxos: list[Any], *, into: int, address: str, signer: Any, params: Any, ttl_slot: int) -> Any:

@@ -78,3 +78,18 @@ def test_current_slot_follows_the_ledger_clock_not_the_last_block(agent_home):
         payer = agent.payer()
         assert payer._slot_now(now + 3600) == slot + 3600
         assert payer._slot_now(now) >= agent.chain.tip().slot
+
+
+def test_wallet_send_reserves_in_the_agents_store_and_the_agent_clears_it(agent_home, monkeypatch, capsys):
+    """`wallet send` holds its inputs where a running agent sees them; the agent's next start forgets them."""
+    from agent.cli import main
+    from tests.fixtures.agent_home import PASSPHRASE
+
+    monkeypatch.setenv("CARDANO_AGENT_PASSPHRASE", PASSPHRASE)
+    code = main(["wallet", "send", "main", DEFAULT_PAY_TO, "1", "--yes", "--home", str(agent_home.home)])
+    assert code == 0, capsys.readouterr().err
+    with agent_home.open() as agent:
+        reservations = agent.payer().sender.reservations
+        assert reservations.reserved_refs() and reservations.pending_change() == []
+        agent.recover()
+        assert reservations.reserved_refs() == set()
