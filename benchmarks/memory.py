@@ -4,6 +4,9 @@ The jobs (chat calls) are enqueued straight into the home's SQLite through
 ``agent.queue.SqliteJobStore``, then ``cardano-agent run --until-idle`` works through them
 against the T API twin in api-key mode (``T_API_KEY``), so no payment is made: the figure is
 the runner, queue, client and result files at scale. Peak RSS is the child's own ``VmHWM``.
+The home has a wallet at the keystore's real scrypt cost and its passphrase in the
+environment, because ``cardano-agent run`` unlocks the wallet at start (crash recovery) even
+in api-key mode.
 
 Beside it, a paying run: a smaller queue paid by x402 from a wallet created at the keystore's
 real scrypt cost, so the peak includes unlocking it (scrypt needs ``128·n·r`` bytes at once).
@@ -16,7 +19,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from benchmarks import _proc
-from benchmarks._setup import make_home, start_sandbox, temp_root
+from benchmarks._setup import PASSPHRASE, make_home, start_sandbox, temp_root
 from benchmarks.errors import BenchError
 
 FULL_JOBS = 10_000
@@ -52,10 +55,11 @@ def measure(quick: bool) -> dict[str, Any]:
     jobs = QUICK_JOBS if quick else FULL_JOBS
     with ExitStack() as stack:
         root = temp_root(stack)
-        home, _ = make_home(root, "memory", wallet=False)
+        home, _ = make_home(root, "memory", real_kdf=True)
         sandbox = start_sandbox(stack)
         enqueue(home, jobs)
-        env = {**sandbox.env, "T_API_KEY": API_KEY, "CARDANO_AGENT_HOME": str(home)}
+        env = {**sandbox.env, "T_API_KEY": API_KEY, "CARDANO_AGENT_HOME": str(home),
+               "CARDANO_AGENT_PASSPHRASE": PASSPHRASE}
         baseline = _proc.peak_rss(["status", "--offline"], env=env)
         finished = _proc.peak_rss(["run", "--until-idle", "--workers", str(WORKERS), "--json"], env=env,
                                   log_path=root / "run.log")
@@ -80,8 +84,6 @@ def measure(quick: bool) -> dict[str, Any]:
 
 def paying_run(root: Any, sandbox: Any, jobs: int) -> Any:
     """``cardano-agent run`` paying ``jobs`` chat calls from a wallet at the real scrypt cost."""
-    from benchmarks._setup import PASSPHRASE
-
     home, address = make_home(root, "memory-paying", real_kdf=True)
     assert address is not None
     sandbox.devnet.fund(address, PAID_WALLET_LOVELACE)
