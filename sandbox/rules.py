@@ -219,7 +219,7 @@ def resolve_inputs(tx: DecodedTx, resolve: Callable[[OutputRef], Spent | None]) 
         raise LedgerRejection(
             3117,
             "Some inputs are unknown or already spent (on chain or by a transaction in the mempool).",
-            {"unknownOutputReferences": unknown},
+            {"unknownOutputReferences": sorted(unknown, key=lambda r: (r["transaction"]["id"], r["index"]))},
         )
     return spent, collateral
 
@@ -260,7 +260,7 @@ def check_witnesses(tx: DecodedTx, spent: Iterable[Spent]) -> None:
         raise LedgerRejection(
             3100,
             "Some signatures are invalid; only the transaction body must be signed.",
-            {"invalidSignatories": invalid},
+            {"invalidSignatories": sorted(set(invalid))},
         )
     signers = {blake2b_224(vk).hex() for vk, _sig in tx.vkey_witnesses}
     roots = {root for _vk, _sig, root in tx.bootstrap_witnesses}
