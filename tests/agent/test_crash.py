@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from sandbox.billing import DEFAULT_PAY_TO
+from sandbox.billing import DEFAULT_PAY_TO, TwinConfig
 from tests.fixtures.agent_home import PASSPHRASE
 from wallets.types import OutputRef
 
@@ -52,7 +52,9 @@ def _wait_for_progress(proc, db_path, *, beyond, timeout_s):
 @pytest.mark.slow
 def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factory):
     """100 paid jobs across 50+ SIGKILLs: every job done once, every invoice paid by one tx, ledger == chain."""
-    home = agent_home_factory(funds=0, max_per_call_ada="5", real_kdf=True)
+    # One-hour invoices: on a loaded machine fifty restarts can take longer than the default five
+    # minutes, and a proof presented after its invoice expired is (rightly) refused by the server.
+    home = agent_home_factory(TwinConfig(invoice_timeout_s=3600), funds=0, max_per_call_ada="5", real_kdf=True)
     for _ in range(10):
         home.devnet.fund(home.address, 60_000_000)
     wallet_before = home.balance()
