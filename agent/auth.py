@@ -34,6 +34,7 @@ import httpx
 
 from agent.errors import AgentError, PaymentRefusedError
 from agent.retry import RetryPolicy, is_transient_status, utc_now
+from agent.x402 import proof_headers  # re-exported: the one definition lives with the protocol
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +56,6 @@ class Proof:
     def __repr__(self) -> str:
         shown = self.payment if len(self.payment) <= 64 else f"{self.payment[:16]}…({len(self.payment)} hex)"
         return f"Proof(invoice_id={self.invoice_id!r}, payment={shown!r}, expires_at={self.expires_at.isoformat()})"
-
-
-def proof_headers(
-    invoice_id: str, payment: str, *, partner: str | None = None, wallet_address: str | None = None
-) -> dict[str, str]:
-    """The x402 retry headers: ``X-Invoice-Id``, ``X-Payment`` and the partner pair when billing applies."""
-    headers = {"X-Invoice-Id": invoice_id, "X-Payment": payment}
-    if partner:
-        headers["X-Partner"] = partner
-        if wallet_address:
-            headers["X-Wallet-Address"] = wallet_address
-    return headers
 
 
 class PaymentHandler(Protocol):

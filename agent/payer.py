@@ -278,8 +278,9 @@ class WalletPayer:
     def _proof(self, row: PaymentRow, expires_at: datetime, *, partner: str | None = None) -> Proof:
         assert row.tx_id is not None and row.cbor is not None
         payment = row.tx_id if self.proof_mode == "hash" else row.cbor.hex()
-        headers = proof_headers(row.invoice_id, payment, partner=partner or self.partner,
-                                wallet_address=self.wallet_address)
+        partner = partner or self.partner
+        headers = proof_headers(row.invoice_id, payment, partner=partner,
+                                wallet_address=self.wallet_address if partner else None)
         return Proof(invoice_id=row.invoice_id, payment=payment, headers=headers, expires_at=expires_at,
                      payment_id=str(row.id))
 
