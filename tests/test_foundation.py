@@ -74,3 +74,16 @@ def test_native_asset_ids():
     assert not is_native_asset("lovelace")
     assert not is_native_asset("a" * 55 + ".53")
     assert not is_native_asset("a" * 56 + ".5")
+
+
+@pytest.mark.parametrize("package", ["agent", "wallets", "sandbox"])
+def test_every_public_name_resolves_and_import_stays_light(package):
+    """Each package's __all__ names resolve, and importing the package alone loads no pycardano."""
+    code = (
+        f"import sys, {package}\n"
+        "light = 'pycardano' not in sys.modules\n"
+        f"[getattr({package}, n) for n in {package}.__all__]\n"
+        "print('LIGHT' if light else 'HEAVY')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "LIGHT"

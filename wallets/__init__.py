@@ -6,6 +6,9 @@ so ``import wallets`` stays cheap.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from wallets.errors import (
     AddressError,
     AmountError,
@@ -21,7 +24,38 @@ from wallets.errors import (
 from wallets.networks import NETWORKS, NetworkInfo, get_network, network_for_chain
 from wallets.types import LOVELACE, OutputRef, ProtocolParams, RequiredOutput, Tip, Utxo
 
+_LAZY = {
+    "Keystore": "wallets.keystore",
+    "WalletInfo": "wallets.keystore",
+    "UnlockedWallet": "wallets.hd",
+    "Chain": "wallets.chain",
+    "FakeChain": "wallets.chain",
+    "OgmiosChain": "wallets.ogmios",
+    "PaymentSender": "wallets.sender",
+    "SignedPayment": "wallets.payment",
+    "build_payment": "wallets.payment",
+    "plan_payment": "wallets.payment",
+    "sign_payment": "wallets.payment",
+    "min_fee": "wallets.payment",
+    "min_utxo_lovelace": "wallets.payment",
+    "MemoryReservations": "wallets.reservations",
+}
+
 __all__ = [
+    "Chain",
+    "FakeChain",
+    "Keystore",
+    "MemoryReservations",
+    "OgmiosChain",
+    "PaymentSender",
+    "SignedPayment",
+    "UnlockedWallet",
+    "WalletInfo",
+    "build_payment",
+    "min_fee",
+    "min_utxo_lovelace",
+    "plan_payment",
+    "sign_payment",
     "LOVELACE",
     "NETWORKS",
     "AddressError",
@@ -43,3 +77,12 @@ __all__ = [
     "get_network",
     "network_for_chain",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wallets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
