@@ -175,8 +175,19 @@ class Agent:
                        wallet_address=self.wallet_address, timeout_s=api.timeout_s, **kwargs)
 
     def recover(self) -> dict[str, int]:
-        """Resolve unfinished payments left by a crash (see ``WalletPayer.recover``)."""
-        return self.payer().recover()
+        """Resolve unfinished payments left by a crash (see ``WalletPayer.recover``).
+
+        With nothing unfinished, no payment is in flight in any process on this home, so every
+        UTxO reservation left behind is stale: they are cleared without unlocking the wallet.
+        """
+        if self.ledger.unfinished():
+            return self.payer().recover()
+        from agent.reservations import SqliteReservations
+
+        reservations = SqliteReservations(self.db, self.config.wallet.name)
+        for owner in reservations.owners():
+            reservations.release(owner)
+        return {"kept": 0, "resubmitted": 0, "released": 0}
 
     def close(self) -> None:
         """Close the chain connection and the database."""

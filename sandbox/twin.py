@@ -41,6 +41,9 @@ class ApiTwin:
         app = create_app(config, ogmios_url=ogmios_url, clock=clock)
         try:
             sock = socket.create_server((host, port), reuse_port=False)
+            # asyncio enables TCP_NODELAY only for sockets it knows are TCP; create_server's
+            # proto is 0, so without this every answer waits ~40 ms on Nagle's algorithm.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             raise SandboxError(f"cannot listen on {host}:{port} for the T API twin: {exc.strerror}") from exc
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
