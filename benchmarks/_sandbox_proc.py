@@ -16,14 +16,14 @@ from benchmarks.errors import BenchError
 START_TIMEOUT_S = 60.0
 
 
-def _serve(conn: Any, fund: Mapping[str, int]) -> None:
+def _serve(conn: Any, fund: Mapping[str, int], block_time_s: float = 0.0) -> None:
     """Child: start the devnet and the twin, send their URLs, then answer requests until ``stop``."""
     from sandbox.billing import TwinConfig
     from sandbox.devnet import Devnet
     from sandbox.twin import ApiTwin
     from wallets.types import OutputRef
 
-    devnet = Devnet.start(block_time_s=0, fund=dict(fund))
+    devnet = Devnet.start(block_time_s=block_time_s, fund=dict(fund))
     twin = ApiTwin.start(TwinConfig(), devnet.ogmios_url, port=0)
     conn.send((devnet.ogmios_url, twin.url))
     try:
@@ -51,10 +51,10 @@ def _serve(conn: Any, fund: Mapping[str, int]) -> None:
 class SandboxProcess:
     """The child process: ``env`` for agent homes, and ``fund``/``balance``/``confirmed`` over the pipe."""
 
-    def __init__(self, fund: Mapping[str, int] | None = None) -> None:
+    def __init__(self, fund: Mapping[str, int] | None = None, *, block_time_s: float = 0.0) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process that has threads
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, dict(fund or {})), name="bench-sandbox", daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child, dict(fund or {}), block_time_s), name="bench-sandbox", daemon=True)
         self._proc.start()
         if not self._conn.poll(START_TIMEOUT_S):
             self.close()
