@@ -161,3 +161,31 @@ def test_leases_of_dead_local_processes_are_taken_back_at_once():
     assert runner.run_once().id == job.id
     assert store.get(other.id).state == "running"
     assert not lease_owner_is_dead(f"{socket.gethostname()}:{__import__('os').getpid()}-0")
+
+
+def test_a_locked_database_makes_the_runner_wait_and_loses_nothing(tmp_path, monkeypatch):
+    """While another process holds the database locked, a step fails retryably; afterwards the job runs."""
+    import sqlite3
+
+    from agent import store as store_module
+    from agent.errors import StoreError
+    from agent.queue import SqliteJobStore
+    from agent.store import Database
+
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 50)
+    db = Database(tmp_path / "agent.db")
+    db.migrate()
+    jobs = SqliteJobStore(db)
+    job = jobs.enqueue("chat", {"message": "hi"}, now=0)
+    runner = Runner(jobs, ScriptedExecutor(), clock=Clock(10.0), lease_s=0)
+    locker = sqlite3.connect(tmp_path / "agent.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError):
+            runner.run_once()
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert jobs.get(job.id).state == "queued"
+    assert runner.run_once().id == job.id
+    assert jobs.get(job.id).state == "done"
