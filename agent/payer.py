@@ -155,8 +155,9 @@ class WalletPayer:
         if existing is not None and existing.state in (SIGNED, SUBMITTED):
             log.info("invoice %s already paid by payment %s; presenting its proof", invoice.invoice_id, existing.id)
             return self._proof(existing, invoice.expires_at, partner=request.headers.get("X-Partner"))
-        if existing is not None:
-            raise PaymentError(f"invoice {invoice.invoice_id} was already {existing.state}: never paid twice")
+        if existing is not None and existing.paid:
+            raise PaymentError(f"invoice {invoice.invoice_id} was already paid ({existing.state}): never paid twice")
+        # A refused or released row paid nothing: the invoice is judged afresh.
 
         params = self.chain.protocol_params()
         fee_estimate = estimate_fee_lovelace(len(invoice.outputs), params)

@@ -267,3 +267,35 @@ def test_cbor_proof_lets_the_server_submit(agent_home_factory):
     assert row.state == "settled"
     assert home.twin.status(row.invoice_id)["txHash"] == row.tx_id
     assert before - home.balance() == 2_000_000 + row.fee_lovelace
+
+
+def test_an_invoice_refused_for_budget_can_be_paid_once_the_budget_allows(agent_home_factory):
+    """A refusal pays nothing and does not brand the invoice: after the limit is raised it is paid."""
+    body = _invoice(invoiceId="inv-retry-later")
+    home = agent_home_factory(extra="""
+        [[budgets]]
+        name = "tiny"
+        limit_ada = 1
+        window = "none"
+        """)
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if "X-Payment" in request.headers:
+            return httpx.Response(200, json={"reply": "paid"})
+        return httpx.Response(402, json=body)
+
+    with home.open() as agent:
+        with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(serve)) as t:
+            with pytest.raises(BudgetExceededError):
+                t.chat("first try")
+    home.configure(extra="""
+        [[budgets]]
+        name = "tiny"
+        limit_ada = 5
+        window = "none"
+        """)
+    with home.open() as agent:
+        with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(serve)) as t:
+            assert t.chat("second try").reply == "paid"
+        states = [r.state for r in agent.ledger.rows()]
+    assert states == ["refused", "settled"]
