@@ -299,3 +299,30 @@ def test_an_invoice_refused_for_budget_can_be_paid_once_the_budget_allows(agent_
             assert t.chat("second try").reply == "paid"
         states = [r.state for r in agent.ledger.rows()]
     assert states == ["refused", "settled"]
+
+
+def test_a_200_that_never_comes_stops_with_one_payment(agent_home):
+    """After paying, a server that times out: retries carry the same proof, then a clear error; paid once."""
+    from agent.errors import TransientApiError
+    from agent.retry import RetryPolicy
+
+    body = _invoice(invoiceId="inv-silent")
+    paid_retries: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if "X-Payment" in request.headers:
+            paid_retries.append(request.headers["X-Payment"])
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(402, json=body)
+
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        with TClient("http://silent.test", auth=agent.x402_auth(), transport=httpx.MockTransport(serve),
+                     retry=RetryPolicy(max_attempts=3, base_delay_s=0.0), sleep=lambda s: None) as t:
+            with pytest.raises(TransientApiError):
+                t.chat("answer me")
+        [row] = agent.ledger.rows()
+    agent_home.devnet.produce_block()
+    assert row.state == "submitted"  # paid, not settled: a later attempt re-presents this proof
+    assert len(set(paid_retries)) == 1 and len(paid_retries) >= 2
+    assert before - agent_home.balance() == 2_000_000 + row.fee_lovelace
