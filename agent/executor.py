@@ -43,7 +43,8 @@ class TApiExecutor:
         self._clients: dict[tuple[int, str | None], Any] = {}
         self._lock = threading.Lock()
 
-    def _client(self, partner: str | None) -> Any:
+    def client_for(self, partner: str | None) -> Any:
+        """The ``TClient`` for ``partner`` in this thread (made once per thread and partner)."""
         key = (threading.get_ident(), partner)
         with self._lock:
             client = self._clients.get(key)
@@ -66,7 +67,7 @@ class TApiExecutor:
         request = dict(job.request)
         schedule = request.pop("_schedule", None)
         partner = request.pop("partner", None)
-        client = self._client(partner)
+        client = self.client_for(partner)
         request_id = f"job{job.id}-{uuid.uuid4().hex[:12]}"
         self._reconcile_unsettled(client, job.id)
         resumed = self._resume(client, job.id, request_id)
@@ -79,19 +80,20 @@ class TApiExecutor:
         ctx = JobContext(job_id=job.id, tags=tuple(job.tags), budget=job.budget, on_state=on_state)
         with job_context(ctx):
             try:
-                data = self._call(client, job.kind, request, request_id)
+                data = self.call(client, job.kind, request, request_id)
             except PaymentRejectedError:
                 if resumed is None or not self._consumed_by_us(client, resumed.invoice_id, resumed.payment,
                                                                 int(resumed.payment_id)):
                     raise
                 log.info("job %s: invoice %s was consumed by our payment before the crash; calling afresh",
                          job.id, resumed.invoice_id)
-                data = self._call(client, job.kind, request, f"job{job.id}-{uuid.uuid4().hex[:12]}")
+                data = self.call(client, job.kind, request, f"job{job.id}-{uuid.uuid4().hex[:12]}")
         crash_point("after_call")
         return self._outcome(job, data, schedule=schedule)
 
     # -- the call ---------------------------------------------------------------------------
-    def _call(self, client: Any, kind: str, request: dict[str, Any], request_id: str) -> dict[str, Any]:
+    def call(self, client: Any, kind: str, request: dict[str, Any], request_id: str) -> dict[str, Any]:
+        """Make the API call a job of ``kind`` stands for; return its JSON-able result."""
         if kind == "chat":
             if request.get("stream"):
                 stream = client.chat_stream(request["message"], session_id=request.get("session_id"),

@@ -370,7 +370,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     with _open(args, passphrase=True) as agent:
         executor = TApiExecutor(agent)
         try:
-            client = executor._client(partner)
+            client = executor.client_for(partner)
             with job_context(JobContext(tags=tuple(args.tag) or ("cli",))):
                 if args.kind == "chat" and request.get("stream") and not args.json:
                     for event in client.chat_stream(request["message"], session_id=request.get("session_id")):
@@ -379,7 +379,7 @@ def cmd_call(args: argparse.Namespace) -> int:
                             sys.stdout.flush()
                     sys.stdout.write("\n")
                     return 0
-                data = executor._call(client, args.kind, request, f"cli-{uuid.uuid4().hex[:12]}")
+                data = executor.call(client, args.kind, request, f"cli-{uuid.uuid4().hex[:12]}")
         finally:
             executor.close()
     images = data.pop("images", None)

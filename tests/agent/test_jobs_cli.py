@@ -178,3 +178,18 @@ def test_a_job_passes_through_paying_states_and_keeps_its_request_id(agent_home)
         done = agent.jobs.get(job.id)
     assert seen == ["running", "paying", "awaiting_settlement"]
     assert done.state == "done" and done.request_id and done.request_id.startswith(f"job{job.id}-")
+
+
+def test_call_pays_and_prints_the_answer(agent_home, capsys):
+    """`call chat` pays one invoice and prints the reply; `--stream` prints the streamed text."""
+    home = str(agent_home.home)
+    before = agent_home.balance()
+    code, out, err = cli(capsys, "call", "chat", "--message", "What is Cardano?", "--home", home)
+    assert code == 0, err
+    assert out.strip()
+    code, out, err = cli(capsys, "call", "chat", "--message", "Stream it", "--stream", "--home", home)
+    assert code == 0, err
+    assert out.strip()
+    data = cli_json(capsys, "call", "token-analysis", "--token", "SNEK", "--home", home)
+    assert data["report"]
+    assert before - agent_home.balance() > 2 * 2_000_000 + 3_000_000
