@@ -47,11 +47,17 @@ register_migrations("budget", [
 class BudgetRule(Protocol):
     """The shape of ``agent.config.BudgetSpec`` that budgets need."""
 
-    name: str
-    limits: Mapping[str, int]
-    window_s: int | None
-    scope: str
-    include_fees: bool
+    # Read-only, so frozen dataclasses such as BudgetSpec satisfy it.
+    @property
+    def name(self) -> str: ...
+    @property
+    def limits(self) -> Mapping[str, int]: ...
+    @property
+    def window_s(self) -> int | None: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def include_fees(self) -> bool: ...
 
 
 @dataclass(frozen=True)

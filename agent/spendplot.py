@@ -104,7 +104,7 @@ def draw_spend(path: Path, lines: Sequence[SpendLine], *, since: float, until: f
     ax = fig.add_subplot()
     for n, line in enumerate(lines):
         color = f"C{n % 10}"
-        xs = [_utc(t) for t, _ in line.points]
+        xs = mdates.date2num([_utc(t) for t, _ in line.points])
         ys = [v / LOVELACE_PER_ADA for _, v in line.points]
         ax.step(xs, ys, where="post", color=color, linewidth=1.8, label=line.label)
         if line.limit_lovelace is not None:
@@ -113,7 +113,7 @@ def draw_spend(path: Path, lines: Sequence[SpendLine], *, since: float, until: f
     if not lines:
         ax.text(0.5, 0.5, "no budgets and no payments", transform=ax.transAxes,
                 ha="center", va="center", color="gray")
-    ax.set_xlim(_utc(since), _utc(until))
+    ax.set_xlim(float(mdates.date2num(_utc(since))), float(mdates.date2num(_utc(until))))
     ax.set_ylim(bottom=0)
     locator = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(locator)

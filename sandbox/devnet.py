@@ -414,7 +414,10 @@ class Devnet:
         self._stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         server = self._server
-        self._node.on_change = lambda: loop.call_soon_threadsafe(server.notify_mempool_changed)
+        def on_change() -> None:
+            loop.call_soon_threadsafe(server.notify_mempool_changed)
+
+        self._node.on_change = on_change
         try:
             await server.start()
         except BaseException as exc:  # noqa: BLE001 - reported to start() in the caller's thread

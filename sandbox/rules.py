@@ -389,12 +389,12 @@ def _add(total: dict[str, int], assets: Mapping[str, int], sign: int = 1) -> Non
 
 def check_value_conserved(tx: DecodedTx, spent: Iterable[Spent]) -> None:
     """3123 unless inputs + mint = outputs + fee + donation, for ADA and every asset."""
-    consumed_ada, consumed = 0, {}
+    consumed_ada, consumed = 0, dict[str, int]()
     for entry in spent:
         consumed_ada += entry.lovelace
         _add(consumed, entry.assets)
     _add(consumed, tx.mint)
-    produced_ada, produced = tx.fee + tx.donation, {}
+    produced_ada, produced = tx.fee + tx.donation, dict[str, int]()
     for out in tx.outputs:
         produced_ada += out.lovelace
         _add(produced, out.assets)

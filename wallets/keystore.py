@@ -327,7 +327,8 @@ def _well_formed(doc: Any) -> bool:
     n, r, p = kdf.get("n"), kdf.get("r"), kdf.get("p")
     if kdf.get("name") != "scrypt" or kdf.get("dklen") != _KEY_BYTES or not _is_hex(kdf.get("salt")):
         return False
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, r, p)):
+    if not (isinstance(n, int) and isinstance(r, int) and isinstance(p, int)) or any(
+            isinstance(v, bool) for v in (n, r, p)):
         return False
     if not (min(_SCRYPT_N, _SCRYPT_MIN_N) <= n and n & (n - 1) == 0 and 1 <= r and 128 * n * r <= _SCRYPT_MAX_BYTES
             and 1 <= p <= 4):

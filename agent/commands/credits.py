@@ -39,8 +39,9 @@ def cmd_credits(args: argparse.Namespace) -> int:
 
     with Agent.open(args.home) as agent:
         groups = batch_purchases(agent.ledger.rows(), args.partner)
-        partners = [args.partner] if args.partner else sorted({g["partner"] for g in groups}
-                                                              | ({agent.config.api.partner} - {None}))
+        configured = {agent.config.api.partner} if agent.config.api.partner else set()
+        partners: list[str] = [args.partner] if args.partner else sorted({str(g["partner"]) for g in groups}
+                                                                         | configured)
         wallet = None
         try:
             wallet = agent.wallet_address
