@@ -15,6 +15,8 @@ Time is always a ``now`` parameter (epoch seconds). Two backends share one contr
 
 from __future__ import annotations
 
+import abc
+
 import builtins
 import json
 import sqlite3
@@ -226,7 +228,42 @@ def _to_values(job: Job) -> tuple[Any, ...]:
             job.request_id)
 
 
-class SqliteJobStore:
+class _Transitions(abc.ABC):
+    """The state changes both backends share: each applies a pure rule through ``_change``."""
+
+    @abc.abstractmethod
+    def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
+        """Apply ``fn`` to job ``job_id`` atomically in this backend's storage; return the new job."""
+
+    def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job:
+        """Extend ``worker_id``'s lease on the job (LeaseLostError if it no longer holds it)."""
+        return self._change(job_id, lambda j: _heartbeat(j, worker_id, now, lease_s))
+
+    def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
+                  request_id: str | None = None) -> Job:
+        """Move a claimed job between running, paying and awaiting_settlement."""
+        return self._change(job_id, lambda j: _set_state(j, state, worker_id, now, request_id))
+
+    def complete(self, job_id: int, *, result: Mapping[str, Any] | None, result_path: str | None,
+                 now: float, worker_id: str | None = None) -> Job:
+        """Mark a claimed job done with its summary and result location."""
+        return self._change(job_id, lambda j: _complete(j, result, result_path, now, worker_id))
+
+    def fail(self, job_id: int, error: str, *, now: float, retry_at: float | None,
+             worker_id: str | None = None) -> Job:
+        """Requeue at ``retry_at`` (while attempts remain) or mark failed for good (``None``)."""
+        return self._change(job_id, lambda j: _fail(j, error, now, retry_at, worker_id))
+
+    def cancel(self, job_id: int, now: float) -> Job:
+        """Cancel a queued or failed job (JobError for a running or finished one)."""
+        return self._change(job_id, lambda j: _cancel(j, now))
+
+    def retry(self, job_id: int, now: float) -> Job:
+        """Queue a failed or cancelled job again now, with its attempts reset."""
+        return self._change(job_id, lambda j: _retry(j, now))
+
+
+class SqliteJobStore(_Transitions):
     """The job store in the agent database; safe across threads and processes."""
 
     def __init__(self, db: Database) -> None:
@@ -268,40 +305,13 @@ class SqliteJobStore:
             self._save(conn, job)
             return job
 
-    def _change(self, job_id: int, fn: Any) -> Job:
+    def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self.db.atomic() as conn:
             job = self._get(conn, job_id)
             new = fn(job)
             if new is not job:
                 self._save(conn, new)
             return new
-
-    def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job:
-        """Extend ``worker_id``'s lease on the job (LeaseLostError if it no longer holds it)."""
-        return self._change(job_id, lambda j: _heartbeat(j, worker_id, now, lease_s))
-
-    def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
-                  request_id: str | None = None) -> Job:
-        """Move a claimed job between running, paying and awaiting_settlement."""
-        return self._change(job_id, lambda j: _set_state(j, state, worker_id, now, request_id))
-
-    def complete(self, job_id: int, *, result: Mapping[str, Any] | None, result_path: str | None,
-                 now: float, worker_id: str | None = None) -> Job:
-        """Mark a claimed job done with its summary and result location."""
-        return self._change(job_id, lambda j: _complete(j, result, result_path, now, worker_id))
-
-    def fail(self, job_id: int, error: str, *, now: float, retry_at: float | None,
-             worker_id: str | None = None) -> Job:
-        """Requeue at ``retry_at`` (while attempts remain) or mark failed for good (``None``)."""
-        return self._change(job_id, lambda j: _fail(j, error, now, retry_at, worker_id))
-
-    def cancel(self, job_id: int, now: float) -> Job:
-        """Cancel a queued or failed job (JobError for a running or finished one)."""
-        return self._change(job_id, lambda j: _cancel(j, now))
-
-    def retry(self, job_id: int, now: float) -> Job:
-        """Queue a failed or cancelled job again now, with its attempts reset."""
-        return self._change(job_id, lambda j: _retry(j, now))
 
     def get(self, job_id: int) -> Job:
         """Return job ``job_id`` (JobError if none)."""
@@ -360,7 +370,7 @@ class SqliteJobStore:
 
 # -- memory ------------------------------------------------------------------------------------
 
-class MemoryJobStore:
+class MemoryJobStore(_Transitions):
     """The same contract in a dict guarded by a lock: for tests and for embedding without a home."""
 
     def __init__(self) -> None:
@@ -406,39 +416,12 @@ class MemoryJobStore:
             self._jobs[job.id] = job
             return job
 
-    def _change(self, job_id: int, fn: Any) -> Job:
+    def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self._lock:
             job = self._get(job_id)
             new = fn(job)
             self._jobs[job_id] = new
             return new
-
-    def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job:
-        """Extend ``worker_id``'s lease on the job (LeaseLostError if it no longer holds it)."""
-        return self._change(job_id, lambda j: _heartbeat(j, worker_id, now, lease_s))
-
-    def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
-                  request_id: str | None = None) -> Job:
-        """Move a claimed job between running, paying and awaiting_settlement."""
-        return self._change(job_id, lambda j: _set_state(j, state, worker_id, now, request_id))
-
-    def complete(self, job_id: int, *, result: Mapping[str, Any] | None, result_path: str | None,
-                 now: float, worker_id: str | None = None) -> Job:
-        """Mark a claimed job done with its summary and result location."""
-        return self._change(job_id, lambda j: _complete(j, result, result_path, now, worker_id))
-
-    def fail(self, job_id: int, error: str, *, now: float, retry_at: float | None,
-             worker_id: str | None = None) -> Job:
-        """Requeue at ``retry_at`` (while attempts remain) or mark failed for good (``None``)."""
-        return self._change(job_id, lambda j: _fail(j, error, now, retry_at, worker_id))
-
-    def cancel(self, job_id: int, now: float) -> Job:
-        """Cancel a queued or failed job (JobError for a running or finished one)."""
-        return self._change(job_id, lambda j: _cancel(j, now))
-
-    def retry(self, job_id: int, now: float) -> Job:
-        """Queue a failed or cancelled job again now, with its attempts reset."""
-        return self._change(job_id, lambda j: _retry(j, now))
 
     def get(self, job_id: int) -> Job:
         """Return job ``job_id`` (JobError if none)."""
