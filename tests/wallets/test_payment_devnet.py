@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+from tests.threads import run_threads
 
 from tests.fixtures.devnet import DevnetKey, new_key
 from wallets.errors import (
@@ -49,26 +50,6 @@ def ledger_fee_minimum(devnet: Any, cbor: bytes) -> int:
 
     p = devnet.ledger.params
     return p.min_fee_coefficient * decode_transaction(cbor).size + p.min_fee_constant
-
-
-def run_threads(n: int, target: Callable[[int], Any]) -> list[BaseException]:
-    """Run ``target(i)`` in ``n`` threads released together; return what they raised."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-
-    def body(i: int) -> None:
-        barrier.wait()
-        try:
-            target(i)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return errors
 
 
 @pytest.mark.parametrize("n_outputs", [1, 3, 10])

@@ -8,6 +8,8 @@ from typing import Any, Collection
 
 import pytest
 
+from tests.threads import run_threads
+
 from tests.wallets.test_payment import KeySigner, fresh_address
 from wallets.chain import FakeChain
 from wallets.errors import (
@@ -27,26 +29,6 @@ TTL = 10_000
 def ada(address: str, lovelace: int) -> list[RequiredOutput]:
     """One ADA output."""
     return [RequiredOutput(address, lovelace)]
-
-
-def run_threads(n: int, target: Any) -> list[BaseException]:
-    """Start ``n`` threads on ``target(i)`` at once; return what they raised."""
-    errors: list[BaseException] = []
-    start = threading.Barrier(n)
-
-    def body(i: int) -> None:
-        start.wait()
-        try:
-            target(i)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return errors
 
 
 @pytest.fixture
