@@ -29,7 +29,7 @@ from sandbox.ledger import Block, Ledger, LedgerParams, TxOut
 from wallets.types import OutputRef
 
 PARAMS = LedgerParams()
-SCHEMA_DIR = Path(__file__).resolve().parents[3] / "shared" / "ogmios" / "schemas" / "v6.6"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "ogmios" / "schemas" / "v6.6"
 TOKEN = "ab" * 28 + ".746f6b656e"
 
 

@@ -18,7 +18,7 @@ from tests.fixtures.devnet import new_key
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
 
 
-SCHEMA_DIR = Path(__file__).resolve().parents[3] / "shared" / "ogmios" / "schemas" / "v6.6"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "ogmios" / "schemas" / "v6.6"
 
 
 def _relaxed_schemas() -> tuple[dict[str, Any], dict[str, Any]]:

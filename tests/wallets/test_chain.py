@@ -23,7 +23,7 @@ from wallets.errors import (
 from wallets.ogmios import OgmiosChain, parse_protocol_params, parse_ratio, parse_utxo
 from wallets.types import OutputRef, RequiredOutput
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "ogmios" / "test-vectors" / "v6.14.0"
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "ogmios" / "test-vectors" / "v6.14.0"
 TX = "ab" * 32
 TIP = {"slot": 1234, "id": "cd" * 32}
 
