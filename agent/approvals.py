@@ -5,6 +5,15 @@
 :class:`Approvals` holds parked payments: the invoice, who asked for it and a small summary.
 Approving a parked payee change adds its ``new_payees`` to the host's pins, so the next
 invoice to the new address passes. Hosts are compared lower-case.
+
+An approval is bound to the exact terms it was asked for (:func:`invoice_terms`: host,
+chain, every output's address, asset and amount, expiry): an invoice reusing an approved id
+with anything different is parked again. A job's approval covers a re-issued invoice for
+that job only with the same host, chain and outputs.
+
+The first payment to a host pins its payees with one atomic insert-if-absent
+(:meth:`PayeePins.claim_first`), so two concurrent first contacts, in threads or processes
+sharing a home, cannot both pin: the loser sees the winner's payees and is parked.
 """
 
 from __future__ import annotations
@@ -13,10 +22,13 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from agent.errors import AgentError, StoreError
 from agent.store import Database, register_migrations
+
+if TYPE_CHECKING:
+    from agent.x402 import Invoice
 
 PENDING, APPROVED, DENIED = "pending", "approved", "denied"
 NEW_PAYEES_KEY = "new_payees"
@@ -44,7 +56,49 @@ register_migrations("approvals", [
     CREATE INDEX approvals_by_state ON approvals (state);
     CREATE INDEX approvals_by_job ON approvals (job_id);
     """,
+    # Approvals bound to terms: one invoice id may be parked again with other terms.
+    # Rows from before have no terms ('') and so match no invoice: they ask again.
+    """
+    CREATE TABLE approvals_v2 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        invoice_id TEXT    NOT NULL,
+        terms      TEXT    NOT NULL DEFAULT '',
+        host       TEXT    NOT NULL,
+        route      TEXT,
+        job_id     INTEGER,
+        summary    TEXT    NOT NULL,
+        state      TEXT    NOT NULL CHECK (state IN ('pending', 'approved', 'denied')),
+        created_at REAL    NOT NULL,
+        decided_at REAL,
+        UNIQUE (invoice_id, terms)
+    );
+    INSERT INTO approvals_v2 (id, invoice_id, terms, host, route, job_id, summary, state, created_at, decided_at)
+        SELECT id, invoice_id, '', host, route, job_id, summary, state, created_at, decided_at FROM approvals;
+    DROP TABLE approvals;
+    ALTER TABLE approvals_v2 RENAME TO approvals;
+    CREATE INDEX approvals_by_state ON approvals (state);
+    CREATE INDEX approvals_by_job ON approvals (job_id);
+    """,
 ])
+
+
+def invoice_terms(invoice: "Invoice", host: str) -> dict[str, Any]:
+    """The terms an approval binds: host, chain, each output (address, asset, amount) and expiry."""
+    return {
+        "host": host.lower(),
+        "chain": invoice.network.name,
+        "outputs": sorted([out.address, out.asset, int(out.amount)] for out in invoice.outputs),
+        "expires_at": invoice.expires_at.isoformat(),
+    }
+
+
+def _terms_key(terms: Mapping[str, Any] | None) -> str:
+    return "" if terms is None else json.dumps(dict(terms), sort_keys=True, separators=(",", ":"))
+
+
+def _same_payment(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same host, chain and outputs (expiry aside): a job's re-issued invoice for the same thing."""
+    return all(a.get(k) == b.get(k) for k in ("host", "chain", "outputs")) and bool(a.get("outputs"))
 
 
 def _rowid(cur: sqlite3.Cursor) -> int:
@@ -71,12 +125,15 @@ class Approval:
     state: str
     created_at: float
     decided_at: float | None
+    terms: dict[str, Any] | None = None
+    """The invoice terms approved (:func:`invoice_terms`); None for an approval from before terms."""
 
 
 def _approval(r: Any) -> Approval:
+    terms = json.loads(r["terms"]) if r["terms"] else None
     return Approval(id=r["id"], invoice_id=r["invoice_id"], host=r["host"], route=r["route"],
                     job_id=r["job_id"], summary=json.loads(r["summary"]), state=r["state"],
-                    created_at=r["created_at"], decided_at=r["decided_at"])
+                    created_at=r["created_at"], decided_at=r["decided_at"], terms=terms)
 
 
 def _jsonable(value: Any) -> Any:
@@ -105,6 +162,22 @@ class PayeePins:
             raise ValueError(f"pinning {host!r} needs at least one address")
         with self.db.atomic() as conn:
             self._pin(conn, host, wanted, now, replace=True)
+        return wanted
+
+    def claim_first(self, host: str, addresses: Iterable[str], now: float) -> frozenset[str]:
+        """Pin ``addresses`` for ``host`` unless it is pinned already; return the host's pins after.
+
+        One ``BEGIN IMMEDIATE`` transaction: of two first contacts racing (threads or
+        processes), exactly one pins; the other gets the winner's payees back.
+        """
+        wanted = frozenset(addresses)
+        if not wanted:
+            raise ValueError(f"pinning {host!r} needs at least one address")
+        with self.db.atomic() as conn:
+            rows = conn.execute("SELECT address FROM payee_pins WHERE host = ?", (host.lower(),)).fetchall()
+            if rows:
+                return frozenset(r["address"] for r in rows)
+            self._pin(conn, host, wanted, now, replace=False)
         return wanted
 
     def add(self, host: str, addresses: Iterable[str], now: float) -> frozenset[str]:
@@ -137,23 +210,46 @@ class Approvals:
         self.db = db
 
     def park(self, *, invoice_id: str, host: str, route: str | None, job_id: int | None,
-             summary: Mapping[str, Any], now: float) -> int:
-        """Park the payment of ``invoice_id`` and return its approval id.
+             summary: Mapping[str, Any], now: float, terms: Mapping[str, Any] | None = None) -> int:
+        """Park the payment of ``invoice_id`` on ``terms`` and return its approval id.
 
-        An invoice is parked once: parking it again returns the existing id, whatever its
-        state (look at :meth:`status` to see whether it was decided).
+        An invoice is parked once per terms: parking it again on the same terms returns the
+        existing id, whatever its state (look at :meth:`status` to see whether it was
+        decided); the same id on other terms is a new approval.
         """
         body = json.dumps(dict(summary), sort_keys=True, default=_jsonable)
+        key = _terms_key(terms)
         with self.db.atomic() as conn:
-            found = conn.execute("SELECT id FROM approvals WHERE invoice_id = ?", (invoice_id,)).fetchone()
+            found = conn.execute("SELECT id FROM approvals WHERE invoice_id = ? AND terms = ?",
+                                 (invoice_id, key)).fetchone()
             if found is not None:
                 return int(found["id"])
             cur = conn.execute(
-                "INSERT INTO approvals (invoice_id, host, route, job_id, summary, state, created_at)"
-                " VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                (invoice_id, host.lower(), route, job_id, body, now),
+                "INSERT INTO approvals (invoice_id, terms, host, route, job_id, summary, state, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (invoice_id, key, host.lower(), route, job_id, body, now),
             )
             return _rowid(cur)
+
+    def approved_for(self, *, invoice_id: str, terms: Mapping[str, Any], job_id: int | None = None) -> bool:
+        """Did a human approve paying exactly ``terms``?
+
+        Either this invoice on these very terms, or (for a job) an approval of the same job
+        for the same host, chain and outputs, whatever its invoice id and expiry.
+        """
+        exact = self.db.execute("SELECT state FROM approvals WHERE invoice_id = ? AND terms = ?",
+                                (invoice_id, _terms_key(terms))).fetchone()
+        if exact is not None:
+            return bool(exact["state"] == APPROVED)
+        if job_id is None:
+            return False
+        return any(a.state == APPROVED and a.terms is not None and _same_payment(a.terms, terms)
+                   for a in self.for_job(job_id))
+
+    def for_job(self, job_id: int) -> list[Approval]:
+        """Every approval parked by job ``job_id``, oldest first."""
+        return [_approval(r) for r in self.db.execute(
+            "SELECT * FROM approvals WHERE job_id = ? ORDER BY id", (job_id,))]
 
     def approve(self, approval_id: int, now: float) -> Approval:
         """Approve a pending payment; a payee change adds its new payees to the host's pins."""
@@ -194,8 +290,9 @@ class Approvals:
             "SELECT * FROM approvals WHERE state = 'pending' ORDER BY id")]
 
     def for_invoice(self, invoice_id: str) -> Approval | None:
-        """Return the approval of ``invoice_id``, or None if it was never parked."""
-        r = self.db.execute("SELECT * FROM approvals WHERE invoice_id = ?", (invoice_id,)).fetchone()
+        """Return the latest approval of ``invoice_id`` (on any terms), or None if it was never parked."""
+        r = self.db.execute("SELECT * FROM approvals WHERE invoice_id = ? ORDER BY id DESC LIMIT 1",
+                            (invoice_id,)).fetchone()
         return _approval(r) if r else None
 
     def status(self, *, invoice_id: str | None = None, job_id: int | None = None) -> str | None:

@@ -110,6 +110,10 @@ class PaymentUnconfirmedError(PaymentRejectedError):
     """The server kept answering ``pending`` until the invoice expired."""
 
 
+class ProofRedirectError(PaymentRejectedError):
+    """The paid retry was answered from another host (a redirect): no verdict on the payment."""
+
+
 class AsyncAuthOnlyError(AgentError):
     """An async-only auth (or an async handler) was used with a sync ``httpx.Client``."""
 
@@ -163,6 +167,20 @@ def response_detail(response: httpx.Response) -> Any:
 def _payment_status(detail: Any) -> str | None:
     status = detail.get("status") if isinstance(detail, dict) else None
     return status.lower() if isinstance(status, str) else None
+
+
+def _sent(response: httpx.Response, default: httpx.Request) -> httpx.Request:
+    """The request ``response`` answers (after any redirect), or ``default`` when it has none set."""
+    try:
+        return response.request
+    except RuntimeError:
+        return default
+
+
+def _origin(url: httpx.URL) -> str:
+    """``scheme://host:port`` of ``url``, lower-case, with the default port made explicit."""
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    return f"{url.scheme}://{url.host.lower()}:{port}"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -280,6 +298,14 @@ class X402Auth(httpx.Auth):
             if response.status_code != 402:
                 return
             yield _Read(response)
+            # The invoice is judged against the host that issued it, which is not the host
+            # asked when a client following redirects was sent elsewhere; the paid retry goes
+            # to that same host, so the proof never reaches a host that did not ask for it.
+            issuer = _sent(response, request)
+            if _origin(issuer.url) != _origin(request.url):
+                logger.warning("invoice from %s, reached by a redirect from %s", _origin(issuer.url),
+                               _origin(request.url))
+                request = issuer
             proof = yield _Pay(request, response.content)
             self._proofs.put(key, proof)
             logger.info("paid invoice=%s request_id=%s; retrying %s %s", proof.invoice_id, key,
@@ -289,6 +315,15 @@ class X402Auth(httpx.Auth):
 
         polls = 0
         while True:
+            answered = _sent(response, request)
+            if _origin(answered.url) != _origin(request.url):
+                # The paid call was redirected to another host: its answer says nothing about
+                # this payment. The proof is kept (the paid call may be resent to its host).
+                raise ProofRedirectError(
+                    f"invoice {proof.invoice_id}: the paid call to {_origin(request.url)} was redirected to "
+                    f"{_origin(answered.url)}; its answer is not taken as the paid call's",
+                    status=response.status_code, detail=None, invoice_id=proof.invoice_id, request_id=key,
+                )
             status = response.status_code
             if 200 <= status < 300:
                 self._proofs.drop(key)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
+from agent.approvals import invoice_terms
 from agent.auth import Proof, proof_headers, response_detail
 from agent.faults import crash_point
 from agent.errors import (
@@ -164,24 +165,33 @@ class WalletPayer:
         estimated_cost = self._cost_estimate(invoice, params) + fee_estimate
         refusal = dict(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
                        amounts=invoice.total_by_asset(), outputs=invoice.outputs, tags=ctx.tags)
+        terms = invoice_terms(invoice, host)
         try:
             if invoice.seconds_left(now_dt) < MIN_PAYABLE_S:
                 raise PolicyError(f"invoice {invoice.invoice_id} expires in {invoice.seconds_left(now_dt)}s: "
                                   "too close to pay safely", reason="expired")
             decision = check_invoice(invoice, self.policy, network=self.network, host=host, now=now_dt,
                                      cost_lovelace=estimated_cost, pinned=self.pins.pinned(host))
-            if decision.approval_required and not self._approved(invoice, ctx, estimated_cost):
+            if decision.approval_required and not self.approvals.approved_for(
+                    invoice_id=invoice.invoice_id, terms=terms, job_id=ctx.job_id):
                 approval_id = self.approvals.park(
-                    invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
+                    invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id, terms=terms,
                     summary={"cost_lovelace": estimated_cost, "payees": sorted(invoice.payees),
-                             "amounts": invoice.total_by_asset()}, now=now)
+                             "amounts": invoice.total_by_asset(), "expires_at": terms["expires_at"]}, now=now)
                 raise ApprovalRequiredError(
                     f"invoice {invoice.invoice_id} costs about {estimated_cost / 1e6:.6f} ADA, above the "
                     f"approval threshold: run `cardano-agent approve {approval_id}`", approval_id=str(approval_id))
+            if decision.pin:
+                # First contact: pin atomically; a competing first contact that pinned other
+                # payees first wins, and this invoice is judged against its pins (parked).
+                pinned = self.pins.claim_first(host, decision.pin, now)
+                if pinned != decision.pin:
+                    check_invoice(invoice, self.policy, network=self.network, host=host, now=now_dt,
+                                  cost_lovelace=estimated_cost, pinned=pinned)
         except PolicyError as exc:
             if exc.reason == "payee_changed":
                 self.approvals.park(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
-                                    summary={"new_payees": sorted(invoice.payees)}, now=now)
+                                    terms=terms, summary={"new_payees": sorted(invoice.payees)}, now=now)
             self.ledger.record_refusal(reason=f"{exc.reason}: {exc}", now=now, **refusal)
             raise
         try:
@@ -248,8 +258,6 @@ class WalletPayer:
             self.ledger.mark_refused(row.id, str(exc), now=self.clock())
             raise
         crash_point("after_sign")
-        if pin:
-            self.pins.pin(host, pin, self.clock())
         if self.proof_mode == "hash":
             try:
                 self.sender.submit(payment, owner=owner)
@@ -296,18 +304,6 @@ class WalletPayer:
             else:
                 total += min_utxo_lovelace(out.address, 0, {out.asset: out.amount}, params)
         return total
-
-    def _approved(self, invoice: Invoice, ctx: JobContext, cost: int) -> bool:
-        """A human approved this invoice, or this job's parked payment for at least this cost."""
-        found = self.approvals.for_invoice(invoice.invoice_id)
-        if found is not None:
-            return found.state == "approved"
-        if ctx.job_id is None:
-            return False
-        for approval in _job_approvals(self.approvals, ctx.job_id):
-            if approval.state == "approved" and int(approval.summary.get("cost_lovelace", 0)) >= cost:
-                return True
-        return False
 
     # -- crash recovery ---------------------------------------------------------------------
     def resume_proof(self, job_id: int) -> Proof | None:
@@ -394,7 +390,3 @@ class WalletPayer:
         except WalletError as exc:
             log.debug("payment %s not tracked: %s", row.id, exc)
 
-
-def _job_approvals(approvals: Any, job_id: int) -> list[Any]:
-    rows = approvals.db.execute("SELECT id FROM approvals WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
-    return [approvals.get(int(r["id"])) for r in rows]

@@ -1,0 +1,236 @@
+"""Issue 10's guards on the money path, on the devnet: approvals bound to their terms, the
+first-contact pinning race, redirects, and expiry judged against the chain's clock.
+
+"Nothing was paid" is read from the devnet ledger (the wallet's balance did not move) and
+from the spend ledger (no paid row).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from agent.errors import ApprovalRequiredError, InvoiceError, PolicyError
+from agent.payer import JobContext, job_context
+from agent.tapi import TClient
+from sandbox.billing import ACME_ADDRESS, DEFAULT_PAY_TO, GLOBEX_ADDRESS
+
+
+def paid_rows(agent):
+    return [r for r in agent.ledger.rows() if r.paid]
+
+
+def invoice(invoice_id: str, pay_to: str, ada: int, **over):
+    body = {"version": "0.1", "invoiceId": invoice_id, "chain": "cardano-devnet", "asset": "ADA",
+            "amountUnits": str(ada * 1_000_000), "decimals": 6, "payTo": pay_to, "timeout": 300,
+            "extra": {"lovelace": True, "babel": False}}
+    body.update(over)
+    return {"detail": body}
+
+
+class Shop:
+    """A mock API: answers 402 with ``self.body`` and 200 to any paid retry; records what it saw."""
+
+    def __init__(self, body=None):
+        self.body = body
+        self.seen: list[tuple[str, bool]] = []
+        """(host, carried a proof) of each request, as it was when received."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.url.host, "X-Payment" in request.headers))
+        if "X-Payment" in request.headers:
+            return httpx.Response(200, json={"reply": "paid"})
+        body = self.body(request) if callable(self.body) else self.body
+        return httpx.Response(402, json=body)
+
+
+# -- finding 3: an approval is bound to the terms it approved --------------------------------------
+
+
+def test_approved_invoice_swapped_for_another_payee_and_amount_asks_again(agent_home_factory):
+    """2 ADA to payee 1 approved; then 9 ADA to payee 2 under the same id asks again, nothing paid."""
+    home = agent_home_factory(extra="approve_above_ada = 1\n")
+    shop = Shop(invoice("inv-swap", DEFAULT_PAY_TO, 2))
+    before = home.balance()
+    with home.open() as agent:
+        with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(shop)) as t:
+            with pytest.raises(ApprovalRequiredError) as first:
+                t.chat("ask")
+            agent.approvals.approve(int(first.value.approval_id), now=time.time())
+            shop.body = invoice("inv-swap", ACME_ADDRESS, 9)
+            with pytest.raises(ApprovalRequiredError) as second:
+                t.chat("swapped")
+            assert second.value.approval_id != first.value.approval_id
+            assert not paid_rows(agent)
+            parked = agent.approvals.get(int(second.value.approval_id))
+            assert parked.state == "pending" and parked.terms["outputs"] == [[ACME_ADDRESS, "lovelace", 9_000_000]]
+    assert home.balance() == before
+
+
+def test_approved_invoice_is_paid_on_exactly_its_terms(agent_home_factory):
+    """The approved terms, presented again, are paid once: 2 ADA to payee 1."""
+    home = agent_home_factory(extra="approve_above_ada = 1\n")
+    shop = Shop(invoice("inv-ok", DEFAULT_PAY_TO, 2, timeout=None,
+                        expiresAt=(datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()))
+    payee_before = home.balance(DEFAULT_PAY_TO)
+    with home.open() as agent:
+        with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(shop)) as t:
+            with pytest.raises(ApprovalRequiredError) as first:
+                t.chat("ask")
+            agent.approvals.approve(int(first.value.approval_id), now=time.time())
+            assert t.chat("approved").reply == "paid"
+            [row] = paid_rows(agent)
+    home.devnet.produce_block()
+    assert home.balance(DEFAULT_PAY_TO) - payee_before == 2_000_000 and row.invoice_id == "inv-ok"
+
+
+def test_job_approval_does_not_cover_another_payee(agent_home_factory):
+    """A job's approval of 9 ADA to payee 1 does not pay a cheaper invoice to payee 2 for that job."""
+    home = agent_home_factory(extra="approve_above_ada = 1\n")
+    shop = Shop(invoice("inv-job-1", DEFAULT_PAY_TO, 9))
+    before = home.balance()
+    with home.open() as agent:
+        with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(shop)) as t:
+            with job_context(JobContext(job_id=7)):
+                with pytest.raises(ApprovalRequiredError) as first:
+                    t.chat("ask")
+                agent.approvals.approve(int(first.value.approval_id), now=time.time())
+                shop.body = invoice("inv-job-2", GLOBEX_ADDRESS, 2)
+                with pytest.raises(ApprovalRequiredError):
+                    t.chat("other payee, lower price")
+            assert not paid_rows(agent)
+    assert home.balance() == before
+
+
+def test_job_approval_covers_a_reissued_invoice_with_the_same_outputs(agent_home_factory):
+    """The job retried gets a new invoice id for the same payment: the job's approval pays it."""
+    home = agent_home_factory(extra="approve_above_ada = 1\n")
+    shop = Shop(invoice("inv-job-a", DEFAULT_PAY_TO, 2))
+    with home.open() as agent:
+        with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(shop)) as t:
+            with job_context(JobContext(job_id=8)):
+                with pytest.raises(ApprovalRequiredError) as first:
+                    t.chat("ask")
+                agent.approvals.approve(int(first.value.approval_id), now=time.time())
+                shop.body = invoice("inv-job-b", DEFAULT_PAY_TO, 2)
+                assert t.chat("retried").reply == "paid"
+            assert [r.invoice_id for r in paid_rows(agent)] == ["inv-job-b"]
+
+
+# -- finding 4: first contact with a host is serialized ---------------------------------------------
+
+
+def test_two_concurrent_first_contacts_with_different_payees_pay_once(agent_home):
+    """Two first calls to an unpinned host race with different payees: one pays and pins, the other is parked."""
+    payee_for = {"a": DEFAULT_PAY_TO, "b": ACME_ADDRESS}
+
+    def body(request: httpx.Request):
+        who = "a" if b'"first a"' in request.content else "b"
+        return invoice(f"inv-race-{who}", payee_for[who], 2)
+
+    shop = Shop(body)
+    before = home_balance = agent_home.balance()
+    outcomes: dict[str, object] = {}
+    with agent_home.open() as agent:
+        agent.payer()  # unlock once before the threads start
+        # Both threads read the (empty) pins before either goes on: the race, made certain.
+        barrier = threading.Barrier(2, timeout=30)
+        read_pins = agent.pins.pinned
+
+        def pinned(host: str):
+            found = read_pins(host)
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+            return found
+
+        agent.pins.pinned = pinned
+
+        def call(who: str) -> None:
+            with TClient("http://race.test", auth=agent.x402_auth(), transport=httpx.MockTransport(shop)) as t:
+                try:
+                    outcomes[who] = t.chat(f"first {who}").reply
+                except PolicyError as exc:
+                    outcomes[who] = exc
+
+        threads = [threading.Thread(target=call, args=(who,)) for who in "ab"]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        rows = paid_rows(agent)
+        pins = agent.pins.hosts()["race.test"]
+        parked = agent.approvals.pending()
+    agent_home.devnet.produce_block()
+    assert sorted(str(type(o).__name__) for o in outcomes.values()) == ["PayeeChangedError", "str"]
+    [row] = rows
+    winner = "a" if row.invoice_id == "inv-race-a" else "b"
+    loser = "b" if winner == "a" else "a"
+    assert pins == frozenset({payee_for[winner]})
+    assert [p.invoice_id for p in parked] == [f"inv-race-{loser}"]
+    assert home_balance - agent_home.balance() == 2_000_000 + row.fee_lovelace
+    assert before - agent_home.balance() == row.cost_lovelace
+
+
+def test_claim_first_pins_once_across_two_database_handles(tmp_path):
+    """Two handles on one agent.db (as two processes): the first claim pins, the second gets it back."""
+    from agent.approvals import PayeePins
+    from agent.store import Database
+
+    one, two = Database.in_home(tmp_path), Database.in_home(tmp_path)
+    assert PayeePins(one).claim_first("Host.test", {"addr_a"}, 1.0) == frozenset({"addr_a"})
+    assert PayeePins(two).claim_first("host.test", {"addr_b"}, 2.0) == frozenset({"addr_a"})
+    assert PayeePins(two).pinned("host.test") == frozenset({"addr_a"})
+
+
+# -- finding 5: redirects -----------------------------------------------------------------------------
+
+
+def _redirecting(good: Shop, evil: Shop, *, redirect_paid: bool = False):
+    """good.test redirects unpaid calls (or, with ``redirect_paid``, paid ones) to evil.test."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "good.test":
+            if redirect_paid == ("X-Payment" in request.headers):
+                good.seen.append((request.url.host, "X-Payment" in request.headers))
+                return httpx.Response(307, headers={"Location": "http://evil.test/chat"})
+            return good(request)
+        return evil(request)
+
+    return httpx.MockTransport(handle)
+
+
+def test_invoice_from_a_redirect_is_judged_against_the_host_that_issued_it(agent_home_factory):
+    """good.test redirects to evil.test, whose invoice pays a payee outside evil.test's allowlist: refused, nothing paid."""
+    home = agent_home_factory(extra=f"""
+        [policy.payees]
+        "evil.test" = ["{DEFAULT_PAY_TO}"]
+        """)
+    good, evil = Shop(invoice("inv-good", DEFAULT_PAY_TO, 2)), Shop(invoice("inv-evil", ACME_ADDRESS, 2))
+    before = home.balance()
+    with home.open() as agent:
+        with httpx.Client(auth=agent.x402_auth(), transport=_redirecting(good, evil), follow_redirects=True) as c:
+            with pytest.raises(PolicyError) as err:
+                c.post("http://good.test/chat", json={"message": "hi"})
+        assert not paid_rows(agent)
+        [refused] = agent.ledger.rows()
+    assert err.value.reason == "payee_not_allowed"
+    assert refused.host == "evil.test"
+    assert not [host for host, paid in evil.seen if paid]
+    assert home.balance() == before
+
+
+def test_paid_retry_goes_to_the_host_that_issued_the_invoice(agent_home):
+    """A redirect to evil.test that issues a payable invoice: the proof goes to evil.test, never to good.test."""
+    good, evil = Shop(invoice("inv-good", DEFAULT_PAY_TO, 2)), Shop(invoice("inv-evil", DEFAULT_PAY_TO, 2))
+    with agent_home.open() as agent:
+        with httpx.Client(auth=agent.x402_auth(), transport=_redirecting(good, evil), follow_redirects=True) as c:
+            assert c.post("http://good.test/chat", json={"message": "hi"}).json() == {"reply": "paid"}
+        [row] = paid_rows(agent)
+    assert row.host == "evil.test" and row.state == "settled"
+    assert [host for host, paid in good.seen + evil.seen if paid] == ["evil.test"]
