@@ -56,7 +56,18 @@ def _start_twin(args: argparse.Namespace, running: Running) -> None:
     running.stoppers.append(twin.stop)
 
 
-SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet, _start_twin]
+def _start_x402(args: argparse.Namespace, running: Running) -> None:
+    if getattr(args, "x402_port", None) is None:
+        return
+    from sandbox.x402_server import X402Server
+
+    server = X402Server.start(running.handles["devnet"], host=args.host, port=args.x402_port)
+    running.handles["x402"] = server
+    running.urls["x402"] = server.url
+    running.stoppers.append(server.stop)
+
+
+SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet, _start_twin, _start_x402]
 """Service starters run in order by ``sandbox up``; each records its URL and its stopper."""
 
 
@@ -90,6 +101,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="T API twin port (default 8402; 0: any free port)")
     up.add_argument("--api-config", type=Path, default=None, metavar="FILE",
                     help="T API twin billing config (TOML; default: built-in prices, keys and partners)")
+    up.add_argument("--x402-port", type=int, default=None, metavar="PORT",
+                    help="also serve an x402 v2 resource server + facilitator on the devnet (0: any free port)")
     up.add_argument("--fund", type=_fund_pair, action="append", default=[], metavar="ADDR=LOVELACE",
                     help="genesis funds for an address (repeatable)")
     up.set_defaults(func=_up)
