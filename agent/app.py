@@ -11,6 +11,7 @@ nor the chain; only paying unlocks the wallet and connects to Ogmios.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -188,6 +189,196 @@ class Agent:
         for owner in reservations.owners():
             reservations.release(owner)
         return {"kept": 0, "resubmitted": 0, "released": 0}
+
+    # -- reading and deciding: the one library under the CLI, the console and MCP ----------
+    def _now(self, now: float | None) -> float:
+        return self.clock() if now is None else now
+
+    def budget_usage(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Each budget's limit, spent, reserved, remaining and percent used, per asset."""
+        from agent.views import usage_view
+
+        scopes = {s.name: s.scope for s in self.budgets.specs}
+        return [usage_view(u, scopes[u.name]) for u in self.budgets.usage(self._now(now))]
+
+    def wallet_status(self, *, offline: bool = False, timeout_s: float = 2.0) -> dict[str, Any]:
+        """The wallet's name, address and network (no passphrase); with the chain, its balance.
+
+        Never raises: a missing wallet or an unreachable chain is reported in ``error``.
+        """
+        name = self.config.wallet.name
+        try:
+            info = self.keystore.info(name)
+        except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+            return {"name": name, "error": f"no wallet: {exc}"}
+        out: dict[str, Any] = {"name": name, "address": info.address, "network": info.network}
+        if offline:
+            return out
+        try:
+            if self._chain is not None:
+                utxos = self._chain.utxos_at(info.address)
+            else:
+                from wallets.ogmios import OgmiosChain
+
+                chain = OgmiosChain(self.config.chain.ogmios_url, timeout_s=timeout_s)
+                try:
+                    utxos = chain.utxos_at(info.address)
+                finally:
+                    chain.close()
+            out["balance_lovelace"] = sum(u.lovelace for u in utxos)
+            out["utxos"] = len(utxos)
+        except Exception as exc:  # noqa: BLE001
+            out["error"] = f"chain unreachable: {type(exc).__name__}"
+        return out
+
+    def schedules(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Each schedule's rule, last and next firing, and its latest job (the last report)."""
+        if not self.config.schedules:
+            return []
+        from agent.scheduler import Scheduler
+        from agent.views import job_view
+
+        specs: Any = self.config.schedules  # ScheduleSpec satisfies ScheduleLike at run time
+        rows = Scheduler(self.db, self.jobs, specs).describe(self._now(now))
+        for row in rows:
+            found = self.db.execute(
+                "SELECT id FROM jobs WHERE unique_key LIKE ? ORDER BY id DESC LIMIT 1",
+                (f"schedule:{row['name']}:%",)).fetchone()
+            row["last_job"] = job_view(self.jobs.get(int(found["id"]))) if found else None
+        return rows
+
+    def status(self, *, now: float | None = None, offline: bool = False) -> dict[str, Any]:
+        """Queue, budgets, wallet, schedules, failures, unfinished payments and pending approvals."""
+        from agent.views import job_view
+
+        now = self._now(now)
+        payments = [{"id": r.id, "state": r.state, "invoice_id": r.invoice_id, "route": r.route,
+                     "amount_lovelace": r.amount_lovelace, "fee_lovelace": r.fee_lovelace, "tx_id": r.tx_id,
+                     "reason": r.reason} for r in self.ledger.unfinished()]
+        return {
+            "queue": self.jobs.counts(),
+            "budgets": [dataclasses.asdict(u) for u in self.budgets.usage(now)],
+            "wallet": self.wallet_status(offline=offline),
+            "schedules": self.schedules(now),
+            "recent_failures": [job_view(j) for j in self.jobs.list(state="failed", limit=5)],
+            "unfinished_payments": payments,
+            "pending_approvals": [{"id": a.id, "host": a.host, "route": a.route, "job_id": a.job_id}
+                                  for a in self.approvals.pending()],
+            "total_paid_lovelace": self.ledger.total_paid(),
+        }
+
+    def payments(self, *, state: str | None = None, limit: int = 20, job_id: int | None = None) -> list[dict[str, Any]]:
+        """Ledger rows, newest first (optionally one state or one job's)."""
+        from agent.views import payment_view
+
+        rows = self.ledger.by_job(job_id) if job_id is not None else self.ledger.rows()
+        picked = [r for r in reversed(rows) if state is None or r.state == state]
+        return [payment_view(r) for r in picked[:max(0, limit)]]
+
+    def spend(self, *, since: float | None = None, group_by: str = "day") -> dict[str, Any]:
+        """Paid rows since ``since`` grouped by day/route/budget/payee, with the total (each payment once)."""
+        lines = self.ledger.report(since, group_by=group_by)
+        once = lines if group_by in ("day", "route") else self.ledger.report(since, group_by="day")
+        total = {"count": sum(x.count for x in once), "amount_lovelace": sum(x.amount_lovelace for x in once),
+                 "fee_lovelace": sum(x.fee_lovelace for x in once)}
+        total["total_lovelace"] = total["amount_lovelace"] + total["fee_lovelace"]
+        return {"group_by": group_by,
+                "lines": [{"key": x.key, "count": x.count, "amount_lovelace": x.amount_lovelace,
+                           "fee_lovelace": x.fee_lovelace, "total_lovelace": x.amount_lovelace + x.fee_lovelace}
+                          for x in lines],
+                "total": total}
+
+    def list_jobs(self, *, state: str | None = None, tag: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally of one state and/or tag."""
+        from agent.views import job_view
+
+        return [job_view(j) for j in self.jobs.list(state=state, tag=tag, limit=limit)]
+
+    def job_detail(self, job_id: int) -> dict[str, Any]:
+        """One job with its payments and its approvals (JobError if there is none)."""
+        from agent.views import approval_view, job_view
+
+        job = self.jobs.get(job_id)
+        rows = self.db.execute("SELECT id FROM approvals WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+        approvals = [approval_view(self.approvals.get(int(r["id"]))) for r in rows]
+        return {**job_view(job), "payments": self.payments(job_id=job_id, limit=1_000), "approvals": approvals}
+
+    def enqueue(self, kind: str, request: Mapping[str, Any], *, tags: list[str] | tuple[str, ...] = (),
+                budget: str | None = None, max_attempts: int = 5, now: float | None = None) -> dict[str, Any]:
+        """Validate and queue a job; return it. JobError for an unknown kind, field or budget."""
+        from agent.errors import JobError
+        from agent.jobs import validate_request
+        from agent.views import job_view
+
+        partner = request.get("partner")
+        clean = validate_request(kind, {k: v for k, v in request.items() if k != "partner"})
+        if partner:
+            clean["partner"] = partner
+        if budget and budget not in {b.name for b in self.config.budgets}:
+            raise JobError(f"no budget named {budget!r} in agent.toml")
+        if max_attempts < 1:
+            raise JobError("max_attempts must be at least 1")
+        job = self.jobs.enqueue(kind, clean, tags=list(tags), budget=budget, max_attempts=max_attempts,
+                                now=self._now(now))
+        return job_view(job)
+
+    def pending_approvals(self) -> dict[str, Any]:
+        """Payments waiting for a human (a payee change shows old and new payees) and the pins per host."""
+        from agent.views import approval_view
+
+        pins = self.pins.hosts()
+        pending = []
+        for a in self.approvals.pending():
+            new = frozenset(a.summary.get("new_payees") or ())
+            pending.append(approval_view(a, pinned=(pins.get(a.host) or frozenset()) - new))
+        return {"pending": pending, "pins": {host: sorted(addrs) for host, addrs in pins.items()}}
+
+    def approve(self, approval_id: int, *, now: float | None = None) -> dict[str, Any]:
+        """Approve a parked payment and queue its job again if it had given up.
+
+        Raises:
+            ApprovalError: no such approval, already decided, or its invoice has expired
+                (nothing is changed then).
+        """
+        from agent.approvals import ApprovalError
+        from agent.errors import JobError
+        from agent.views import approval_view, expiry_epoch, iso
+
+        now = self._now(now)
+        current = self.approvals.get(approval_id)
+        expires_at = expiry_epoch(current)
+        if current.state == "pending" and expires_at is not None and expires_at <= now:
+            hint = f"; `cardano-agent job retry {current.job_id}` fetches a fresh invoice" if current.job_id else ""
+            raise ApprovalError(f"approval {approval_id}: invoice {current.invoice_id} expired at "
+                                f"{iso(float(expires_at))}; nothing approved{hint}")
+        approval = self.approvals.approve(approval_id, now)
+        job: dict[str, Any] | None = None
+        if approval.job_id is not None:
+            try:
+                found = self.jobs.get(approval.job_id)
+            except JobError:
+                job = {"id": approval.job_id, "state": None, "requeued": False}
+            else:
+                requeued = found.state in ("failed", "cancelled")
+                if requeued:
+                    found = self.jobs.retry(found.id, now)
+                job = {"id": found.id, "state": found.state, "requeued": requeued}
+        return {"approval": approval_view(approval), "job": job}
+
+    def deny(self, approval_id: int, *, now: float | None = None) -> dict[str, Any]:
+        """Deny a parked payment: it is never paid; its job is left as it is."""
+        from agent.errors import JobError
+        from agent.views import approval_view
+
+        approval = self.approvals.deny(approval_id, self._now(now))
+        job = None
+        if approval.job_id is not None:
+            try:
+                state: str | None = self.jobs.get(approval.job_id).state
+            except JobError:
+                state = None
+            job = {"id": approval.job_id, "state": state}
+        return {"approval": approval_view(approval), "job": job}
 
     def close(self) -> None:
         """Close the chain connection and the database."""

@@ -280,22 +280,7 @@ class _Progress:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _open(args) as agent:
-        now = time.time()
-        counts = agent.jobs.counts()
-        usage = [u.__dict__ if hasattr(u, "__dict__") else u._asdict() for u in _usage(agent, now)]
-        failed = [_job_dict(j) for j in agent.jobs.list(state="failed", limit=5)]
-        unsettled = [_payment_dict(r) for r in agent.ledger.unfinished()]
-        approvals = [{"id": a.id, "host": a.host, "route": a.route, "job_id": a.job_id} for a in agent.approvals.pending()]
-        wallet = _wallet_status(agent, offline=args.offline)
-        schedules = []
-        if agent.config.schedules:
-            from agent.scheduler import Scheduler
-
-            schedules = Scheduler(agent.db, agent.jobs, agent.config.schedules).describe(now)
-        total = agent.ledger.total_paid()
-    data = {"queue": counts, "budgets": usage, "wallet": wallet, "schedules": schedules,
-            "recent_failures": failed, "unfinished_payments": unsettled, "pending_approvals": approvals,
-            "total_paid_lovelace": total}
+        data = agent.status(now=time.time(), offline=args.offline)
 
     def human(d: dict[str, Any]) -> None:
         q = d["queue"]
@@ -329,34 +314,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     emit(args.json, data, human)
     return 0
-
-
-def _usage(agent: Any, now: float) -> list[Any]:
-    return list(agent.budgets.usage(now))
-
-
-def _wallet_status(agent: Any, *, offline: bool) -> dict[str, Any]:
-    name = agent.config.wallet.name
-    try:
-        info = agent.keystore.info(name)
-    except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
-        return {"name": name, "error": f"no wallet: {exc}"}
-    out: dict[str, Any] = {"name": name, "address": info.address, "network": info.network}
-    if offline:
-        return out
-    try:
-        from wallets.ogmios import OgmiosChain
-
-        chain = OgmiosChain(agent.config.chain.ogmios_url, timeout_s=2.0)
-        try:
-            utxos = chain.utxos_at(info.address)
-        finally:
-            chain.close()
-        out["balance_lovelace"] = sum(u.lovelace for u in utxos)
-        out["utxos"] = len(utxos)
-    except Exception as exc:  # noqa: BLE001
-        out["error"] = f"chain unreachable: {type(exc).__name__}"
-    return out
 
 
 def cmd_call(args: argparse.Namespace) -> int:

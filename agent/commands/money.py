@@ -371,30 +371,23 @@ def _approval_id(text: str) -> int:
     return int(raw)
 
 
+def _agent(home: Path) -> Any:
+    from agent.app import Agent
+
+    return Agent.open(home)
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     """Approve a parked payment and queue its job again if it had given up."""
-    from agent.errors import JobError
     from agent.output import emit
 
     approval_id = _approval_id(args.id)
-    books = Books.open(args.home)
-    now = clock()
-    approval = books.approvals.approve(approval_id, now)
-    job: dict[str, Any] | None = None
-    if approval.job_id is not None:
-        try:
-            current = books.jobs.get(approval.job_id)
-        except JobError:
-            job = {"id": approval.job_id, "state": None, "requeued": False}
-        else:
-            requeued = current.state in ("failed", "cancelled")
-            if requeued:
-                current = books.jobs.retry(current.id, now)
-            job = {"id": current.id, "state": current.state, "requeued": requeued}
-    data = {"approval": _approval_dict(approval), "job": job}
+    with _agent(args.home) as agent:
+        data = agent.approve(approval_id, now=clock())
+    approval, job = data["approval"], data["job"]
 
     def human(d: dict[str, Any]) -> None:
-        print(f"approved {approval.id} ({approval.host} {approval.route or ''}".rstrip() + ")")
+        print(f"approved {approval['id']} ({approval['host']} {approval['route'] or ''}".rstrip() + ")")
         if job is None:
             return
         if job["state"] is None:
@@ -412,25 +405,18 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_deny(args: argparse.Namespace) -> int:
     """Deny a parked payment; its job is left as it is."""
-    from agent.errors import JobError
     from agent.output import emit
 
     approval_id = _approval_id(args.id)
-    books = Books.open(args.home)
-    approval = books.approvals.deny(approval_id, clock())
-    job_state = None
-    if approval.job_id is not None:
-        try:
-            job_state = books.jobs.get(approval.job_id).state
-        except JobError:
-            job_state = None
-    data = {"approval": _approval_dict(approval),
-            "job": None if approval.job_id is None else {"id": approval.job_id, "state": job_state}}
+    with _agent(args.home) as agent:
+        data = agent.deny(approval_id, now=clock())
+    approval, job = data["approval"], data["job"]
 
     def human(d: dict[str, Any]) -> None:
-        print(f"denied {approval.id} ({approval.host} {approval.route or ''}".rstrip() + "): it will never be paid")
-        if approval.job_id is not None:
-            print(f"job {approval.job_id} left {job_state or 'as it was'}")
+        print(f"denied {approval['id']} ({approval['host']} {approval['route'] or ''}".rstrip()
+              + "): it will never be paid")
+        if job is not None:
+            print(f"job {job['id']} left {job['state'] or 'as it was'}")
 
     emit(args.json, data, human)
     return 0
