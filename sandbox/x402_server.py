@@ -105,7 +105,7 @@ def create_app(facilitator: CardanoExactFacilitator, routes: Routes) -> Any:
     from x402.http.middleware.fastapi import payment_middleware
 
     sdk_facilitator = x402Facilitator().register([facilitator.network], cast(Any, facilitator))
-    server = x402ResourceServer(sdk_facilitator)
+    server = x402ResourceServer(cast(Any, sdk_facilitator))
     server.register(NETWORK, cast(Any, CardanoExactServerScheme(routes.confirmations)))
     middleware = payment_middleware(routes.config(), server)
     app = FastAPI(title="x402 v2 sandbox", docs_url=None, redoc_url=None, openapi_url=None)
