@@ -56,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit code. Package errors become one line on stderr."""
     from agent.errors import AgentError
-    from sandbox.errors import SandboxError
     from wallets.errors import WalletError
 
     parser = build_parser()
@@ -67,9 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    ours: tuple[type[Exception], ...] = (AgentError, WalletError)
+    if args.command == "sandbox":  # only the sandbox command loads the sandbox package
+        from sandbox.errors import SandboxError
+
+        ours += (SandboxError,)
     try:
         return int(func(args) or 0)
-    except (AgentError, WalletError, SandboxError) as exc:
+    except ours as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:

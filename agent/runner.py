@@ -275,10 +275,9 @@ class _Heartbeat:
 
 
 def _is_package_error(exc: BaseException) -> bool:
-    from sandbox.errors import SandboxError
     from wallets.errors import WalletError
 
-    return isinstance(exc, (WalletError, SandboxError))
+    return isinstance(exc, WalletError)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -28,3 +28,14 @@ class LedgerRejection(SandboxError):
 
 class SandboxConfigError(SandboxError):
     """Bad sandbox options or billing configuration."""
+
+
+def require_web_extra(service: str) -> None:
+    """Refuse in one line when the sandbox's web servers are not installed (they are an extra)."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("fastapi", "uvicorn", "multipart") if find_spec(name) is None]
+    if missing:
+        raise SandboxConfigError(
+            f"{service} needs the sandbox's web servers ({', '.join(missing)} missing): "
+            "pip install 'cardano-pay-agent[sandbox]'")

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sandbox.errors import SandboxConfigError, SandboxError
 
 ORDER = 90
 DEFAULT_OGMIOS_URL = "ws://127.0.0.1:1337"
@@ -46,6 +45,9 @@ def _start_devnet(args: argparse.Namespace, running: Running) -> None:
 
 
 def _start_twin(args: argparse.Namespace, running: Running) -> None:
+    from sandbox.errors import require_web_extra
+
+    require_web_extra("the T API twin")
     from sandbox.billing import load_twin_config
     from sandbox.twin import ApiTwin
 
@@ -140,65 +142,24 @@ def _up(args: argparse.Namespace) -> int:
 
 def _fund(args: argparse.Namespace) -> int:
     from sandbox.devnet import FAUCET_ADDRESS, build_faucet_tx
+    from sandbox.errors import SandboxConfigError, SandboxError
     from sandbox.ledger import LedgerParams
-    from wallets.types import OutputRef
+    from wallets.ogmios import OgmiosChain
 
     if args.lovelace <= 0:
         raise SandboxConfigError("lovelace must be positive")
-    rpc = _Rpc(args.ogmios_url)
-    try:
-        utxos = rpc.call("queryLedgerState/utxo", {"addresses": [FAUCET_ADDRESS]})
-        pp = rpc.call("queryLedgerState/protocolParameters")
-        params = LedgerParams(min_fee_coefficient=pp["minFeeCoefficient"],
-                              min_fee_constant=pp["minFeeConstant"]["ada"]["lovelace"])
+    with OgmiosChain(args.ogmios_url) as chain:
+        utxos = chain.utxos_at(FAUCET_ADDRESS)
         if not utxos:
             raise SandboxError("the faucet has no funds on this devnet")
-        best = max(utxos, key=lambda u: u["value"]["ada"]["lovelace"])
-        held = {f"{policy}.{name}": qty for policy, names in best["value"].items() if policy != "ada"
-                for name, qty in names.items()}
-        cbor, _change = build_faucet_tx(
-            [(OutputRef(best["transaction"]["id"], best["index"]), best["value"]["ada"]["lovelace"], held)],
-            to_address=args.address, lovelace=args.lovelace, assets=dict(args.asset), params=params)
-        tx_id = rpc.call("submitTransaction", {"transaction": {"cbor": cbor.hex()}})["transaction"]["id"]
-    finally:
-        rpc.close()
+        pp = chain.protocol_params()
+        params = LedgerParams(min_fee_coefficient=pp.min_fee_coefficient, min_fee_constant=pp.min_fee_constant)
+        best = max(utxos, key=lambda u: u.lovelace)
+        cbor, _change = build_faucet_tx([(best.ref, best.lovelace, dict(best.assets))], to_address=args.address,
+                                        lovelace=args.lovelace, assets=dict(args.asset), params=params)
+        tx_id = chain.submit(cbor)
     if args.json:
         print(json.dumps({"transaction": tx_id, "address": args.address, "lovelace": args.lovelace}))
     else:
         print(tx_id)
     return 0
-
-
-class _Rpc:
-    """A minimal JSON-RPC client over one WebSocket, for ``sandbox fund``."""
-
-    def __init__(self, url: str) -> None:
-        from websockets.exceptions import WebSocketException
-        from websockets.sync.client import connect
-
-        self._errors = (OSError, ValueError, TimeoutError, WebSocketException)
-        try:
-            self._connection = connect(url, open_timeout=10, max_size=16 * 1024 * 1024)
-            self._ws = self._connection.__enter__()
-        except self._errors as exc:
-            raise SandboxError(f"cannot reach the devnet's Ogmios at {url}: {exc}") from None
-        self._url = url
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": method}
-        if params is not None:
-            request["params"] = params
-        try:
-            self._ws.send(json.dumps(request))
-            reply = json.loads(self._ws.recv(timeout=30))
-        except self._errors as exc:
-            raise SandboxError(f"Ogmios at {self._url} did not answer {method}: {exc}") from None
-        if "error" in reply:
-            error = reply["error"]
-            detail = json.dumps(error.get("data")) if error.get("data") is not None else ""
-            raise SandboxError(f"{method} refused ({error.get('code')}): {error.get('message')} {detail}".rstrip())
-        return reply.get("result")
-
-    def close(self) -> None:
-        self._connection.__exit__(None, None, None)
-
