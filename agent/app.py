@@ -31,6 +31,8 @@ from agent.store import Database
 log = logging.getLogger(__name__)
 
 PASSPHRASE_ENV = "CARDANO_AGENT_PASSPHRASE"
+CLOCK_SKEW_WARN_S = 60
+"""``status`` warns when the local clock is this far behind the chain."""
 
 
 class Agent:
@@ -265,7 +267,36 @@ class Agent:
             "pending_approvals": [{"id": a.id, "host": a.host, "route": a.route, "job_id": a.job_id}
                                   for a in self.approvals.pending()],
             "total_paid_lovelace": self.ledger.total_paid(),
+            "clock": self.clock_status(offline=offline),
         }
+
+    def clock_status(self, *, offline: bool = False) -> dict[str, Any]:
+        """How far the local clock is behind the chain (the start of the tip's slot), warned past a minute.
+
+        The tip only says the chain has reached at least its slot, so a clock behind it is
+        certain; a clock ahead of it may only mean blocks are rare, and is not reported.
+        """
+        if offline:
+            return {}
+        try:
+            from wallets.ogmios import OgmiosChain
+
+            chain = OgmiosChain(self.config.chain.ogmios_url, timeout_s=2.0)
+            try:
+                tip = chain.tip()
+                chain_time = chain.slot_time(tip.slot) if tip.slot > 0 else None
+            finally:
+                chain.close()
+        except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+            return {"error": f"chain unreachable: {type(exc).__name__}"}
+        if chain_time is None:
+            return {}
+        behind_s = int(chain_time - time.time())
+        out: dict[str, Any] = {"behind_chain_s": max(0, behind_s)}
+        if behind_s > CLOCK_SKEW_WARN_S:
+            out["warning"] = (f"the local clock is {behind_s} s behind the chain: fix the system time (NTP); "
+                              "invoices are judged by the chain's time meanwhile")
+        return out
 
     def payments(self, *, state: str | None = None, limit: int = 20, job_id: int | None = None) -> list[dict[str, Any]]:
         """Ledger rows, newest first (optionally one state or one job's)."""

@@ -138,7 +138,9 @@ class WalletPayer:
     def pay(self, request: Any, response_body: bytes) -> Proof:
         """Pay the invoice in a 402 body for ``request``; raise an AgentError to refuse (nothing paid)."""
         now = self.clock()
-        now_dt = datetime.fromtimestamp(now, tz=timezone.utc)
+        # Expiry is judged by the stricter of the local clock and the chain's (a slow local
+        # clock must not make an expired invoice look payable, nor stretch the TTL).
+        now_dt = datetime.fromtimestamp(self._judged_now(now), tz=timezone.utc)
         try:
             body = json.loads(response_body or b"null")
         except ValueError:
@@ -235,7 +237,7 @@ class WalletPayer:
     def _build_and_send(self, invoice: Invoice, row: PaymentRow, pin: frozenset[str], host: str, *,
                         partner: str | None) -> Proof:
         owner = str(row.id)
-        now = self.clock()
+        now = self._judged_now(self.clock())
         try:
             seconds_left = invoice.seconds_left(datetime.fromtimestamp(now, tz=timezone.utc))
             ttl_slot = self._slot_now(now) + max(1, seconds_left - TTL_MARGIN_S)
@@ -277,6 +279,18 @@ class WalletPayer:
         log.info("paid invoice %s: tx %s, %d lovelace + fee %d", invoice.invoice_id, payment.tx_id,
                  payment.cost_lovelace - payment.fee_lovelace, payment.fee_lovelace)
         return self._proof(row, invoice.expires_at, partner=partner)
+
+    def _judged_now(self, now: float) -> float:
+        """``now``, or the start of the chain tip's slot when that is later (the local clock is slow)."""
+        slot_time = getattr(self.chain, "slot_time", None)
+        if not callable(slot_time):
+            return now
+        try:
+            tip_slot = self.chain.tip().slot
+            return max(now, float(slot_time(tip_slot))) if tip_slot > 0 else now
+        except WalletError as exc:
+            log.debug("chain time unavailable (%s); judging by the local clock", exc)
+            return now
 
     def _slot_now(self, now: float) -> int:
         """The ledger's current slot: from the chain's clock where it has one, never behind the tip."""

@@ -401,7 +401,12 @@ def _expiry(d: Mapping[str, Any], now: datetime, invoice_id: str) -> datetime:
         except ValueError:
             raise InvoiceError(f"invoice {invoice_id}: expiresAt is not ISO-8601: {_show(expires_raw)}") from None
     # Both given: trust the earlier, so the transaction never outlives either.
-    return min(candidates)
+    expires_at = min(candidates)
+    if (expires_at - now).total_seconds() > MAX_TIMEOUT_S:
+        raise InvoiceError(
+            f"invoice {invoice_id}: expiresAt {expires_at.isoformat()} is more than {MAX_TIMEOUT_S}s away"
+        )
+    return expires_at
 
 
 def _decimals(value: object, asset: str, invoice_id: str) -> int:

@@ -270,6 +270,17 @@ class OgmiosChain:
         The tip is the slot of the last block, which lags the ledger's clock when blocks are
         rare; a TTL counted from it can already be in the past.
         """
+        era_start, era_slot, slot_s = self._era_clock()
+        now = time.time() if now is None else now
+        return era_slot + max(0, int((now - era_start) // slot_s))
+
+    def slot_time(self, slot: int) -> float:
+        """The instant (epoch seconds) ``slot`` starts at, in the current era's clock."""
+        era_start, era_slot, slot_s = self._era_clock()
+        return era_start + (slot - era_slot) * slot_s
+
+    def _era_clock(self) -> tuple[float, int, float]:
+        """(era start in epoch seconds, era start slot, slot length in seconds), asked once."""
         with self._lock:
             if self._era is None:
                 start = _parse_time(self._query("queryNetwork/startTime"))
@@ -283,9 +294,7 @@ class OgmiosChain:
                 if slot_ms <= 0:
                     raise ChainProtocolError("slot length must be positive")
                 self._era = (start + era_start_s, era_slot, slot_ms / 1000)
-            era_start, era_slot, slot_s = self._era
-        now = time.time() if now is None else now
-        return era_slot + max(0, int((now - era_start) // slot_s))
+            return self._era
 
     def protocol_params(self) -> ProtocolParams:
         """Protocol parameters, asked at most once per ``params_ttl_s`` (and again after a fee or min-UTxO refusal)."""

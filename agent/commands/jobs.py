@@ -293,6 +293,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             line += f"  ({w['error']})"
         print(line)
         print(f"paid     {format_ada(d['total_paid_lovelace'])} ADA in all")
+        if d.get("clock", {}).get("warning"):
+            print(f"clock    {d['clock']['warning']}")
         if d["budgets"]:
             print()
             table([[b["name"], "ADA" if b["asset"] == "lovelace" else b["asset"], format_ada(b["limit"]) if b["asset"] == "lovelace" else b["limit"],

@@ -234,3 +234,79 @@ def test_paid_retry_goes_to_the_host_that_issued_the_invoice(agent_home):
         [row] = paid_rows(agent)
     assert row.host == "evil.test" and row.state == "settled"
     assert [host for host, paid in good.seen + evil.seen if paid] == ["evil.test"]
+
+
+# -- finding 7: expiry judged against the chain's clock too -------------------------------------------
+
+SLOW_S = 3600
+
+
+def test_slow_local_clock_does_not_pay_an_invoice_the_chain_says_expired(agent_home):
+    """Local clock an hour slow, invoice expired two minutes ago by the chain: refused, nothing paid."""
+    expired = datetime.now(timezone.utc) - timedelta(minutes=2)
+    shop = Shop(invoice("inv-late", DEFAULT_PAY_TO, 2, timeout=None, expiresAt=expired.isoformat()))
+    before = agent_home.balance()
+    with agent_home.open(clock=lambda: time.time() - SLOW_S) as agent:
+        with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(shop)) as t:
+            with pytest.raises(InvoiceError, match="expired"):
+                t.chat("late")
+        assert not paid_rows(agent)
+    assert agent_home.balance() == before
+
+
+def test_slow_local_clock_does_not_stretch_the_ttl(agent_home):
+    """Local clock an hour slow, invoice valid five more minutes: the TTL is at most five minutes past the tip."""
+    expires = datetime.now(timezone.utc) + timedelta(minutes=5)
+    shop = Shop(invoice("inv-ttl", DEFAULT_PAY_TO, 2, timeout=None, expiresAt=expires.isoformat()))
+    with agent_home.open(clock=lambda: time.time() - SLOW_S) as agent:
+        tip_before = agent.chain.tip().slot
+        with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(shop)) as t:
+            assert t.chat("in time").reply == "paid"
+        [row] = paid_rows(agent)
+    assert row.ttl_slot is not None and row.ttl_slot - tip_before <= 5 * 60
+
+
+def test_expires_at_more_than_a_week_away_is_refused():
+    """expiresAt gets the same 7-day cap as timeout."""
+    from agent.x402 import parse_402
+
+    now = datetime.now(timezone.utc)
+    body = invoice("inv-forever", DEFAULT_PAY_TO, 2, timeout=None, expiresAt=(now + timedelta(days=8)).isoformat())
+    with pytest.raises(InvoiceError, match="more than"):
+        parse_402(body, now=now)
+    ok = invoice("inv-week", DEFAULT_PAY_TO, 2, timeout=None, expiresAt=(now + timedelta(days=6)).isoformat())
+    assert parse_402(ok, now=now).invoice_id == "inv-week"
+
+
+@pytest.fixture
+def cli_logging():
+    """Remove the log handlers the CLI installs, after the test."""
+    import logging
+
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_cardano_agent", False):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def test_status_reports_a_local_clock_behind_the_chain(agent_home_factory, devnet_factory, capsys, monkeypatch,
+                                                       cli_logging):
+    """`status` warns when the local clock is more than a minute behind the chain's tip, and not otherwise."""
+    import json
+
+    from agent.cli import main
+
+    monkeypatch.delenv("CARDANO_AGENT_PASSPHRASE", raising=False)
+    ahead = devnet_factory(clock=lambda: time.time() + SLOW_S)
+    skewed = agent_home_factory(on=ahead, name="skewed")
+    fine = agent_home_factory(name="fine")
+    for home in (skewed, fine):
+        home.devnet.fund(home.address, 5_000_000)  # a block at the chain's current slot
+    assert main(["status", "--home", str(skewed.home), "--json"]) == 0
+    clock = json.loads(capsys.readouterr().out)["clock"]
+    assert clock["behind_chain_s"] >= SLOW_S - 60 and "behind the chain" in clock["warning"]
+    assert main(["status", "--home", str(fine.home)]) == 0
+    out = capsys.readouterr().out
+    assert "clock" not in out
