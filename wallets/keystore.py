@@ -55,6 +55,10 @@ _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _SALT_BYTES = 16
 _NAME_RE = re.compile(r"[a-z0-9_-]{1,32}")
+KDF_CHILD_BYTES = 32 * 2**20
+"""scrypt needing at least this much memory (128·n·r) runs in a short-lived child process, so
+its peak (128 MiB at the default cost) never lands in a long-running agent's resident set.
+``None`` keeps every derivation in-process."""
 
 
 class WalletNameError(KeystoreError):
@@ -262,10 +266,43 @@ def _associated_data(document: dict[str, Any]) -> bytes:
 
 
 def _derive_key(secret: Passphrase, kdf: dict[str, Any]) -> bytes:
+    if KDF_CHILD_BYTES is not None and 128 * kdf["n"] * kdf["r"] >= KDF_CHILD_BYTES:
+        return _derive_in_child(secret, kdf)
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
     return Scrypt(salt=bytes.fromhex(kdf["salt"]), length=kdf["dklen"], n=kdf["n"], r=kdf["r"],
                   p=kdf["p"]).derive(secret.reveal())
+
+
+_KDF_CHILD = """\
+import json, sys
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+head, _, secret = sys.stdin.buffer.read().partition(b"\\n")
+kdf = json.loads(head)
+try:
+    key = Scrypt(salt=bytes.fromhex(kdf["salt"]), length=kdf["dklen"], n=kdf["n"], r=kdf["r"], p=kdf["p"]).derive(secret)
+except (ValueError, MemoryError):
+    sys.exit(3)
+sys.stdout.buffer.write(key)
+"""
+
+
+def _derive_in_child(secret: Passphrase, kdf: dict[str, Any]) -> bytes:
+    """scrypt in a child Python process; the passphrase and the key travel over its pipes only."""
+    import subprocess
+    import sys
+
+    head = json.dumps({k: kdf[k] for k in ("salt", "dklen", "n", "r", "p")}).encode()
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", _KDF_CHILD], input=head + b"\n" + secret.reveal(),
+                              capture_output=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KeystoreError(f"could not run the key derivation: {exc.__class__.__name__}") from None
+    if done.returncode == 3:
+        raise ValueError("scrypt refused its parameters")
+    if done.returncode != 0 or len(done.stdout) != kdf["dklen"]:
+        raise KeystoreError(f"the key derivation process failed (exit {done.returncode})")
+    return done.stdout
 
 
 def _seal(header: dict[str, Any], entropy: SecretBytes, secret: Passphrase) -> dict[str, Any]:
