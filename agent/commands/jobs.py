@@ -56,6 +56,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--until-idle", action="store_true", help="exit when no job is left to run")
     run.add_argument("--lease-s", type=float, default=120.0, help=argparse.SUPPRESS)
     run.add_argument("--log-json", action="store_true", help="write the log file as JSON lines")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="also serve Prometheus /metrics on 127.0.0.1:PORT while running")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="queue, budgets, wallet and recent errors at a glance", parents=[common])
@@ -216,6 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if freed or any(recovered.values()):
             print(f"recovered after a crash: {freed} job(s) taken back, payments {recovered}", file=sys.stderr)
         executor = TApiExecutor(agent)
+        metrics = _start_metrics(agent, args.metrics_port, args.workers)
+        if metrics is not None:
+            executor = metrics.instrument(executor)
         scheduler = Scheduler(agent.db, agent.jobs, agent.config.schedules) if agent.config.schedules else None
         runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s,
                         name=process_worker_name())
@@ -226,6 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         progress = _Progress(enabled=not args.json)
+        if metrics is not None:
+            progress = metrics.wrap_progress(progress, workers=args.workers)
         try:
             stats = runner.run(until_idle=args.until_idle, on_progress=progress)
         finally:
@@ -244,6 +251,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     emit(args.json, data, human)
     return 0 if not stats.failed else 1
+
+
+def _start_metrics(agent: Any, port: int | None, workers: int) -> Any:
+    """With ``--metrics-port``, serve /metrics for this run on loopback; return its RunnerMetrics."""
+    if port is None:
+        return None
+    from agent.errors import ConfigError
+    from agent.metrics import RunnerMetrics, registry_for, start_metrics_server
+
+    metrics = RunnerMetrics()
+    metrics.beat(workers=workers)
+    try:
+        start_metrics_server(registry_for(agent, runner=metrics), port)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port {port}: cannot listen: {exc.strerror or exc}") from None
+    print(f"metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
+    return metrics
 
 
 class _Progress:

@@ -1,0 +1,159 @@
+"""The console over HTTP (no browser): pages, JSON API, token, Host, CSRF and read-only refusals."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from agent.app import Agent
+from agent.console.server import ConsoleServer, ConsoleSettings
+
+T0 = 1_800_000_000.0
+TOKEN = "s3cret-console-token-0123456789"
+
+
+@pytest.fixture
+def agent(tmp_path):
+    (tmp_path / "agent.toml").write_text('[chain]\nnetwork = "devnet"\n[[budgets]]\nname = "daily"\n'
+                                         'limit_ada = 10\nwindow = "1d"\n')
+    with Agent.open(tmp_path, env={}, clock=lambda: T0) as a:
+        yield a
+
+
+@pytest.fixture
+def console_factory(agent):
+    started = []
+
+    def start(**options):
+        server = ConsoleServer(agent, ConsoleSettings(port=0, chain=False, **options)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def _park(agent, invoice_id, **summary):
+    return agent.approvals.park(invoice_id=invoice_id, host="api.example", route="/chat", job_id=None,
+                                summary={"cost_lovelace": 5_000_000, "expires_at": T0 + 600, **summary}, now=T0)
+
+
+def _csrf(client):
+    return client.get("/api/csrf").json()["csrf"]
+
+
+def test_pages_render(agent, console_factory):
+    """Every page answers 200 with its title; an unknown page is a 404."""
+    server = console_factory()
+    agent.enqueue("chat", {"message": "hi"}, now=T0)
+    with httpx.Client(base_url=server.url) as c:
+        for path, title in (("/", "Overview"), ("/jobs", "Jobs"), ("/jobs/1", "Job 1"), ("/payments", "Payments"),
+                            ("/approvals", "Approvals"), ("/schedules", "Schedules")):
+            r = c.get(path)
+            assert r.status_code == 200 and f"<h1>{title}</h1>" in r.text, path
+        assert c.get("/nope").status_code == 404
+        assert c.get("/jobs/99").status_code == 400
+
+
+def test_approve_by_form_with_csrf(agent, console_factory):
+    """A same-origin POST with the CSRF token approves; a second approve is refused and changes nothing."""
+    server = console_factory()
+    aid = _park(agent, "inv-1")
+    with httpx.Client(base_url=server.url) as c:
+        page = c.get("/approvals").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        r = c.post(f"/approvals/{aid}/approve", data={"csrf": csrf}, headers={"Origin": server.url})
+        assert r.status_code == 303 and "approved" in r.headers["location"]
+        assert agent.approvals.get(aid).state == "approved"
+        decided = agent.approvals.get(aid).decided_at
+        r = c.post(f"/approvals/{aid}/deny", data={"csrf": csrf}, headers={"Origin": server.url})
+        assert "already+approved" in r.headers["location"]
+        r = c.post(f"/api/approvals/{aid}/approve", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 409 and "already approved" in r.json()["error"]
+    assert (agent.approvals.get(aid).state, agent.approvals.get(aid).decided_at) == ("approved", decided)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "null"},
+])
+def test_cross_site_post_is_refused(agent, console_factory, headers):
+    """A POST from another origin is refused with 403 even with the right CSRF token; nothing changes."""
+    server = console_factory()
+    aid = _park(agent, "inv-x")
+    with httpx.Client(base_url=server.url) as c:
+        r = c.post(f"/approvals/{aid}/approve", data={"csrf": _csrf(c)}, headers=headers)
+    assert r.status_code == 403 and "cross-site" in r.text
+    assert agent.approvals.get(aid).state == "pending"
+
+
+def test_post_without_csrf_token_is_refused(agent, console_factory):
+    """A POST without (or with a wrong) CSRF token is refused; nothing changes."""
+    server = console_factory()
+    aid = _park(agent, "inv-y")
+    with httpx.Client(base_url=server.url) as c:
+        assert c.post(f"/approvals/{aid}/deny").status_code == 403
+        assert c.post(f"/approvals/{aid}/deny", data={"csrf": "guess"}).status_code == 403
+    assert agent.approvals.get(aid).state == "pending"
+
+
+def test_foreign_host_header_is_refused(agent, console_factory):
+    """A request naming another Host (DNS rebinding) is refused before any page."""
+    server = console_factory()
+    with httpx.Client(base_url=server.url) as c:
+        r = c.get("/api/status", headers={"Host": "evil.example:80"})
+    assert r.status_code == 421
+
+
+def test_read_only_shows_but_never_decides(agent, console_factory):
+    """In read-only mode the approvals page has no buttons and a POST is refused."""
+    server = console_factory(read_only=True)
+    aid = _park(agent, "inv-ro")
+    with httpx.Client(base_url=server.url) as c:
+        page = c.get("/approvals").text
+        assert f"approve-{aid}" not in page and "read-only" in page
+        r = c.post(f"/api/approvals/{aid}/approve", headers={"X-CSRF-Token": _csrf(c)})
+    assert r.status_code == 403 and "read-only" in r.json()["error"]
+    assert agent.approvals.get(aid).state == "pending"
+
+
+def test_token_required_when_set(agent, console_factory):
+    """With a token, no token or a wrong one is refused (API 401, pages go to /login); the right one works."""
+    server = console_factory(token=TOKEN)
+    aid = _park(agent, "inv-t")
+    with httpx.Client(base_url=server.url) as c:
+        assert c.get("/api/status").status_code == 401
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/api/status", headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code == 401
+        r = c.get("/")
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert c.post(f"/api/approvals/{aid}/approve").status_code == 401
+        r = c.post("/login", data={"token": "wrong"})
+        assert r.status_code == 401 and "wrong token" in r.text
+        r = c.post("/login", data={"token": TOKEN})
+        assert r.status_code == 303 and TOKEN not in r.headers["set-cookie"]
+        assert c.get("/").status_code == 200  # the cookie
+    assert httpx.get(server.url + "/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert agent.approvals.get(aid).state == "pending"
+
+
+def test_non_loopback_needs_a_token():
+    """Binding another address without a token is refused at start."""
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a token"):
+        ConsoleSettings(host="0.0.0.0").check()
+    ConsoleSettings(host="0.0.0.0", token=TOKEN).check()
+
+
+def test_payee_change_page_shows_old_and_new(agent, console_factory):
+    """The approvals page shows a payee change's pinned (old) and new addresses."""
+    agent.pins.pin("api.example", ["addr_test1qold"], T0)
+    _park(agent, "inv-p", new_payees=["addr_test1qnew"])
+    server = console_factory()
+    page = httpx.get(server.url + "/approvals").text
+    assert '<code class="old">addr_test1qold</code>' in page and '<code class="new">addr_test1qnew</code>' in page
