@@ -156,7 +156,8 @@ class Agent:
         with self._lock:
             if partner not in self._auths:
                 payer = self.payer()
-                self._auths[partner] = X402Auth(payer, partner=partner, wallet_address=payer.wallet_address)
+                self._auths[partner] = X402Auth(payer, partner=partner, wallet_address=payer.wallet_address,
+                                                max_body_bytes=self.config.api.max_body_bytes)
             return self._auths[partner]
 
     def async_x402_auth(self, *, partner: str | None = None) -> Any:
@@ -164,7 +165,8 @@ class Agent:
         from agent.auth import AsyncX402Auth
 
         payer = self.payer()
-        return AsyncX402Auth(payer, partner=partner or self.config.api.partner, wallet_address=payer.wallet_address)
+        return AsyncX402Auth(payer, partner=partner or self.config.api.partner, wallet_address=payer.wallet_address,
+                             max_body_bytes=self.config.api.max_body_bytes)
 
     def client(self, *, partner: str | None = None, **kwargs: Any) -> Any:
         """A ``TClient`` for ``[api] base_url``: api-key mode if a key is set, else paying x402."""
@@ -173,9 +175,11 @@ class Agent:
         api = self.config.api
         partner = partner if partner is not None else api.partner
         if api.api_key and not partner:
-            return TClient(api.base_url, api_key=api.api_key, timeout_s=api.timeout_s, **kwargs)
+            return TClient(api.base_url, api_key=api.api_key, timeout_s=api.timeout_s,
+                           max_body_bytes=api.max_body_bytes, **kwargs)
         return TClient(api.base_url, auth=self.x402_auth(partner=partner), partner=partner,
-                       wallet_address=self.wallet_address, timeout_s=api.timeout_s, **kwargs)
+                       wallet_address=self.wallet_address, timeout_s=api.timeout_s,
+                       max_body_bytes=api.max_body_bytes, **kwargs)
 
     def recover(self) -> dict[str, int]:
         """Resolve unfinished payments left by a crash (see ``WalletPayer.recover``).

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 PENDING_STATUSES = frozenset({"pending", "submitted"})
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Answers longer than this are refused unread (``[api] max_body_mb``)."""
 DEFAULT_PENDING_BACKOFF = RetryPolicy(max_attempts=1_000_000, base_delay_s=1.0, multiplier=1.5, max_delay_s=15.0)
 
 
@@ -114,6 +116,77 @@ class ProofRedirectError(PaymentRejectedError):
     """The paid retry was answered from another host (a redirect): no verdict on the payment."""
 
 
+class ResponseTooLargeError(AgentError):
+    """An answer longer than the configured cap: refused before it fills the memory."""
+
+    def __init__(self, message: str, *, limit_bytes: int) -> None:
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
+
+
+def _read_so_far(response: httpx.Response, limit: int) -> bytes | None:
+    """The body when already read (checked against ``limit``), else None; refuse a declared oversize."""
+    try:
+        content = response.content
+    except httpx.ResponseNotRead:
+        content = None
+    if content is not None:
+        if len(content) > limit:
+            raise _too_large(response, limit)
+        return content
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(response, limit)
+    return None
+
+
+def _too_large(response: httpx.Response, limit: int) -> ResponseTooLargeError:
+    host = _sent(response, httpx.Request("GET", "http://unknown")).url.host
+    return ResponseTooLargeError(f"the answer from {host} (HTTP {response.status_code}) is over "
+                                 f"{limit // (1024 * 1024) or limit} {'MB' if limit >= 1024 * 1024 else 'bytes'}: "
+                                 "refused unread ([api] max_body_mb)", limit_bytes=limit)
+
+
+def read_capped(response: httpx.Response, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
+    """Read ``response``'s body, at most ``limit`` bytes (decoded); past that, close it and raise.
+
+    Raises:
+        ResponseTooLargeError: the body (or its declared length) is over ``limit``.
+    """
+    content = _read_so_far(response, limit)
+    if content is not None:
+        return content
+    chunks, total = [], 0
+    for chunk in response.iter_bytes():
+        total += len(chunk)
+        if total > limit:
+            response.close()
+            raise _too_large(response, limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    response._content = body  # what Response.read() sets: httpx's own later read() sees the body
+    response.close()
+    return body
+
+
+async def aread_capped(response: httpx.Response, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
+    """:func:`read_capped` for an async response."""
+    content = _read_so_far(response, limit)
+    if content is not None:
+        return content
+    chunks, total = [], 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            await response.aclose()
+            raise _too_large(response, limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    response._content = body  # what Response.aread() sets
+    await response.aclose()
+    return body
+
+
 class AsyncAuthOnlyError(AgentError):
     """An async-only auth (or an async handler) was used with a sync ``httpx.Client``."""
 
@@ -157,7 +230,7 @@ def response_detail(response: httpx.Response) -> Any:
     """The ``detail`` of a JSON error body (or the whole body, or the text when it is not JSON)."""
     try:
         body = json.loads(response.content or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return response.text[:500] if response.content else None
     if isinstance(body, dict) and "detail" in body:
         return body["detail"]
@@ -229,6 +302,7 @@ class X402Auth(httpx.Auth):
             the same names. Sent on the first request too, so prepaid credits apply.
         max_pending_polls: a hard stop on re-sends while pending, whatever the clock says.
         remember: how many paid calls' proofs to keep for resends.
+        max_body_bytes: a 402 (or a refusal) longer than this is refused unread.
     """
 
     requires_request_body = True
@@ -247,8 +321,10 @@ class X402Auth(httpx.Auth):
         wallet_address: str | None = None,
         max_pending_polls: int = 240,
         remember: int = 4096,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self._handler = handler
+        self._max_body_bytes = max_body_bytes
         self._pending_backoff = pending_backoff
         self._sleep = sleep
         self._async_sleep = async_sleep
@@ -371,7 +447,7 @@ class X402Auth(httpx.Auth):
                 if isinstance(op, _Send):
                     result = yield op.request
                 elif isinstance(op, _Read):
-                    op.response.read()
+                    read_capped(op.response, self._max_body_bytes)
                 elif isinstance(op, _Pay):
                     result = self._handler.pay(op.request, op.body)
                 elif isinstance(op, _Sleep):
@@ -394,7 +470,7 @@ class X402Auth(httpx.Auth):
                 if isinstance(op, _Send):
                     result = yield op.request
                 elif isinstance(op, _Read):
-                    await op.response.aread()
+                    await aread_capped(op.response, self._max_body_bytes)
                 elif isinstance(op, _Pay):
                     result = await self._call_handler("pay", op.request, op.body)
                 elif isinstance(op, _Sleep):
@@ -442,6 +518,7 @@ class AsyncX402Auth(X402Auth):
         wallet_address: str | None = None,
         max_pending_polls: int = 240,
         remember: int = 4096,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         super().__init__(
             handler,
@@ -453,6 +530,7 @@ class AsyncX402Auth(X402Auth):
             wallet_address=wallet_address,
             max_pending_polls=max_pending_polls,
             remember=remember,
+            max_body_bytes=max_body_bytes,
         )
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:

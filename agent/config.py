@@ -49,6 +49,8 @@ class ApiConfig:
     proof: str = "hash"
     timeout_s: float = 30.0
     api_key: str | None = None
+    max_body_bytes: int = 64 * 1024 * 1024
+    """An answer longer than this is refused unread (``max_body_mb``): one hostile API cannot balloon the agent."""
 
     def __repr__(self) -> str:
         key = None if self.api_key is None else "<redacted>"
@@ -260,7 +262,7 @@ class _Reader:
         return ChainConfig(network=network, ogmios_url=url)
 
     def api(self, value: Any, network: str, env: Mapping[str, str]) -> ApiConfig:
-        t = self.table(value, ("api",), ("base_url", "partner", "proof", "timeout_s"))
+        t = self.table(value, ("api",), ("base_url", "partner", "proof", "timeout_s", "max_body_mb"))
         base_url = self.url(t.get("base_url", default_api_url(network)), ("api", "base_url"), ("http", "https"))
         if env.get("CARDANO_AGENT_API_URL"):
             base_url = _env_url(env["CARDANO_AGENT_API_URL"], "CARDANO_AGENT_API_URL", ("http", "https"))
@@ -272,8 +274,11 @@ class _Reader:
         timeout = t.get("timeout_s", 30)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, Decimal)) or not timeout > 0:
             self.fail(("api", "timeout_s"), f"expected a positive number of seconds, got {_show(timeout)}")
+        max_body_mb = t.get("max_body_mb", 64)
+        if isinstance(max_body_mb, bool) or not isinstance(max_body_mb, int) or not 1 <= max_body_mb <= 4096:
+            self.fail(("api", "max_body_mb"), f"expected a whole number of MB from 1 to 4096, got {_show(max_body_mb)}")
         return ApiConfig(base_url=base_url, partner=partner, proof=proof, timeout_s=float(timeout),
-                         api_key=env.get("T_API_KEY") or None)
+                         api_key=env.get("T_API_KEY") or None, max_body_bytes=int(max_body_mb) * 1024 * 1024)
 
     def policy(self, value: Any, network: NetworkInfo) -> PaymentPolicy:
         from agent.x402 import normalise_asset, validate_address

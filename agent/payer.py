@@ -145,6 +145,8 @@ class WalletPayer:
             body = json.loads(response_body or b"null")
         except ValueError:
             raise InvoiceError("the 402 answer is not JSON: no invoice to pay") from None
+        except RecursionError:
+            raise InvoiceError("the 402 answer nests JSON too deeply: no invoice to pay") from None
         parsed = parse_402(body, now=now_dt)
         if isinstance(parsed, PaymentPending):
             raise InvoiceError(f"the server says invoice {parsed.invoice_id} is {parsed.status}, "

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.auth import response_detail
+from agent.auth import DEFAULT_MAX_BODY_BYTES, read_capped, response_detail
 from agent.errors import AgentError, ApiError, TransientApiError
 from agent.retry import RetryPolicy, is_transient_status, parse_retry_after, utc_now
 from agent.sse import AsyncChatStream, ChatEvent, ChatStream, short_detail  # noqa: F401  (re-exported)
@@ -222,6 +222,7 @@ class _Routes:
         clock: Callable[[], datetime],
         rng: random.Random | None,
         new_request_id: Callable[[], str],
+        max_body_bytes: int | None = None,
     ) -> None:
         if isinstance(source, (str, httpx.URL)):
             base_url: Any = source
@@ -233,6 +234,7 @@ class _Routes:
             wallet_address = wallet_address or getattr(source, "wallet_address", None)
             if auth is None and not api_key and callable(getattr(source, "x402_auth", None)):
                 auth = source.x402_auth()
+            max_body_bytes = max_body_bytes or getattr(api, "max_body_bytes", None)
         self.base_url = httpx.URL(str(base_url))
         self._api_key = api_key or None
         self._auth = None if self._api_key else auth
@@ -242,6 +244,7 @@ class _Routes:
         self._clock = clock
         self._rng = rng
         self._new_request_id = new_request_id
+        self._max_body_bytes = max_body_bytes or DEFAULT_MAX_BODY_BYTES
 
     @property
     def mode(self) -> str:
@@ -464,9 +467,11 @@ class TClient(_Routes):
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
         request_ids: Callable[[], str] = new_request_id,
+        max_body_bytes: int | None = None,
     ) -> None:
         super().__init__(source, api_key=api_key, auth=auth, partner=partner, wallet_address=wallet_address,
-                         retry=retry, clock=clock, rng=rng, new_request_id=request_ids)
+                         retry=retry, clock=clock, rng=rng, new_request_id=request_ids,
+                         max_body_bytes=max_body_bytes)
         self._sleep = sleep
         self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout_s)
 
@@ -488,9 +493,10 @@ class TClient(_Routes):
             response: httpx.Response | None = None
             error: Exception | None = None
             try:
-                response = self._http.send(request, auth=self._auth_for(call), stream=stream)
-                if stream and response.status_code >= 400:
-                    response.read()
+                # Always streamed, then read with a cap: a hostile answer cannot fill the memory.
+                response = self._http.send(request, auth=self._auth_for(call), stream=True)
+                if not stream or response.status_code >= 400:
+                    read_capped(response, self._max_body_bytes)
             except _RETRYABLE_EXCEPTIONS as exc:
                 error = exc
             try:

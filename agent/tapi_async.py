@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import httpx
 
+from agent.auth import aread_capped
 from agent.retry import RetryPolicy, utc_now
 from agent.sse import AsyncChatStream
 from agent.tapi import (
@@ -48,9 +49,11 @@ class AsyncTClient(_Routes):
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
         request_ids: Callable[[], str] = new_request_id,
+        max_body_bytes: int | None = None,
     ) -> None:
         super().__init__(source, api_key=api_key, auth=auth, partner=partner, wallet_address=wallet_address,
-                         retry=retry, clock=clock, rng=rng, new_request_id=request_ids)
+                         retry=retry, clock=clock, rng=rng, new_request_id=request_ids,
+                         max_body_bytes=max_body_bytes)
         self._sleep = sleep
         self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout_s)
 
@@ -72,9 +75,9 @@ class AsyncTClient(_Routes):
             response: httpx.Response | None = None
             error: Exception | None = None
             try:
-                response = await self._http.send(request, auth=self._auth_for(call), stream=stream)
-                if stream and response.status_code >= 400:
-                    await response.aread()
+                response = await self._http.send(request, auth=self._auth_for(call), stream=True)
+                if not stream or response.status_code >= 400:
+                    await aread_capped(response, self._max_body_bytes)
             except _RETRYABLE_EXCEPTIONS as exc:
                 error = exc
             try:

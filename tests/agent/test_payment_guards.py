@@ -310,3 +310,89 @@ def test_status_reports_a_local_clock_behind_the_chain(agent_home_factory, devne
     assert main(["status", "--home", str(fine.home)]) == 0
     out = capsys.readouterr().out
     assert "clock" not in out
+
+
+# -- finding 6: response bodies are capped -------------------------------------------------------------
+
+CHUNK = 64 * 1024
+
+
+class Hose:
+    """A lazily produced body of ``total`` bytes; ``produced`` counts what was actually pulled."""
+
+    def __init__(self, total: int, byte: bytes = b" ") -> None:
+        self.total, self.byte, self.produced = total, byte, 0
+
+    def __iter__(self):
+        while self.produced < self.total:
+            self.produced += CHUNK
+            yield self.byte * CHUNK
+
+
+def _cap_home(home, mb: int) -> None:
+    toml = home.home / "agent.toml"
+    toml.write_text(toml.read_text().replace('proof = "hash"', f'proof = "hash"\nmax_body_mb = {mb}', 1))
+
+
+def test_a_300_mb_answer_is_refused_after_reading_at_most_the_cap(agent_home):
+    """A 300 MB 200 answer: the client pulls no more than max_body_mb (+ one chunk) and raises one clear error."""
+    from agent.auth import ResponseTooLargeError
+
+    _cap_home(agent_home, 1)
+    hose = Hose(300 * 1024 * 1024)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=iter(hose)))
+    with agent_home.open() as agent:
+        with TClient(agent, api_key="k", transport=transport) as t:
+            with pytest.raises(ResponseTooLargeError, match="max_body_mb"):
+                t.chat("flood me")
+    assert hose.produced <= 1024 * 1024 + CHUNK
+
+
+def test_a_300_mb_402_is_refused_unread_and_nothing_paid(agent_home):
+    """A 300 MB 402 body: refused after at most the cap, no payment recorded, the wallet unchanged."""
+    from agent.auth import ResponseTooLargeError
+
+    _cap_home(agent_home, 1)
+    hose = Hose(300 * 1024 * 1024)
+    transport = httpx.MockTransport(lambda request: httpx.Response(402, content=iter(hose)))
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        with TClient(agent, transport=transport) as t:
+            with pytest.raises(ResponseTooLargeError):
+                t.chat("invoice me")
+        assert agent.ledger.rows() == []
+    assert hose.produced <= 1024 * 1024 + CHUNK
+    assert agent_home.balance() == before
+
+
+def test_max_body_mb_must_be_a_sane_whole_number(agent_home):
+    """A bad [api] max_body_mb is a config error naming the key."""
+    from agent.errors import ConfigError
+
+    _cap_home(agent_home, 0)
+    with pytest.raises(ConfigError, match="max_body_mb"):
+        agent_home.open()
+
+
+# -- finding 11: the small items on the money path ----------------------------------------------------
+
+
+def test_a_100k_deep_402_body_is_one_clear_refusal(agent_home):
+    """A 402 whose JSON nests 100,000 deep: InvoiceError (no RecursionError), nothing paid."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    transport = httpx.MockTransport(lambda request: httpx.Response(402, content=deep))
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        with TClient("http://deep.test", auth=agent.x402_auth(), transport=transport) as t:
+            with pytest.raises(InvoiceError, match="too deeply"):
+                t.chat("nest")
+        assert not paid_rows(agent)
+    assert agent_home.balance() == before
+
+
+def test_a_100k_deep_error_body_is_shown_not_raised():
+    """The detail of a deeply nested error answer falls back to its text."""
+    from agent.auth import response_detail
+
+    deep = b"{\"a\":" * 100_000 + b"1" + b"}" * 100_000
+    assert response_detail(httpx.Response(500, content=deep)).startswith('{"a":')
