@@ -415,6 +415,89 @@ class Agent:
             job = {"id": approval.job_id, "state": state}
         return {"approval": approval_view(approval), "job": job}
 
+    # -- paying calls made on request (MCP), each answer with what it cost -------------------
+    def paid_with_tag(self, tag: str) -> dict[str, Any]:
+        """What the payments tagged ``tag`` cost: lovelace (outputs and fees), ADA text, the rows."""
+        from agent.output import format_ada
+
+        rows = [r for r in self.ledger.rows() if tag in r.tags]
+        total = sum(r.cost_lovelace or 0 for r in rows if r.paid)
+        return {"lovelace": total, "ada": format_ada(total),
+                "payments": [{"id": r.id, "state": r.state, "route": r.route, "invoice_id": r.invoice_id,
+                              "amount_lovelace": r.amount_lovelace, "fee_lovelace": r.fee_lovelace,
+                              "tx_id": r.tx_id, "reason": r.reason} for r in rows]}
+
+    def _tagged_call(self, fn: Callable[[str], Any], tags: tuple[str, ...]) -> dict[str, Any]:
+        import uuid
+
+        from agent.errors import AgentError
+        from agent.payer import JobContext, job_context
+
+        call_tag = f"call:{uuid.uuid4().hex[:16]}"
+        try:
+            with job_context(JobContext(tags=(*tags, call_tag))):
+                result = fn(call_tag)
+        except AgentError as exc:
+            exc.paid = self.paid_with_tag(call_tag)  # type: ignore[attr-defined]
+            raise
+        return {"result": result, "paid": self.paid_with_tag(call_tag)}
+
+    def call_api(self, kind: str, request: Mapping[str, Any], *, tags: tuple[str, ...] = ("mcp",)) -> dict[str, Any]:
+        """Call the T API route of job ``kind`` now, paying under policy and budgets.
+
+        Returns ``{"result": ..., "paid": paid_with_tag(...)}``; a refusal raises the package
+        error with ``paid`` attached (nothing, for a policy or budget refusal).
+        """
+        from agent.executor import TApiExecutor
+        from agent.jobs import validate_request
+
+        partner = request.get("partner")
+        clean = validate_request(kind, {k: v for k, v in request.items() if k != "partner"})
+        executor = TApiExecutor(self)
+
+        def call(call_tag: str) -> Any:
+            client = executor.client_for(partner)
+            data = executor.call(client, kind, clean, call_tag.replace(":", "-"))
+            images = data.pop("images", None)
+            if images:
+                data["images"] = f"{len(images)} PNG image(s) (queue a job to keep them)"
+            return data
+
+        try:
+            return self._tagged_call(call, tags)
+        finally:
+            executor.close()
+
+    def fetch_paid(self, url: str, *, method: str = "GET", json_body: Any = None,
+                   tags: tuple[str, ...] = ("mcp",), timeout_s: float | None = None,
+                   max_body_chars: int = 20_000) -> dict[str, Any]:
+        """Request any x402 URL, paying a 402 under policy and budgets; return the answer and its cost."""
+        import httpx
+
+        from agent.errors import ApiError, ConfigError
+
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigError(f"not an http(s) URL: {url!r}")
+        if method.upper() not in ("GET", "POST"):
+            raise ConfigError(f"method must be GET or POST, got {method!r}")
+
+        def call(call_tag: str) -> Any:
+            with httpx.Client(auth=self.x402_auth(), timeout=timeout_s or self.config.api.timeout_s) as client:
+                try:
+                    response = client.request(method.upper(), url, json=json_body)
+                except httpx.HTTPError as exc:
+                    raise ApiError(f"{url}: {type(exc).__name__}: {exc}", status=0) from None
+            text = response.text
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = text[:max_body_chars]
+            return {"status": response.status_code, "content_type": response.headers.get("content-type"),
+                    "body": body, "truncated": len(text) > max_body_chars}
+
+        return self._tagged_call(call, tags)
+
     def close(self) -> None:
         """Close the chain connection and the database."""
         if self._chain is not None and self._owns_chain:
