@@ -54,6 +54,8 @@ class Proof:
     headers: Mapping[str, str]
     expires_at: datetime
     payment_id: str | None = None
+    dialect: str = "t"
+    """``t`` (X-Invoice-Id/X-Payment) or ``x402v2`` (PAYMENT-SIGNATURE; see ``agent.x402v2_payer``)."""
 
     def __repr__(self) -> str:
         shown = self.payment if len(self.payment) <= 64 else f"{self.payment[:16]}…({len(self.payment)} hex)"
@@ -208,6 +210,7 @@ class _Read:
 class _Pay:
     request: httpx.Request
     body: bytes
+    response: httpx.Response | None = None
 
 
 @dataclass
@@ -382,7 +385,7 @@ class X402Auth(httpx.Auth):
                 logger.warning("invoice from %s, reached by a redirect from %s", _origin(issuer.url),
                                _origin(request.url))
                 request = issuer
-            proof = yield _Pay(request, response.content)
+            proof = yield _Pay(request, response.content, response)
             self._proofs.put(key, proof)
             logger.info("paid invoice=%s request_id=%s; retrying %s %s", proof.invoice_id, key,
                         request.method, request.url.path)
@@ -411,7 +414,10 @@ class X402Auth(httpx.Auth):
                 return
             yield _Read(response)
             detail = response_detail(response)
-            if status == 402 and _payment_status(detail) in PENDING_STATUSES:
+            if proof.dialect != "t":  # x402 v2: the verdict rides in headers, the body is the server's
+                detail = _v2_detail(response, detail)
+            if status == 402 and (_payment_status(detail) in PENDING_STATUSES
+                                  or (proof.dialect != "t" and _v2_pending(response))):
                 remaining_s = (_aware(proof.expires_at) - _aware(self._clock())).total_seconds()
                 if remaining_s <= 0 or polls >= self._max_pending_polls:
                     yield _Notify("refused", proof, response)
@@ -449,7 +455,7 @@ class X402Auth(httpx.Auth):
                 elif isinstance(op, _Read):
                     read_capped(op.response, self._max_body_bytes)
                 elif isinstance(op, _Pay):
-                    result = self._handler.pay(op.request, op.body)
+                    result = _pay_v2_or_t(self._handler, op)
                 elif isinstance(op, _Sleep):
                     self._sleep(op.seconds)
                 else:
@@ -472,7 +478,10 @@ class X402Auth(httpx.Auth):
                 elif isinstance(op, _Read):
                     await aread_capped(op.response, self._max_body_bytes)
                 elif isinstance(op, _Pay):
-                    result = await self._call_handler("pay", op.request, op.body)
+                    if _speaks_v2(self._handler, op):
+                        result = await self._call_handler("pay_v2", op.request, op.response)
+                    else:
+                        result = await self._call_handler("pay", op.request, op.body)
                 elif isinstance(op, _Sleep):
                     await self._sleep_async(op.seconds)
                 else:
@@ -536,6 +545,41 @@ class AsyncX402Auth(X402Auth):
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         raise AsyncAuthOnlyError("AsyncX402Auth works with httpx.AsyncClient; use X402Auth with httpx.Client")
         yield request  # pragma: no cover - makes this a generator like the base method
+
+
+def _speaks_v2(handler: Any, op: _Pay) -> bool:
+    """The 402 is x402 v2 (PAYMENT-REQUIRED header) or v1 (body) and the handler can pay it."""
+    if op.response is None or not hasattr(handler, "pay_v2"):
+        return False
+    from agent.x402v2 import detect
+
+    return detect(op.response.headers, op.body) is not None
+
+
+def _pay_v2_or_t(handler: Any, op: _Pay) -> Any:
+    if _speaks_v2(handler, op):
+        return handler.pay_v2(op.request, op.response)
+    return handler.pay(op.request, op.body)
+
+
+def _v2_pending(response: httpx.Response) -> bool:
+    """A 402 to a v2 paid retry that says the payment may still land: resend the same payload."""
+    from agent.x402v2 import parse_payment_response, retry_refusal_reason
+
+    answer = parse_payment_response(response.headers)
+    if answer is not None:
+        return answer.may_still_land
+    return retry_refusal_reason(response.headers) == "exact_cardano_facilitator_chain_lookup_failed"
+
+
+def _v2_detail(response: httpx.Response, detail: Any) -> Any:
+    from agent.x402v2_payer import refusal_reason
+
+    if response.status_code != 402:
+        return detail
+    if _v2_pending(response):
+        return {"status": "pending", "reason": refusal_reason(response)}
+    return refusal_reason(response)
 
 
 def _short(detail: Any, limit: int = 200) -> str:

@@ -214,10 +214,20 @@ class WalletPayer:
         ctx.notify("awaiting_settlement")
         return proof
 
+    def pay_v2(self, request: Any, response: Any) -> Proof:
+        """Pay an x402 v2 (or v1) 402 for ``request`` (see ``agent.x402v2_payer``)."""
+        from agent import x402v2_payer
+
+        return x402v2_payer.pay(self, request, response)
+
     def settled(self, proof: Proof, response: Any) -> None:
         """The paid retry succeeded: the payment is settled."""
         if proof.payment_id is None:
             return
+        if proof.dialect != "t":
+            from agent import x402v2_payer
+
+            return x402v2_payer.settled(self, proof, response)
         row = self.ledger.get(int(proof.payment_id))
         if row.state in (SUBMITTED, "unsettled"):
             self.ledger.mark_settled(row.id, now=self.clock())
@@ -226,6 +236,10 @@ class WalletPayer:
         """The server refused a payment already made: mark it unsettled; it is never paid again."""
         if proof.payment_id is None:
             return
+        if proof.dialect != "t":
+            from agent import x402v2_payer
+
+            return x402v2_payer.refused(self, proof, response)
         row = self.ledger.get(int(proof.payment_id))
         detail = response_detail(response)
         reason = f"HTTP {response.status_code}: {json.dumps(detail)[:300]}"
@@ -325,6 +339,10 @@ class WalletPayer:
     def resume_proof(self, job_id: int) -> Proof | None:
         """The proof of a job's payment that left (or may have left) the wallet but is not settled."""
         for row in reversed(self.ledger.by_job(job_id)):
+            if row.state in (SIGNED, SUBMITTED) and row.tx_id and row.invoice_id.startswith("x402v2:"):
+                from agent import x402v2_payer
+
+                return x402v2_payer.proof_for_row(self, row)
             if row.state in (SIGNED, SUBMITTED) and row.tx_id:
                 expires = datetime.fromtimestamp(self.clock() + 300, tz=timezone.utc)
                 return self._proof(row, expires)
@@ -337,6 +355,11 @@ class WalletPayer:
         self._forget_finished_reservations({str(r.id) for r in unfinished})
         for row in unfinished:
             owner = str(row.id)
+            if row.invoice_id.startswith("x402v2:"):  # the facilitator submits: decided from the chain only
+                from agent import x402v2_payer
+
+                counts[x402v2_payer.recover_row(self, row)] += 1
+                continue
             if row.state == "reserved" or not row.cbor or not row.tx_id:
                 self.sender.release(owner)
                 self.ledger.release(row.id, "the agent stopped before signing", now=self.clock())

@@ -166,6 +166,7 @@ COMPONENT_MODULES: list[str] = [
     "agent.queue",
     "agent.reservations",
     "agent.scheduler",
+    "agent.x402v2_payer",
 ]
 
 

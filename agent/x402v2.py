@@ -352,21 +352,20 @@ def payment_identifier_for(invoice_id: str) -> str:
 
 
 def candidates(pr: PaymentRequired, *, network: NetworkInfo) -> tuple[list[Requirement], list[tuple[int, str, str]]]:
-    """Split the entries into payable requirements (duplicates dropped) and rejections ``(index, code, message)``."""
+    """Split the entries into payable requirements and rejections ``(index, code, message)``; duplicates are dropped."""
     ok: list[Requirement] = []
     rejected: list[tuple[int, str, str]] = []
-    seen: set[str] = set()
+    first: dict[str, int] = {}
     for i, raw in enumerate(pr.accepts):
+        key = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+        if key in first:
+            rejected.append((i, "duplicate", f"repeats entry [{first[key]}]"))
+            continue
+        first[key] = i
         try:
-            req = parse_requirement(raw, i, network=network, version=pr.version)
+            ok.append(parse_requirement(raw, i, network=network, version=pr.version))
         except Rejection as exc:
             rejected.append((i, exc.code, exc.message))
-            continue
-        if req.key in seen:
-            rejected.append((i, "duplicate", "repeats an earlier entry"))
-            continue
-        seen.add(req.key)
-        ok.append(req)
     return ok, rejected
 
 
@@ -377,7 +376,19 @@ def cheapest_first(reqs: Iterable[Requirement], cost_lovelace: Callable[[Require
 
 def refusal_line(rejections: Sequence[tuple[int, str, str]], *, skipped: int = 0) -> str:
     """One line naming why each entry was rejected."""
-    parts = [f"[{i}] {message}" for i, _, message in sorted(rejections)]
+    parts: list[str] = []
+    run: list[int] = []
+    last = ""
+    for i, _, message in sorted(rejections):
+        if message == last and message.startswith("repeats"):
+            run.append(i)
+            continue
+        if run:
+            parts[-1] = f"[{run[0]}-{run[-1]}] {last}" if len(run) > 1 else parts[-1]
+        run, last = [i], message
+        parts.append(f"[{i}] {message}")
+    if len(run) > 1:
+        parts[-1] = f"[{run[0]}-{run[-1]}] {last}"
     if skipped:
         parts.append(f"{skipped} more entries not looked at (over {MAX_ACCEPTS})")
     return "no acceptable x402 payment option: " + "; ".join(parts)

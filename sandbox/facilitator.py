@@ -108,7 +108,9 @@ class Faults:
     pending_forever: bool = False
     verify_flakes: int = 0
     error_after_settle: int = 0
-    """The resource server answers 500 after this many settlements succeed (the server's own fault)."""
+    """The next this many paid calls answer 500 after settling (the resource server's own fault)."""
+    verify_reason: str | None = None
+    """Every verification answers this invalidReason (a client's handling of each verdict)."""
 
 
 @dataclass
@@ -351,6 +353,9 @@ class CardanoExactFacilitator:
         if self.faults.verify_flakes > 0:
             self.faults.verify_flakes -= 1
             return {"isValid": False, "invalidReason": "exact_cardano_facilitator_chain_lookup_failed",
+                    "invalidMessage": "injected fault", "payer": ""}
+        if self.faults.verify_reason:
+            return {"isValid": False, "invalidReason": self.faults.verify_reason,
                     "invalidMessage": "injected fault", "payer": ""}
         try:
             verdict = verify_payment(payload, requirements, self.port, network=self.network,

@@ -155,6 +155,7 @@ def test_hostile_payment_required_costs_bounded_time() -> None:
     dupes = v2.parse_payment_required(header([entry()] * 100), b"")
     ok, rejected = v2.candidates(dupes, network=PREPROD)
     assert len(ok) == 1 and all(code == "duplicate" for _, code, _ in rejected)
+    assert v2.refusal_line(rejected) == "no acceptable x402 payment option: [1-15] repeats entry [0]"
     assert time.process_time() - started < 5  # generous: the point is no blow-up, not speed
 
 

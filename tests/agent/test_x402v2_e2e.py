@@ -1,0 +1,197 @@
+"""Paying the sandbox's x402 v2 server from a real agent home on the devnet."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from agent import x402v2 as v2
+from agent.errors import AgentError
+from sandbox.devnet import DEVNET_TOKEN
+from sandbox.x402_server import DEFAULT_PAY_TO, X402Server
+
+TOKENS = f'allowed_assets = ["lovelace", "{DEVNET_TOKEN}"]\n'
+ADA_ENTRY = {"scheme": "exact", "network": "cardano:devnet", "amount": "1000000", "asset": "lovelace",
+             "payTo": DEFAULT_PAY_TO, "maxTimeoutSeconds": 600}
+
+
+@pytest.fixture
+def v2_server(agent_home: Any) -> Iterator[X402Server]:
+    """The v2 server on the agent's devnet (one block per transaction), releasing at depth 0."""
+    from sandbox.x402_server import Routes
+
+    with X402Server.start(agent_home.devnet, routes=Routes(confirmations=0)) as server:
+        yield server
+
+
+def rows(agent: Any) -> list[Any]:
+    return agent.ledger.rows()
+
+
+def tokens(home: Any, address: str) -> int:
+    return home.devnet.ledger.balance(address).get(DEVNET_TOKEN, 0)
+
+
+def test_pays_ada_once_and_records_the_settlement(agent_home: Any, v2_server: X402Server) -> None:
+    """GET /premium: one transaction of 1 ADA + fee, the 200 with PAYMENT-RESPONSE, a settled ledger row."""
+    before, pay_to_before = agent_home.balance(), agent_home.balance(DEFAULT_PAY_TO)
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        r = http.get(f"{v2_server.url}/premium")
+        assert r.status_code == 200 and r.json()["content"] == "premium"
+        answer = v2.parse_payment_response(r.headers)
+        assert answer is not None and answer.success
+        (row,) = rows(agent)
+        assert row.state == "settled" and row.tx_id == answer.transaction
+        from agent.x402v2_payer import stored
+
+        kept = stored(agent.ledger.db, row.id)
+        assert kept is not None and kept.settle_tx == row.tx_id and kept.settle_status == "confirmed"
+    assert agent_home.balance(DEFAULT_PAY_TO) == pay_to_before + 1_000_000
+    assert agent_home.balance() == before - 1_000_000 - row.fee_lovelace
+    assert v2_server.facilitator.submissions == 1
+
+
+def test_pays_in_tokens_with_min_ada(agent_home: Any, v2_server: X402Server) -> None:
+    """GET /token: 5 DEVNET tokens plus the output's min-ADA, when the policy allows the token."""
+    agent_home.devnet.fund(agent_home.address, 5_000_000, {DEVNET_TOKEN: 50})
+    agent_home.configure(extra="", max_per_call_ada="10")
+    (agent_home.home / "agent.toml").write_text((agent_home.home / "agent.toml").read_text() + TOKENS)
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        r = http.get(f"{v2_server.url}/token")
+        assert r.status_code == 200
+        (row,) = rows(agent)
+        assert row.state == "settled" and row.amounts == {DEVNET_TOKEN: 5}
+    assert tokens(agent_home, DEFAULT_PAY_TO) == 5 and tokens(agent_home, agent_home.address) == 45
+
+
+def test_chooses_the_cheapest_acceptable_entry(agent_home: Any, v2_server: X402Server) -> None:
+    """/choice offers 3 ADA, 2 ADA or tokens (not allowed): the agent pays 2 ADA."""
+    pay_to_before = agent_home.balance(DEFAULT_PAY_TO)
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        assert http.get(f"{v2_server.url}/choice").status_code == 200
+    assert agent_home.balance(DEFAULT_PAY_TO) == pay_to_before + 2_000_000
+
+
+def test_budget_pushes_choice_to_the_next_entry_or_refuses(agent_home: Any, v2_server: X402Server) -> None:
+    """Over the per-call cap every entry is rejected, each named in one line; a refused row, nothing paid."""
+    agent_home.configure(max_per_call_ada="1")
+    before = agent_home.balance()
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        with pytest.raises(v2.NoAcceptableOptionError) as err:
+            http.get(f"{v2_server.url}/choice")
+        line = str(err.value)
+        assert "\n" not in line and "[0]" in line and "[1]" in line and "[2]" in line
+        assert "per-call maximum" in line and "not an allowed asset" in line
+        (row,) = rows(agent)
+        assert row.state == "refused" and "per-call" in (row.reason or "")
+    assert agent_home.balance() == before
+
+
+def _serve_402(payment_required: dict | str) -> httpx.MockTransport:
+    value = payment_required if isinstance(payment_required, str) else v2.encode_b64_json(payment_required)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(402, headers={"PAYMENT-REQUIRED": value}, json={})
+
+    return httpx.MockTransport(handler)
+
+
+def _required(**over: Any) -> dict:
+    entry = {**ADA_ENTRY, "extra": {"assetTransferMethod": "default"}}
+    entry.update(over)
+    return {"x402Version": 2, "resource": {"url": "http://127.0.0.1/x"}, "accepts": [entry]}
+
+
+@pytest.mark.parametrize("payment_required, words", [
+    (_required(extra={"assetTransferMethod": "masumi"}), "masumi"),
+    (_required(extra={"assetTransferMethod": "script"}), "script"),
+    (_required(scheme="upto"), "scheme 'upto'"),
+    (_required(network="cardano:preprod"), "cardano:preprod"),
+    (_required(amount="1.5"), "canonical"),
+    (_required(amount=1000000), "canonical"),
+    (_required(maxTimeoutSeconds=5), "too short"),
+    ("not-base64-json!", "base64"),
+    ({"x402Version": 2, "accepts": _required(extra={"assetTransferMethod": "masumi"})["accepts"] * 100},
+     "[1-15] repeats entry [0]"),
+])
+def test_each_refusal_pays_nothing(agent_home: Any, payment_required: Any, words: str) -> None:
+    """Every part-3 refusal: one clear error line, a ledger row `refused` with the reason, the balance unchanged."""
+    before = agent_home.balance()
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(),
+                                                  transport=_serve_402(payment_required)) as http:
+        with pytest.raises(AgentError) as err:
+            http.get("http://127.0.0.1:9/paid")
+        assert words in str(err.value) and "\n" not in str(err.value)
+        (row,) = rows(agent)
+        assert row.state == "refused" and row.reason
+    assert agent_home.balance() == before
+
+
+FACILITATOR_REASONS = [
+    "invalid_exact_cardano_payload_nonce_not_on_chain", "invalid_exact_cardano_payload_input_not_available",
+    "invalid_exact_cardano_payload_amount_insufficient", "invalid_exact_cardano_payload_recipient_mismatch",
+    "invalid_exact_cardano_payload_value_not_conserved", "invalid_exact_cardano_payload_fee_below_minimum",
+    "invalid_exact_cardano_payload_ttl_expired", "invalid_exact_cardano_payload_ttl_too_far",
+    "invalid_exact_cardano_payload_phase1_invalid", "network_mismatch",
+]
+
+
+@pytest.mark.parametrize("reason", FACILITATOR_REASONS)
+def test_facilitator_refusal_is_recorded_and_nothing_is_paid(agent_home: Any, v2_server: X402Server,
+                                                             reason: str) -> None:
+    """A facilitator verdict (forced) reaches the client as one line naming it; the row is refused; balance unchanged."""
+    v2_server.faults.verify_reason = reason
+    before = agent_home.balance()
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        with pytest.raises(AgentError) as err:
+            http.get(f"{v2_server.url}/premium")
+        assert reason in str(err.value)
+        (row,) = rows(agent)
+        assert row.state == "refused" and reason in (row.reason or "")
+    assert agent_home.balance() == before
+    assert v2_server.facilitator.submissions == 0
+
+
+def test_settlement_pending_then_success_with_one_transaction(agent_home: Any) -> None:
+    """Depth 1 asked: the first answer is settlement_pending; the same payload, resent after a block, succeeds."""
+    from sandbox.x402_server import Routes
+
+    sleeps: list[float] = []
+    with X402Server.start(agent_home.devnet, routes=Routes(confirmations=1)) as server:
+        def produce_block(seconds: float) -> None:
+            sleeps.append(seconds)
+            agent_home.devnet.node.produce_block(force=True)
+
+        with agent_home.open() as agent:
+            auth = agent.x402_auth()
+            auth._sleep = produce_block
+            with httpx.Client(auth=auth, timeout=30) as http:
+                r = http.get(f"{server.url}/premium")
+            assert r.status_code == 200 and len(sleeps) == 1
+            (row,) = rows(agent)
+            assert row.state == "settled"
+        assert server.facilitator.submissions == 1
+
+
+def test_error_after_settle_resend_presents_the_same_payload(agent_home: Any, v2_server: X402Server) -> None:
+    """A 500 after settling: the call's resend presents the same PAYMENT-SIGNATURE, never a new one."""
+    v2_server.faults.error_after_settle = 1
+    seen: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        if "payment-signature" in request.headers:
+            seen.append(request.headers["payment-signature"])
+
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30,
+                                                  event_hooks={"request": [record]}) as http:
+        first = http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "call-1"})
+        assert first.status_code == 500
+        second = http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "call-1"})
+        assert second.status_code == 200
+        (row,) = rows(agent)
+        assert row.state == "settled"
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert v2_server.facilitator.submissions == 1
