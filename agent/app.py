@@ -25,7 +25,7 @@ from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError
 from agent.ledger import SpendLedger
 from agent.logs import register_secret
-from agent.queue import SqliteJobStore
+from agent.queue import SqlJobStore
 from agent.store import Database
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Agent:
         self.home = config.home
         self.db = db
         self.clock = clock
-        self.jobs = SqliteJobStore(db)
+        self.jobs = SqlJobStore(db)
         self.budgets = BudgetBook(db, config.budgets)
         self.ledger = SpendLedger(db, self.budgets)
         self.pins = PayeePins(db)
@@ -81,7 +81,8 @@ class Agent:
             passphrase = env[PASSPHRASE_ENV]
         if config.api.api_key:
             register_secret(config.api.api_key)
-        return cls(config, Database.in_home(home_path), passphrase=passphrase, chain=chain, clock=clock)
+        return cls(config, Database.open(home_path, config.store.url), passphrase=passphrase, chain=chain,
+                   clock=clock)
 
     def __enter__(self) -> "Agent":
         return self

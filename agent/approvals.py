@@ -19,7 +19,6 @@ sharing a home, cannot both pin: the loser sees the winner's payees and is parke
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -101,11 +100,12 @@ def _same_payment(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in ("host", "chain", "outputs")) and bool(a.get("outputs"))
 
 
-def _rowid(cur: sqlite3.Cursor) -> int:
-    """The id SQLite gave the row just inserted."""
-    if cur.lastrowid is None:
+def _rowid(cur: Any) -> int:
+    """The id of the row an ``INSERT ... RETURNING id`` just wrote."""
+    row = cur.fetchone()
+    if row is None:
         raise StoreError("insert did not return a row id")
-    return int(cur.lastrowid)
+    return int(row[0])
 
 
 class ApprovalError(AgentError):
@@ -226,7 +226,7 @@ class Approvals:
                 return int(found["id"])
             cur = conn.execute(
                 "INSERT INTO approvals (invoice_id, terms, host, route, job_id, summary, state, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
                 (invoice_id, key, host.lower(), route, job_id, body, now),
             )
             return _rowid(cur)

@@ -1,9 +1,10 @@
-"""Budgets: which payments a budget covers, rolling windows, and their SQLite charges.
+"""Budgets: which payments a budget covers, rolling windows, and their charges in the database.
 
 The arithmetic (:func:`budget_matches`, :func:`window_start`, :func:`charge_for`) is pure.
 :class:`BudgetBook` keeps one ``budget_charges`` row per (payment, budget, asset) and checks
 limits; the spend ledger calls :meth:`BudgetBook.charge` inside its own ``BEGIN IMMEDIATE``
-transaction, so the check and the write can never interleave with another payment.
+transaction (the database's write lock, on one host or many), so the check and the write
+can never interleave with another payment.
 
 A charge is *open* while its payment is reserved or signed (it counts whatever its age) and
 *committed* once the transaction is submitted (it counts while inside the rolling window).
@@ -16,7 +17,6 @@ accepts any object of that shape (:class:`BudgetRule`).
 from __future__ import annotations
 
 import fnmatch
-import sqlite3
 from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Mapping, Protocol, Sequence
 
@@ -153,7 +153,7 @@ class BudgetBook:
                 return s
         raise KeyError(name)
 
-    def charge(self, conn: sqlite3.Connection, payment_id: int, *, route: str | None,
+    def charge(self, conn: Any, payment_id: int, *, route: str | None,
                tags: Collection[str], amounts: Mapping[str, int], fee_lovelace: int,
                now: float) -> dict[str, dict[str, int]]:
         """Check every matching budget and write open charges for ``payment_id``.
@@ -194,25 +194,25 @@ class BudgetBook:
         return planned
 
     @staticmethod
-    def commit(conn: sqlite3.Connection, payment_id: int) -> None:
+    def commit(conn: Any, payment_id: int) -> None:
         """Turn ``payment_id``'s open charges into committed spend (its transaction was submitted)."""
         conn.execute(
             "UPDATE budget_charges SET state = 'committed' WHERE payment_id = ?", (payment_id,)
         )
 
     @staticmethod
-    def drop(conn: sqlite3.Connection, payment_id: int) -> None:
+    def drop(conn: Any, payment_id: int) -> None:
         """Remove ``payment_id``'s charges (it was never paid)."""
         conn.execute("DELETE FROM budget_charges WHERE payment_id = ?", (payment_id,))
 
     @staticmethod
-    def charges_of(conn: sqlite3.Connection | Database, payment_id: int) -> dict[str, dict[str, int]]:
+    def charges_of(conn: Any, payment_id: int) -> dict[str, dict[str, int]]:
         """Return ``{budget: {asset: amount}}`` charged to ``payment_id``."""
         out: dict[str, dict[str, int]] = {}
         for row in conn.execute(
             "SELECT budget, asset, amount FROM budget_charges WHERE payment_id = ?", (payment_id,)
         ):
-            out.setdefault(row["budget"], {})[row["asset"]] = row["amount"]
+            out.setdefault(row["budget"], {})[row["asset"]] = int(row["amount"])
         return out
 
     def _used(self, conn: Any, spec: BudgetRule, asset: str, now: float, *,
@@ -223,15 +223,15 @@ class BudgetBook:
             " COALESCE(SUM(CASE WHEN state = 'committed' AND (? IS NULL OR charged_at >= ?)"
             "                   THEN amount END), 0) AS spent,"
             " COALESCE(SUM(CASE WHEN state = 'open' THEN amount END), 0) AS reserved"
-            " FROM budget_charges WHERE budget = ? AND asset = ? AND payment_id IS NOT ?",
-            (since, since, spec.name, asset, exclude_payment),
+            " FROM budget_charges WHERE budget = ? AND asset = ? AND (? IS NULL OR payment_id <> ?)",
+            (since, since, spec.name, asset, exclude_payment, exclude_payment),
         ).fetchone()
         return int(row["spent"]), int(row["reserved"])
 
     def usage(self, now: float) -> list[BudgetUsage]:
         """Return each budget's use of each limited asset at ``now``, in configuration order."""
         out: list[BudgetUsage] = []
-        conn = self.db.connection()
+        conn = self.db
         for spec in self.specs:
             for asset, limit in spec.limits.items():
                 spent, reserved = self._used(conn, spec, asset, now)
@@ -245,7 +245,7 @@ class BudgetBook:
     def spend_series(self, name: str, asset: str = LOVELACE) -> Sequence[tuple[float, int]]:
         """Return ``(charged_at, amount)`` of ``name``'s committed charges, oldest first (for plots)."""
         return [
-            (row["charged_at"], row["amount"])
+            (row["charged_at"], int(row["amount"]))
             for row in self.db.execute(
                 "SELECT charged_at, amount FROM budget_charges"
                 " WHERE budget = ? AND asset = ? AND state = 'committed' ORDER BY charged_at",

@@ -1,8 +1,9 @@
 """Reading ``<home>/agent.toml`` into frozen settings; every mistake named by key and line.
 
 Sections: ``[api]``, ``[chain]``, ``[wallet]``, ``[policy]``, ``[[budgets]]``, ``[[schedules]]``
+and ``[store]`` (``url``: PostgreSQL for a fleet; default SQLite in the home)
 (``cardano-agent init`` writes a commented example). Environment overrides:
-``CARDANO_AGENT_API_URL``, ``CARDANO_AGENT_OGMIOS_URL`` and ``T_API_KEY`` (the API key lives only
+``CARDANO_AGENT_API_URL``, ``CARDANO_AGENT_OGMIOS_URL``, ``CARDANO_AGENT_STORE_URL`` and ``T_API_KEY`` (the API key lives only
 in the environment and never in a repr). ADA amounts become integer lovelace exactly.
 """
 
@@ -26,6 +27,7 @@ CONFIG_FILE = "agent.toml"
 DEVNET_API_URL = "http://127.0.0.1:8402"
 PUBLIC_API_URL = "https://api-v2.fluxpointstudios.com"
 DEFAULT_OGMIOS_URL = "ws://127.0.0.1:1337"
+STORE_URL_ENV = "CARDANO_AGENT_STORE_URL"
 DEFAULT_MAX_PER_CALL_LOVELACE = 10_000_000
 """Without ``policy.max_per_call_ada``, one call never pays more than 10 ADA."""
 WINDOWS: dict[str, int | None] = {"1h": 3600, "1d": 86_400, "30d": 30 * 86_400, "none": None}
@@ -109,6 +111,18 @@ class ScheduleSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the agent keeps its state: ``url`` None is SQLite in the home; else PostgreSQL."""
+
+    url: str | None = None
+
+    def __repr__(self) -> str:
+        from agent.store import redact_url
+
+        return f"StoreConfig(url={redact_url(self.url) if self.url else None!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything ``agent.toml`` and the environment configure. ``source`` is None without a file."""
 
@@ -120,6 +134,7 @@ class AgentConfig:
     schedules: tuple[ScheduleSpec, ...]
     home: Path
     source: Path | None = None
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     @property
     def network(self) -> NetworkInfo:
@@ -240,7 +255,7 @@ class _Reader:
     # -- sections -------------------------------------------------------------------------
 
     def config(self, data: dict[str, Any], *, home: Path, source: Path | None, env: Mapping[str, str]) -> AgentConfig:
-        self.table(data, (), ("api", "chain", "wallet", "policy", "budgets", "schedules"))
+        self.table(data, (), ("api", "chain", "store", "wallet", "policy", "budgets", "schedules"))
         chain = self.chain(data.get("chain"), env)
         network = get_network(chain.network)
         api = self.api(data.get("api"), chain.network, env)
@@ -251,7 +266,8 @@ class _Reader:
         budgets = self.budgets(data.get("budgets"))
         schedules = self.schedules(data.get("schedules"), {b.name for b in budgets})
         return AgentConfig(api=api, chain=chain, wallet=wallet, policy=policy, budgets=budgets,
-                           schedules=schedules, home=home, source=source)
+                           schedules=schedules, home=home, source=source,
+                           store=self.store(data.get("store"), env))
 
     def chain(self, value: Any, env: Mapping[str, str]) -> ChainConfig:
         t = self.table(value, ("chain",), ("network", "ogmios_url"))
@@ -260,6 +276,19 @@ class _Reader:
         if env.get("CARDANO_AGENT_OGMIOS_URL"):
             url = _env_url(env["CARDANO_AGENT_OGMIOS_URL"], "CARDANO_AGENT_OGMIOS_URL", ("ws", "wss"))
         return ChainConfig(network=network, ogmios_url=url)
+
+    def store(self, value: Any, env: Mapping[str, str]) -> StoreConfig:
+        t = self.table(value, ("store",), ("url",))
+        url = None
+        if t.get("url") is not None:
+            url = self.string(t["url"], ("store", "url"), expected="a postgresql:// URL")
+            if not _store_url_ok(url):
+                self.fail(("store", "url"), f"expected a postgresql:// URL, got {_redacted(url)!r}")
+        if env.get(STORE_URL_ENV):
+            url = env[STORE_URL_ENV]
+            if not _store_url_ok(url):
+                raise ConfigError(f"{STORE_URL_ENV}: expected a postgresql:// URL, got {_redacted(url)!r}")
+        return StoreConfig(url=url)
 
     def api(self, value: Any, network: str, env: Mapping[str, str]) -> ApiConfig:
         t = self.table(value, ("api",), ("base_url", "partner", "proof", "timeout_s", "max_body_mb"))
@@ -519,6 +548,18 @@ class _Locator:
             else:
                 pos = m.end()
         return max(depth, 0), None
+
+
+def _store_url_ok(url: str) -> bool:
+    from agent.store import is_postgres_url
+
+    return is_postgres_url(url) and len(url.split("://", 1)[1]) > 0
+
+
+def _redacted(url: str) -> str:
+    from agent.store import redact_url
+
+    return redact_url(url)
 
 
 def _env_url(value: str, name: str, schemes: tuple[str, ...]) -> str:

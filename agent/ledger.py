@@ -16,7 +16,6 @@ the policy or a budget turned down. ``released``/``refused`` mean nothing left t
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +23,7 @@ from typing import Any, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from agent.budget import BudgetBook
 from agent.errors import PaymentError, StoreError
-from agent.store import Database, register_migrations
+from agent.store import Database, IntegrityError, register_migrations
 from wallets.types import LOVELACE, OutputRef
 
 RESERVED, SIGNED, SUBMITTED, SETTLED = "reserved", "signed", "submitted", "settled"
@@ -85,11 +84,12 @@ register_migrations("ledger", [
 ])
 
 
-def _rowid(cur: sqlite3.Cursor) -> int:
-    """The id SQLite gave the row just inserted."""
-    if cur.lastrowid is None:
+def _rowid(cur: Any) -> int:
+    """The id of the row an ``INSERT ... RETURNING id`` just wrote."""
+    row = cur.fetchone()
+    if row is None:
         raise StoreError("insert did not return a row id")
-    return int(cur.lastrowid)
+    return int(row[0])
 
 
 class LedgerStateError(PaymentError):
@@ -189,7 +189,7 @@ def _parse_ref(text: str) -> OutputRef:
     return OutputRef(tx_id, int(index))
 
 
-def _row(r: sqlite3.Row) -> PaymentRow:
+def _row(r: Any) -> PaymentRow:
     return PaymentRow(
         id=r["id"], invoice_id=r["invoice_id"], host=r["host"], route=r["route"],
         job_id=r["job_id"], tags=tuple(json.loads(r["tags"])),
@@ -253,12 +253,12 @@ class SpendLedger:
                 cur = conn.execute(
                     "INSERT INTO payments (invoice_id, host, route, job_id, tags, outputs, amounts,"
                     " fee_estimate_lovelace, state, created_at, updated_at, expires_at, partner, batch_target)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?) RETURNING id",
                     (invoice_id, host, route, job_id, json.dumps(_tag_list(tags)),
                      json.dumps(outs), json.dumps(clean), int(fee_estimate_lovelace), at, at,
                      expires_at, partner, max(1, int(batch_target))),
                 )
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 raise DuplicatePaymentError(invoice_id, None) from exc
             payment_id = _rowid(cur)
             self.budgets.charge(conn, payment_id, route=route, tags=tags, amounts=clean,
@@ -275,7 +275,7 @@ class SpendLedger:
             cur = conn.execute(
                 "INSERT INTO payments (invoice_id, host, route, job_id, tags, outputs, amounts,"
                 " state, reason, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'refused', ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'refused', ?, ?, ?) RETURNING id",
                 (invoice_id, host, route, job_id, json.dumps(_tag_list(tags)),
                  json.dumps([_output_dict(o) for o in outputs]),
                  json.dumps({str(a): int(q) for a, q in (amounts or {}).items()}),
@@ -362,7 +362,7 @@ class SpendLedger:
             return _row(self._fetch(conn, payment_id))
 
     @staticmethod
-    def _fetch(conn: Any, payment_id: int) -> sqlite3.Row:
+    def _fetch(conn: Any, payment_id: int) -> Any:
         r = conn.execute("SELECT * FROM payments WHERE id = ?", (payment_id,)).fetchone()
         if r is None:
             raise LedgerStateError(f"no payment {payment_id}")

@@ -10,7 +10,7 @@ States::
 A claimed job carries a lease (``lease_owner``, ``lease_expires_at``). A worker that dies
 leaves its lease to expire; :meth:`JobStore.claim` then hands the job to another worker.
 Time is always a ``now`` parameter (epoch seconds). Two backends share one contract:
-:class:`SqliteJobStore` (the agent's) and :class:`MemoryJobStore` (tests, embedding).
+:class:`SqlJobStore` (the agent's, on SQLite or PostgreSQL) and :class:`MemoryJobStore` (tests, embedding).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import abc
 
 import builtins
 import json
-import sqlite3
 import threading
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol
@@ -60,11 +59,12 @@ register_migrations("queue", [
 ])
 
 
-def _rowid(cur: sqlite3.Cursor) -> int:
-    """The id SQLite gave the row just inserted."""
-    if cur.lastrowid is None:
+def _rowid(cur: Any) -> int:
+    """The id of the row an ``INSERT ... RETURNING id`` just wrote."""
+    row = cur.fetchone()
+    if row is None:
         raise StoreError("insert did not return a row id")
-    return int(cur.lastrowid)
+    return int(row[0])
 
 
 class LeaseLostError(JobError):
@@ -96,7 +96,7 @@ class Job:
 
 
 class JobStore(Protocol):
-    """The job store contract; :class:`SqliteJobStore` and :class:`MemoryJobStore` implement it."""
+    """The job store contract; :class:`SqlJobStore` and :class:`MemoryJobStore` implement it."""
 
     def enqueue(self, kind: str, request: Mapping[str, Any], *, tags: Iterable[str] = (),
                 budget: str | None = None, unique_key: str | None = None,
@@ -208,7 +208,7 @@ _COLUMNS = ("kind", "request", "tags", "budget", "state", "attempts", "max_attem
             "result_path", "result", "last_error", "request_id")
 
 
-def _from_row(r: sqlite3.Row) -> Job:
+def _from_row(r: Any) -> Job:
     return Job(
         id=r["id"], kind=r["kind"], request=json.loads(r["request"]), tags=tuple(json.loads(r["tags"])),
         budget=r["budget"], state=r["state"], attempts=r["attempts"], max_attempts=r["max_attempts"],
@@ -263,8 +263,8 @@ class _Transitions(abc.ABC):
         return self._change(job_id, lambda j: _retry(j, now))
 
 
-class SqliteJobStore(_Transitions):
-    """The job store in the agent database; safe across threads and processes."""
+class SqlJobStore(_Transitions):
+    """The job store in the agent database (SQLite or PostgreSQL); safe across threads, processes and hosts."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -284,30 +284,39 @@ class SqliteJobStore(_Transitions):
                 if found is not None:
                     return _from_row(found)
             cur = conn.execute(
-                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+                " RETURNING id",
                 _to_values(job),
             )
             return replace(job, id=_rowid(cur))
 
     def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None:
-        """Take the job whose lease expired longest ago, else the oldest due queued job."""
-        with self.db.atomic() as conn:
-            r = conn.execute(
-                "SELECT * FROM jobs WHERE state IN ('running', 'paying', 'awaiting_settlement')"
-                " AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT 1", (now,),
-            ).fetchone() or conn.execute(
-                "SELECT * FROM jobs WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT 1",
-                (now,),
-            ).fetchone()
-            if r is None:
-                return None
-            job = _claimed(_from_row(r), worker_id, now, lease_s)
-            self._save(conn, job)
-            return job
+        """Take the job whose lease expired longest ago, else the oldest due queued job.
+
+        One statement. On an engine with row locks (PostgreSQL) it runs on its own and skips
+        rows other workers are claiming (``FOR UPDATE SKIP LOCKED``): claims from many hosts
+        never wait for each other nor take the same job. On SQLite it holds the write lock.
+        """
+        dialect = self.db.dialect
+        sql = (
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,"
+            " lease_expires_at = ?, updated_at = ? WHERE id = COALESCE("
+            " (SELECT id FROM jobs WHERE state IN ('running', 'paying', 'awaiting_settlement')"
+            "  AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT 1" + dialect.skip_locked + "),"
+            " (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT 1"
+            + dialect.skip_locked + ")) RETURNING *"
+        )
+        params = (worker_id, now + lease_s, now, now, now)
+        if dialect.row_locks:
+            r = self.db.execute(sql, params).fetchone()
+        else:
+            with self.db.atomic() as conn:
+                r = conn.execute(sql, params).fetchone()
+        return _from_row(r) if r is not None else None
 
     def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self.db.atomic() as conn:
-            job = self._get(conn, job_id)
+            job = self._get(conn, job_id, lock=self.db.dialect.for_update)
             new = fn(job)
             if new is not job:
                 self._save(conn, new)
@@ -318,8 +327,8 @@ class SqliteJobStore(_Transitions):
         return self._get(self.db, job_id)
 
     @staticmethod
-    def _get(conn: Any, job_id: int) -> Job:
-        r = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    def _get(conn: Any, job_id: int, lock: str = "") -> Job:
+        r = conn.execute("SELECT * FROM jobs WHERE id = ?" + lock, (job_id,)).fetchone()
         if r is None:
             raise JobError(f"no job {job_id}")
         return _from_row(r)
@@ -335,7 +344,8 @@ class SqliteJobStore(_Transitions):
         """Return up to ``limit`` jobs, newest first, optionally of one state and/or tag."""
         rows = self.db.execute(
             "SELECT * FROM jobs WHERE (? IS NULL OR state = ?)"
-            " AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?))"
+            f" AND (? IS NULL OR EXISTS (SELECT 1 FROM {self.db.dialect.json_elements('jobs.tags')}"
+            " AS t WHERE t.value = ?))"
             " ORDER BY id DESC LIMIT ?", (state, state, tag, tag, limit),
         )
         return [_from_row(r) for r in rows]
@@ -353,8 +363,10 @@ class SqliteJobStore(_Transitions):
             rows = conn.execute(
                 "SELECT id, lease_owner FROM jobs WHERE state IN ('running', 'paying', 'awaiting_settlement')"
                 " AND lease_expires_at > ?", (now,)).fetchall()
-            dead = [r["id"] for r in rows if r["lease_owner"] and is_dead(r["lease_owner"])]
-            conn.executemany("UPDATE jobs SET lease_expires_at = ? WHERE id = ?", [(now, i) for i in dead])
+            dead = [(now, r["id"], r["lease_owner"]) for r in rows
+                    if r["lease_owner"] and is_dead(r["lease_owner"])]
+            # Only while the dead worker still holds it: a claim may have taken it meanwhile.
+            conn.executemany("UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?", dead)
         return len(dead)
 
     def next_run_at(self) -> float | None:
@@ -363,9 +375,13 @@ class SqliteJobStore(_Transitions):
             "SELECT min(t) AS t FROM ("
             " SELECT min(run_at) AS t FROM jobs WHERE state = 'queued'"
             " UNION ALL SELECT min(lease_expires_at) FROM jobs"
-            " WHERE state IN ('running', 'paying', 'awaiting_settlement'))"
+            " WHERE state IN ('running', 'paying', 'awaiting_settlement')) AS due"
         ).fetchone()
         return r["t"]
+
+
+SqliteJobStore = SqlJobStore
+"""The name the job store had when SQLite was its only engine."""
 
 
 # -- memory ------------------------------------------------------------------------------------

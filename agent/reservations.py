@@ -1,9 +1,10 @@
 """UTxO reservations in the agent database, so a restarted agent knows which inputs are in flight.
 
 :class:`SqliteReservations` implements ``wallets.reservations.UtxoReservations`` over
-:mod:`agent.store`. Each reserve is one ``BEGIN IMMEDIATE`` transaction: several workers or
-processes sharing one home never take the same input, and a payment signed before a crash
-still owns its inputs and its pending change after the restart.
+:mod:`agent.store` (SQLite or PostgreSQL). Each reserve is one transaction holding the
+database's write lock: several workers, processes or hosts sharing one database never take the
+same input, and a payment signed before a crash still owns its inputs and its pending change
+after the restart.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class SqliteReservations:
         """Change outputs of submitted, unconfirmed transactions, in the order they were recorded."""
         out: list[Utxo] = []
         for r in self.db.execute(
-            "SELECT change FROM pending_change WHERE wallet = ? ORDER BY recorded_at, rowid", (self.wallet,)
+            "SELECT change FROM pending_change WHERE wallet = ? ORDER BY recorded_at, tx_id", (self.wallet,)
         ):
             out.extend(_utxo(d) for d in json.loads(r["change"]))
         return out
@@ -135,7 +136,7 @@ class SqliteReservations:
     def pending_tx_ids(self) -> list[str]:
         """Transactions submitted and not yet cleared (including those without change)."""
         return [r["tx_id"] for r in self.db.execute(
-            "SELECT tx_id FROM pending_change WHERE wallet = ? ORDER BY recorded_at, rowid", (self.wallet,))]
+            "SELECT tx_id FROM pending_change WHERE wallet = ? ORDER BY recorded_at, tx_id", (self.wallet,))]
 
     def clear_pending(self, tx_id: str) -> None:
         """``tx_id`` confirmed (or dropped): forget its pending change."""

@@ -205,7 +205,8 @@ class Scheduler:
             ).fetchone()
             if row is None:
                 conn.execute(
-                    "INSERT INTO schedule_state (name, anchor, last_fire) VALUES (?, ?, NULL)",
+                    "INSERT INTO schedule_state (name, anchor, last_fire) VALUES (?, ?, NULL)"
+                    " ON CONFLICT (name) DO NOTHING",
                     (name, instant.timestamp()),
                 )
                 return instant, None
@@ -215,8 +216,9 @@ class Scheduler:
     def _record(self, name: str, fire_time: datetime) -> None:
         with self._db.atomic() as conn:
             conn.execute(
-                "UPDATE schedule_state SET last_fire = max(coalesce(last_fire, 0), ?) WHERE name = ?",
-                (fire_time.timestamp(), name),
+                "UPDATE schedule_state SET last_fire = ? WHERE name = ?"
+                " AND (last_fire IS NULL OR last_fire < ?)",
+                (fire_time.timestamp(), name, fire_time.timestamp()),
             )
 
 

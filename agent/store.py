@@ -1,22 +1,38 @@
-"""The one module that owns SQLite: connections, transactions and numbered migrations.
+"""The one module that owns the database: engines, transactions and numbered migrations.
+
+Two engines share one contract (:class:`Database`): SQLite in the agent home (the embedded
+default, :class:`SqliteDatabase`) and PostgreSQL for fleets of agents on several hosts
+(:class:`agent.postgres.PostgresDatabase`). ``Database(target)`` picks the engine from its
+argument: a ``postgresql://`` URL or a file path. Every store above this module writes plain
+SQL with ``?`` placeholders and asks :attr:`Database.dialect` for the few phrases that differ.
 
 Each component (budgets, spend ledger, job queue, reservations, ...) registers its own
 numbered migrations with :func:`register_migrations`; :meth:`Database.migrate` applies the
-missing ones per component, recorded in ``schema_versions``. Connections are per thread
-(SQLite connections must not be shared across threads) and use WAL with a busy timeout, so
-several workers and processes can share one home.
+missing ones per component, recorded in ``schema_versions``. Steps are written in SQLite's
+types (``INTEGER``, ``REAL``, ``BLOB``, ``INTEGER PRIMARY KEY AUTOINCREMENT``); the PostgreSQL
+dialect maps them to ``BIGINT``, ``DOUBLE PRECISION``, ``BYTEA`` and an identity column. A
+database whose schema is newer than this code is refused, naming both versions.
+
+Transactions: ``atomic()`` is one transaction; ``immediate=True`` (the default) takes the write
+lock at the start: ``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock shared by
+every host on PostgreSQL. So a read-check-write such as a budget reservation never interleaves
+with another writer, on one host or many. Job claims use row locks instead (``SKIP LOCKED``).
 """
 
 from __future__ import annotations
 
+import abc
 import logging
+import re
 import sqlite3
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
-from agent.errors import StoreError
+from agent.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +42,254 @@ DB_FILENAME = "agent.db"
 _MIGRATIONS: dict[str, list[str]] = {}
 
 
+class IntegrityError(StoreError):
+    """A constraint refused a write (a unique key taken, a check failed): not retryable as is."""
+
+
+class SchemaTooNewError(ConfigError):
+    """The database was migrated by a newer agent than this one: refuse to touch it."""
+
+    def __init__(self, component: str, found: int, known: int) -> None:
+        super().__init__(
+            f"the database schema of {component!r} is version {found}, newer than this agent "
+            f"knows (version {known}): upgrade cardano-pay-agent on this host"
+        )
+        self.component = component
+        self.found = found
+        self.known = known
+
+
 def register_migrations(component: str, steps: Sequence[str]) -> None:
     """Declare ``component``'s schema as numbered steps (step i is version i + 1).
 
-    Steps are append-only: never edit a released step, add a new one.
+    Steps are append-only: never edit a released step, add a new one. Write them with
+    SQLite's type names; the PostgreSQL dialect translates them.
     """
     _MIGRATIONS[component] = list(steps)
 
 
-class Database:
+def is_postgres_url(target: object) -> bool:
+    """True if ``target`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (safe to print or log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://(unparseable URL)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}{':***' if sep else ''}@{hostport}"
+    query = "&".join(
+        ("password=***" if q.lower().startswith("password=") else q) for q in parts.query.split("&")
+    ) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def password_of(url: str) -> str | None:
+    """The password written in ``url`` (to redact it), if any."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.password:
+        return parts.password
+    for q in parts.query.split("&"):
+        if q.lower().startswith("password="):
+            return q.split("=", 1)[1]
+    return None
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL phrases that differ between engines; the stores ask for them by name."""
+
+    name: str
+    for_update: str = ""
+    """Appended to a SELECT whose rows the transaction will rewrite (row lock)."""
+    skip_locked: str = ""
+    """Appended to a claim's SELECT: skip rows another transaction holds."""
+    row_locks: bool = False
+    """True if claims lock rows rather than the whole database."""
+
+    def json_elements(self, column: str) -> str:
+        """A table of the text elements of the JSON array in ``column`` (one column, ``value``)."""
+        return f"json_each({column})"
+
+    def ddl(self, sql: str) -> str:
+        """A migration step as this engine speaks it."""
+        return sql
+
+
+SQLITE = Dialect("sqlite")
+
+
+class Database(abc.ABC):
+    """The agent database, SQLite or PostgreSQL; ``Database(target)`` picks the engine.
+
+    Args:
+        target: a file path, ``":memory:"``, or a ``postgresql://`` URL.
+    """
+
+    dialect: Dialect = SQLITE
+
+    def __new__(cls, target: Any = None, *args: Any, **kwargs: Any) -> "Database":
+        if cls is Database:
+            if is_postgres_url(target):
+                from agent.postgres import PostgresDatabase
+
+                cls = PostgresDatabase
+            else:
+                cls = SqliteDatabase
+        return super().__new__(cls)
+
+    @classmethod
+    def in_home(cls, home: Path) -> "Database":
+        """Open (creating if needed) the SQLite database in ``home`` and apply migrations."""
+        db = SqliteDatabase(Path(home) / DB_FILENAME)
+        db.migrate()
+        return db
+
+    @classmethod
+    def open(cls, home: Path, url: str | None = None) -> "Database":
+        """Open the configured database (``url``, else SQLite in ``home``), migrated."""
+        if url:
+            db = database_at(url)
+            try:
+                db.migrate()
+            except BaseException:
+                db.close()
+                raise
+            return db
+        return cls.in_home(home)
+
+    @classmethod
+    def for_home(cls, home: Path, env: Any = None) -> "Database":
+        """Open the database ``home``'s configuration names (``[store] url`` or the env), migrated."""
+        import os
+
+        from agent.config import load_config
+
+        config = load_config(Path(home), os.environ if env is None else env)
+        return cls.open(Path(home), config.store.url)
+
+    @property
+    @abc.abstractmethod
+    def target(self) -> str:
+        """What ``Database(target)`` reopens: the file path or the URL (may hold a password)."""
+
+    @property
+    def engine(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.dialect.name
+
+    @abc.abstractmethod
+    def atomic(self, *, immediate: bool = True) -> Any:
+        """Context manager: one transaction, committed on success, rolled back on any error.
+
+        ``immediate`` takes the write lock at the start, so a read-check-write sequence
+        cannot interleave with another writer. Nested calls join the outer transaction.
+        """
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence | dict = ()) -> Any:
+        """Run one statement (in this thread's open transaction, else on its own)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the engine's connections."""
+
+    def describe(self) -> str:
+        """Where the data lives, safe to print (never a password)."""
+        return self.engine
+
+    def migrate(self) -> None:
+        """Apply every registered migration step not yet recorded, component by component.
+
+        Raises:
+            SchemaTooNewError: a component's recorded version is past the steps this code has.
+        """
+        _import_components()
+        with self.atomic() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_versions ("
+                " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            for component, steps in sorted(_MIGRATIONS.items()):
+                row = conn.execute(
+                    "SELECT version FROM schema_versions WHERE component = ?", (component,)
+                ).fetchone()
+                current = int(row["version"]) if row else 0
+                if current > len(steps):
+                    raise SchemaTooNewError(component, current, len(steps))
+                for number, sql in enumerate(steps[current:], start=current + 1):
+                    log.debug("migrating %s to version %d", component, number)
+                    for statement in split_sql(self.dialect.ddl(sql)):
+                        conn.execute(statement)
+                if len(steps) > current:
+                    conn.execute(
+                        "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
+                        " ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                        (component, len(steps)),
+                    )
+
+    def schema_versions(self) -> dict[str, int]:
+        """Return the recorded version of every component's schema."""
+        return {r["component"]: int(r["version"])
+                for r in self.execute("SELECT component, version FROM schema_versions")}
+
+
+def database_at(target: str | Path) -> Database:
+    """The database at ``target``: a ``postgresql://`` URL or a SQLite file path (not migrated)."""
+    if is_postgres_url(target):
+        from agent.postgres import PostgresDatabase
+
+        return PostgresDatabase(str(target))
+    return SqliteDatabase(target)
+
+
+class _SqliteConn:
+    """A SQLite connection whose errors are the store's (IntegrityError, StoreError)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence | dict = ()) -> sqlite3.Cursor:
+        try:
+            return self.raw.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        try:
+            return self.raw.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+
+class SqliteDatabase(Database):
     """A SQLite database file with one connection per thread.
 
     Args:
         path: the database file, or ``":memory:"`` for a private in-memory database
             (then every thread shares one connection guarded by a lock).
     """
+
+    dialect = SQLITE
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -51,12 +300,15 @@ class Database:
         if not self._memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
-    @classmethod
-    def in_home(cls, home: Path) -> "Database":
-        """Open (creating if needed) the agent database in ``home`` and apply migrations."""
-        db = cls(Path(home) / DB_FILENAME)
-        db.migrate()
-        return db
+    def __repr__(self) -> str:
+        return f"SqliteDatabase({self.path!r})"
+
+    @property
+    def target(self) -> str:
+        return self.path
+
+    def describe(self) -> str:
+        return f"sqlite {self.path}"
 
     def connection(self) -> sqlite3.Connection:
         """Return this thread's connection, opening it on first use."""
@@ -87,67 +339,34 @@ class Database:
         return conn
 
     @contextmanager
-    def atomic(self, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
-        """Run a block in one transaction: committed on success, rolled back on any error.
-
-        ``immediate`` takes the write lock at the start (``BEGIN IMMEDIATE``), so a
-        read-check-write sequence such as a budget reservation cannot interleave with
-        another writer. Nested calls join the outer transaction.
-        """
-        conn = self.connection()
+    def atomic(self, *, immediate: bool = True) -> Iterator[_SqliteConn]:
+        """Run a block in one transaction (``BEGIN IMMEDIATE`` unless ``immediate=False``)."""
+        raw = self.connection()
+        conn = _SqliteConn(raw)
         with self._lock if self._memory else _nullcontext():
-            if conn.in_transaction:
+            if raw.in_transaction:
                 yield conn
                 return
             try:
-                conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                raw.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"database busy: {exc}") from exc
             try:
                 yield conn
-            except sqlite3.OperationalError as exc:
-                # Locked or full database inside the block: retryable, and nothing was written.
-                conn.execute("ROLLBACK")
-                raise StoreError(f"database error: {exc}") from exc
             except BaseException:
-                conn.execute("ROLLBACK")
+                # Locked or full database inside the block is a StoreError (retryable):
+                # either way nothing was written.
+                raw.execute("ROLLBACK")
                 raise
             try:
-                conn.execute("COMMIT")
+                raw.execute("COMMIT")
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
+                raw.execute("ROLLBACK")
                 raise StoreError(f"could not commit: {exc}") from exc
 
     def execute(self, sql: str, params: Sequence | dict = ()) -> sqlite3.Cursor:
         """Run one statement outside an explicit transaction (autocommit)."""
-        try:
-            return self.connection().execute(sql, params)
-        except sqlite3.OperationalError as exc:
-            raise StoreError(str(exc)) from exc
-
-    def migrate(self) -> None:
-        """Apply every registered migration step not yet recorded, component by component."""
-        _import_components()
-        with self.atomic() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_versions ("
-                " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            for component, steps in sorted(_MIGRATIONS.items()):
-                row = conn.execute(
-                    "SELECT version FROM schema_versions WHERE component = ?", (component,)
-                ).fetchone()
-                current = row["version"] if row else 0
-                for number, sql in enumerate(steps[current:], start=current + 1):
-                    log.debug("migrating %s to version %d", component, number)
-                    for statement in _split_sql(sql):
-                        conn.execute(statement)
-                if len(steps) > current:
-                    conn.execute(
-                        "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
-                        " ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-                        (component, len(steps)),
-                    )
+        return _SqliteConn(self.connection()).execute(sql, params)
 
     def close(self) -> None:
         """Close this thread's connection (and the shared one for ``:memory:``)."""
@@ -177,8 +396,8 @@ def _import_components() -> None:
         importlib.import_module(name)
 
 
-def _split_sql(script: str) -> list[str]:
-    """Split a migration step into statements (sqlite3's execute runs one at a time)."""
+def split_sql(script: str) -> list[str]:
+    """Split a migration step into statements (drivers run one statement at a time)."""
     statements, buf = [], []
     for line in script.splitlines():
         buf.append(line)
@@ -190,6 +409,23 @@ def _split_sql(script: str) -> list[str]:
     if rest:
         statements.append(rest)
     return statements
+
+
+_split_sql = split_sql
+
+_TYPE_WORDS = [
+    (re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+]
+
+
+def sqlite_ddl_to_postgres(sql: str) -> str:
+    """Translate a migration step's SQLite type names to PostgreSQL's (64-bit, exact widths)."""
+    for pattern, replacement in _TYPE_WORDS:
+        sql = pattern.sub(replacement, sql)
+    return sql
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ timeout_s = 30
 network = "{network}"
 # The Ogmios endpoint of a node on that network. CARDANO_AGENT_OGMIOS_URL overrides it.
 ogmios_url = "{ogmios_url}"
+
+[store]
+# Where the queue, spend ledger, budgets, reservations and approvals live. Default: SQLite in
+# the home (one host). A fleet of agents on several hosts sharing one budget, one queue and
+# one wallet uses one PostgreSQL database: `cardano-agent init --store postgresql://...`.
+# The password comes from PGPASSWORD, ~/.pgpass or CARDANO_AGENT_STORE_URL, never this file.
+{store_line}
 
 [wallet]
 # The keystore wallet to pay from (create it with `cardano-agent wallet create`).
@@ -96,14 +104,31 @@ network = "cardano"
 """
 
 
-def render_template(network: str) -> str:
-    """Return the commented agent.toml for a home on ``network``."""
+def render_template(network: str, store_url: str | None = None) -> str:
+    """Return the commented agent.toml for a home on ``network`` (``store_url``: its password dropped)."""
     from agent.config import DEFAULT_OGMIOS_URL, default_api_url
 
-    return TEMPLATE.format(network=network, base_url=default_api_url(network), ogmios_url=DEFAULT_OGMIOS_URL)
+    store_line = (f'url = "{strip_password(store_url)}"' if store_url
+                  else '# url = "postgresql://agent@db.internal/agent"')
+    return TEMPLATE.format(network=network, base_url=default_api_url(network), ogmios_url=DEFAULT_OGMIOS_URL,
+                           store_line=store_line)
 
 
-def write_config(home: Path, *, network: str = "devnet", force: bool = False) -> Path:
+def strip_password(url: str) -> str:
+    """``url`` without a password (agent.toml never holds one)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}@{hostport}"
+    query = "&".join(q for q in parts.query.split("&") if q and not q.lower().startswith("password="))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def write_config(home: Path, *, network: str = "devnet", force: bool = False,
+                 store_url: str | None = None) -> Path:
     """Write the commented agent.toml into ``home``; refuse to overwrite one without ``force``.
 
     Raises:
@@ -118,7 +143,7 @@ def write_config(home: Path, *, network: str = "devnet", force: bool = False) ->
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(render_template(network), encoding="utf-8")
+        tmp.write_text(render_template(network, store_url), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc}") from None
@@ -134,14 +159,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--network", choices=list(NETWORKS), default="devnet",
                         help="the wallet's network (default devnet, the local sandbox)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing agent.toml")
+    parser.add_argument("--store", metavar="URL", default=None,
+                        help="a postgresql:// URL shared by a fleet: create or migrate its schema "
+                             "(and name it in a new agent.toml, without the password)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the file, check it loads, and say where it is."""
+    """Write the file, check it loads, and say where it is; with --store, migrate that database."""
     from agent.config import load_config
     from agent.output import emit
 
+    if args.store is not None:
+        return _init_store(args)
     path = write_config(args.home, network=args.network, force=args.force)
     config = load_config(args.home, env={})
     data = {"path": str(path), "network": config.chain.network, "api": config.api.base_url,
@@ -149,3 +179,48 @@ def run(args: argparse.Namespace) -> int:
     emit(args.json, data, lambda d: print(
         f"wrote {d['path']} ({d['network']}); edit it to set payees, budgets and schedules"))
     return 0
+
+
+def _init_store(args: argparse.Namespace) -> int:
+    """Create or migrate the schema at ``--store``; write agent.toml naming it if there is none."""
+    from agent.config import STORE_URL_ENV, config_path, load_config
+    from agent.errors import ConfigError
+    from agent.output import emit
+    from agent.store import database_at, is_postgres_url, redact_url
+
+    url = args.store
+    if not is_postgres_url(url):
+        raise ConfigError(f"--store: expected a postgresql:// URL, got {redact_url(url)!r}")
+    path = config_path(args.home)
+    wrote = False
+    if not path.exists() or args.force:
+        write_config(args.home, network=args.network, force=args.force, store_url=url)
+        wrote = True
+    config = load_config(args.home, env={})
+    if not wrote and strip_password(config.store.url or "") != strip_password(url):
+        print(f"note: {path} names {redact_url(config.store.url) if config.store.url else 'SQLite'}; "
+              f"set [store] url (or {STORE_URL_ENV}) to use this database", file=sys.stderr)
+    db = database_at(url)
+    try:
+        before = _versions(db)
+        db.migrate()
+        after = db.schema_versions()
+    finally:
+        db.close()
+    data = {"path": str(path), "wrote_config": wrote, "store": redact_url(url),
+            "created": not before, "migrated": {c: [before.get(c, 0), v] for c, v in sorted(after.items())
+                                                if before.get(c, 0) != v}}
+    emit(args.json, data, lambda d: print(
+        f"{'created' if d['created'] else 'migrated' if d['migrated'] else 'checked'} the schema in {d['store']}"
+        + (f"; wrote {d['path']}" if d["wrote_config"] else "")))
+    return 0
+
+
+def _versions(db: Any) -> dict[str, int]:
+    """The schema versions recorded so far (empty for a new database)."""
+    from agent.errors import StoreError
+
+    try:
+        return db.schema_versions()
+    except StoreError:
+        return {}

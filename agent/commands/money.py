@@ -106,7 +106,7 @@ class Books:
         from agent.store import Database
 
         config = load_config(home, os.environ if env is None else env)
-        db = Database.in_home(home)
+        db = Database.open(home, config.store.url)
         budgets = BudgetBook(db, config.budgets)
         return cls(config=config, budgets=budgets, ledger=SpendLedger(db, budgets),
                    approvals=Approvals(db), pins=PayeePins(db), jobs=SqliteJobStore(db))

@@ -460,7 +460,7 @@ def _shared_reservations(home: Path, wallet: str) -> tuple[Any, Any]:
     from agent.reservations import SqliteReservations
     from agent.store import Database
 
-    db = Database.in_home(home)
+    db = Database.for_home(home)
     return SqliteReservations(db, wallet), db
 
 

@@ -8,17 +8,16 @@ import pytest
 
 from agent.approvals import ApprovalError, Approvals, PayeePins
 from agent.store import Database
+from tests.fixtures.postgres import ENGINES, open_db
 
 T0 = 1_700_000_000.0
 OLD, NEW, PARTNER = "addr_test1qold", "addr_test1qnew", "addr_test1qpartner"
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = Database(tmp_path / "agent.db")
-    d.migrate()
-    yield d
-    d.close()
+@pytest.fixture(params=ENGINES)
+def db(request, tmp_path):
+    """A migrated database on each engine (SQLite and PostgreSQL)."""
+    yield from open_db(request, request.param, tmp_path)
 
 
 def test_unpinned_host_returns_none(db):

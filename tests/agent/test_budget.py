@@ -9,6 +9,7 @@ from agent.budget import BudgetBook, BudgetSpec, BudgetUsage, budget_matches, ch
 from agent.errors import BudgetExceededError
 from agent.ledger import SpendLedger
 from agent.store import Database
+from tests.fixtures.postgres import ENGINES, open_db
 
 TOKEN = "a" * 56 + ".534e454b"
 T0 = 1_700_000_000.0
@@ -20,12 +21,10 @@ def Spec(name, limits=None, window_s=None, scope="all", include_fees=True):
                       window_s=window_s, scope=scope, include_fees=include_fees)
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = Database(tmp_path / "agent.db")
-    d.migrate()
-    yield d
-    d.close()
+@pytest.fixture(params=ENGINES)
+def db(request, tmp_path):
+    """A migrated database on each engine (SQLite and PostgreSQL)."""
+    yield from open_db(request, request.param, tmp_path)
 
 
 def test_scope_all_matches_everything():

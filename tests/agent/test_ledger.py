@@ -11,6 +11,7 @@ from agent.budget import BudgetBook, BudgetSpec
 from agent.errors import BudgetExceededError
 from agent.ledger import DuplicatePaymentError, LedgerStateError, SpendLedger
 from agent.store import Database
+from tests.fixtures.postgres import ENGINES, open_db
 from wallets.types import OutputRef, RequiredOutput
 
 T0 = 1_700_000_000.0
@@ -19,12 +20,10 @@ PAY_TO = "addr_test1qpayto"
 PARTNER = "addr_test1qpartner"
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = Database(tmp_path / "agent.db")
-    d.migrate()
-    yield d
-    d.close()
+@pytest.fixture(params=ENGINES)
+def db(request, tmp_path):
+    """A migrated database on each engine (SQLite and PostgreSQL)."""
+    yield from open_db(request, request.param, tmp_path)
 
 
 def make_ledger(db, *specs):
@@ -337,10 +336,10 @@ def _reserve_in_process(path: str, first: int, count: int) -> int:
 
 
 def test_processes_sharing_one_home_never_overshoot(db):
-    """Four processes reserving 8 payments each against a budget for 10: exactly 10 succeed in all."""
+    """Four processes (hosts, on PostgreSQL) reserving 8 payments each against a budget for 10: exactly 10 succeed."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        results = pool.starmap(_reserve_in_process, [(db.path, n * 8, 8) for n in range(4)])
+        results = pool.starmap(_reserve_in_process, [(db.target, n * 8, 8) for n in range(4)])
     assert sum(results) == 10
     assert len(make_ledger(db).unfinished()) == 10

@@ -8,6 +8,7 @@ import pytest
 
 from agent.reservations import SqliteReservations
 from agent.store import Database
+from tests.fixtures.postgres import ENGINES, open_db
 from wallets.reservations import MemoryReservations, ReservationConflict, UtxoReservations
 from wallets.types import OutputRef, Utxo
 
@@ -15,12 +16,10 @@ A, B, C = (OutputRef(c * 64, i) for i, c in enumerate("abc"))
 CHANGE = Utxo(OutputRef("d" * 64, 1), "addr_test1qchange", 5_000_000, {"e" * 56 + ".01": 3})
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = Database(tmp_path / "agent.db")
-    d.migrate()
-    yield d
-    d.close()
+@pytest.fixture(params=ENGINES)
+def db(request, tmp_path):
+    """A migrated database on each engine (SQLite and PostgreSQL)."""
+    yield from open_db(request, request.param, tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "memory"])

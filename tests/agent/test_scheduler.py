@@ -11,6 +11,7 @@ import pytest
 from agent.errors import ConfigError
 from agent.scheduler import Scheduler, firing_key, fires_between, make_trigger
 from agent.store import Database
+from tests.fixtures.postgres import ENGINES, open_db
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,10 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
 
 
-@pytest.fixture
-def db(tmp_path):
-    database = Database(tmp_path / "agent.db")
-    database.migrate()
-    return database
+@pytest.fixture(params=ENGINES)
+def db(request, tmp_path):
+    """A migrated database on each engine (SQLite and PostgreSQL)."""
+    yield from open_db(request, request.param, tmp_path)
 
 
 def test_new_cron_schedule_does_not_fire_for_the_past(db):
