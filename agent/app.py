@@ -161,6 +161,12 @@ class Agent:
                                                 max_body_bytes=self.config.api.max_body_bytes)
             return self._auths[partner]
 
+    def x402_scheme(self, *, host: str = "x402-sdk") -> Any:
+        """A scheme for the official x402 SDK: ``x402Client().register("cardano:*", agent.x402_scheme())``."""
+        from agent.x402v2_sdk import AgentCardanoScheme
+
+        return AgentCardanoScheme(self.payer(), host=host)
+
     def async_x402_auth(self, *, partner: str | None = None) -> Any:
         """The async twin of :meth:`x402_auth`, for ``httpx.AsyncClient``."""
         from agent.auth import AsyncX402Auth

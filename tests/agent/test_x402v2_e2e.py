@@ -195,3 +195,56 @@ def test_error_after_settle_resend_presents_the_same_payload(agent_home: Any, v2
         assert row.state == "settled"
     assert len(seen) == 2 and seen[0] == seen[1]
     assert v2_server.facilitator.submissions == 1
+
+
+def test_official_sdk_pays_through_our_scheme(agent_home: Any, v2_server: X402Server) -> None:
+    """The SDK's x402Client with agent.x402_scheme() pays the sandbox's server end to end; the ledger has the row."""
+    import asyncio
+
+    from x402 import x402Client
+    from x402.http.clients.httpx import x402HttpxClient
+
+    pay_to_before = agent_home.balance(DEFAULT_PAY_TO)
+    with agent_home.open() as agent:
+        scheme = agent.x402_scheme()
+        client = x402Client()
+        client.register("cardano:*", scheme)
+        client.set_spend_controls(False)  # the SDK's own caps know no Cardano asset; our policy caps
+
+        async def call() -> httpx.Response:
+            async with x402HttpxClient(client, timeout=30) as http:
+                return await http.get(f"{v2_server.url}/premium")
+
+        r = asyncio.run(call())
+        assert r.status_code == 200 and r.json()["content"] == "premium"
+        (row,) = rows(agent)
+        assert row.state == "signed" and row.host == "x402-sdk"
+        assert scheme.reconcile() == {"paid": 1, "released": 0, "waiting": 0}
+        assert agent.ledger.get(row.id).state == "submitted"
+    assert agent_home.balance(DEFAULT_PAY_TO) == pay_to_before + 1_000_000
+    assert v2_server.facilitator.submissions == 1
+
+
+def test_sdk_scheme_refusal_pays_nothing(agent_home: Any, v2_server: X402Server) -> None:
+    """A requirement the policy refuses raises through the SDK; a refused row, nothing paid."""
+    import asyncio
+
+    from x402 import x402Client
+    from x402.http.clients.httpx import x402HttpxClient
+
+    agent_home.configure(max_per_call_ada="0.5")
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        client = x402Client()
+        client.register("cardano:*", agent.x402_scheme())
+        client.set_spend_controls(False)
+
+        async def call() -> None:
+            async with x402HttpxClient(client, timeout=30) as http:
+                await http.get(f"{v2_server.url}/premium")
+
+        with pytest.raises(Exception, match="per-call maximum"):
+            asyncio.run(call())
+        (row,) = rows(agent)
+        assert row.state == "refused"
+    assert agent_home.balance() == before
