@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the whole bench once; scripts/test --all and CI run it
+
 from benchmarks.report import verdict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_packages_type_check():
     """`mypy agent wallets sandbox` finds no issues."""
     pytest.importorskip("mypy", reason="mypy comes with the test extra")

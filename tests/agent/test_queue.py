@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -298,8 +297,8 @@ def test_concurrent_claims_never_share_a_job(store):
     assert sorted(got) == sorted(set(got)) and len(got) == 200
 
 
-def test_ten_thousand_jobs_claim_quickly(store):
-    """With 10,000 queued jobs, 200 claims finish well under a second each batch (indexed)."""
+def test_ten_thousand_jobs_claim_in_due_order(store):
+    """With 10,000 queued jobs, 200 claims come in due order (speed is the bench's; the index test below)."""
     if isinstance(store, SqliteJobStore):
         # One statement on either engine (10,000 round trips cost minutes on a loaded machine).
         store.db.execute(
@@ -310,12 +309,9 @@ def test_ten_thousand_jobs_claim_quickly(store):
     else:
         for i in range(10_000):
             store.enqueue("chat", {"i": i}, run_at=T0 + (i % 100), now=T0)
-    started = time.perf_counter()
     claimed = [store.claim("w", now=T0 + 1000, lease_s=60) for _ in range(200)]
-    elapsed = time.perf_counter() - started
     assert all(j is not None for j in claimed)
     assert [j.run_at for j in claimed] == sorted(j.run_at for j in claimed)
-    assert elapsed < 5.0
 
 
 def test_sqlite_claim_uses_the_due_index(tmp_path):
