@@ -59,6 +59,15 @@ class Agent:
         self._payer: Any = None
         self._auths: dict[str | None, Any] = {}
         self._lock = threading.RLock()
+        self.stopping = threading.Event()
+        """Set on SIGTERM: waits (pending settlement, retry backoff) end and no new payment starts."""
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or raise StopRequestedError as soon as the agent is stopping."""
+        from agent.errors import StopRequestedError
+
+        if self.stopping.wait(max(0.0, seconds)):
+            raise StopRequestedError("the agent is stopping: wait cut short; the job resumes at the next start")
 
     @classmethod
     def open(cls, home: str | Path = "~/.cardano-agent", *, passphrase: str | Callable[[], str] | None = None,
@@ -146,7 +155,8 @@ class Agent:
                 self._payer = WalletPayer(
                     sender=sender, chain=self.chain, ledger=self.ledger, policy=self.config.policy,
                     pins=self.pins, approvals=self.approvals, network=get_network(self.config.chain.network),
-                    proof=self.config.api.proof, partner=self.config.api.partner, clock=self.clock)
+                    proof=self.config.api.proof, partner=self.config.api.partner, clock=self.clock,
+                    stopping=self.stopping)
             return self._payer
 
     def x402_auth(self, *, partner: str | None = None) -> Any:
@@ -158,7 +168,7 @@ class Agent:
             if partner not in self._auths:
                 payer = self.payer()
                 self._auths[partner] = X402Auth(payer, partner=partner, wallet_address=payer.wallet_address,
-                                                max_body_bytes=self.config.api.max_body_bytes)
+                                                max_body_bytes=self.config.api.max_body_bytes, sleep=self.sleep)
             return self._auths[partner]
 
     def x402_scheme(self, *, host: str = "x402-sdk") -> Any:
@@ -181,6 +191,7 @@ class Agent:
 
         api = self.config.api
         partner = partner if partner is not None else api.partner
+        kwargs.setdefault("sleep", self.sleep)
         if api.api_key and not partner:
             return TClient(api.base_url, api_key=api.api_key, timeout_s=api.timeout_s,
                            max_body_bytes=api.max_body_bytes, **kwargs)

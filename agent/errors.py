@@ -12,6 +12,7 @@ AgentError
 ├── ApiError                  the API answered with an error status; ``status``, ``detail``, ``request_id``
 │   └── TransientApiError     5xx, timeouts: retryable
 ├── JobError                  a job that cannot be added or found
+├── StopRequestedError        the agent is stopping (SIGTERM): a wait cut short, no new payment
 └── StoreError                the local database failed (locked, full disk); retryable
 """
 
@@ -98,3 +99,11 @@ class JobError(AgentError):
 
 class StoreError(AgentError):
     """The local database failed (locked, disk full). Retryable; nothing recorded is lost."""
+
+
+class StopRequestedError(AgentError):
+    """The agent is stopping (SIGTERM): a wait was cut short or a new payment not started.
+
+    Whatever was already paid is durable (``signed``/``submitted``); the job resumes at the
+    next start with the proof of that payment.
+    """

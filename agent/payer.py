@@ -37,6 +37,7 @@ from agent.errors import (
     InvoiceError,
     PaymentError,
     PolicyError,
+    StopRequestedError,
 )
 from agent.ledger import SIGNED, SUBMITTED, PaymentRow, SpendLedger
 from agent.policy import PaymentPolicy, check_invoice
@@ -115,11 +116,13 @@ class WalletPayer:
         proof: ``"hash"`` (submit, send the tx id) or ``"cbor"`` (send the signed CBOR).
         partner: partner name for billing headers, if any.
         clock: epoch seconds.
+        stopping: once set (SIGTERM), no new payment is started.
     """
 
     def __init__(self, *, sender: Any, chain: Any, ledger: SpendLedger, policy: PaymentPolicy,
                  pins: Any, approvals: Any, network: NetworkInfo, proof: str = "hash",
-                 partner: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 partner: str | None = None, clock: Callable[[], float] = time.time,
+                 stopping: threading.Event | None = None) -> None:
         if proof not in ("hash", "cbor"):
             raise AgentError(f"proof must be 'hash' or 'cbor', not {proof!r}")
         self.sender = sender
@@ -133,10 +136,13 @@ class WalletPayer:
         self.partner = partner
         self.wallet_address: str = sender.address
         self.clock = clock
+        self.stopping = stopping
 
     # -- PaymentHandler ---------------------------------------------------------------------
     def pay(self, request: Any, response_body: bytes) -> Proof:
         """Pay the invoice in a 402 body for ``request``; raise an AgentError to refuse (nothing paid)."""
+        if self.stopping is not None and self.stopping.is_set():
+            raise StopRequestedError("the agent is stopping: no new payment started")
         now = self.clock()
         # Expiry is judged by the stricter of the local clock and the chain's (a slow local
         # clock must not make an expired invoice look payable, nor stretch the TTL).

@@ -6,6 +6,12 @@ to stop (SIGTERM) or, with ``until_idle``, until nothing is left to do. A worker
 leaves a lease that expires, and another worker takes the job again; while a job runs, its
 lease is renewed in the background.
 
+On :meth:`Runner.stop` (SIGTERM) no new job is claimed; the jobs in hand get
+``stop_grace_s`` to reach a durable state (their waits are cut short by the agent's
+``stopping`` event, see :class:`agent.errors.StopRequestedError`), then :meth:`Runner.run`
+returns whatever is still busy. A job stopped mid-way keeps its lease; the next start takes
+it back (its owner is gone) and resumes its payment from the ledger.
+
 Errors are told apart by type: transient ones (a 5xx, a timeout, the chain or the database
 unavailable) are retried with exponential backoff and jitter up to the job's attempt limit;
 everything else fails the job at once with its one-line reason.
@@ -22,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from agent.errors import AgentError, StoreError, TransientApiError
+from agent.errors import AgentError, StopRequestedError, StoreError, TransientApiError
 from agent.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -95,12 +101,13 @@ class Runner:
         backoff: retry delays for transient failures.
         clock: epoch seconds (injected so tests control time).
         rng: jitter source.
+        stop_grace_s: after :meth:`stop`, how long :meth:`run` waits for the jobs in hand.
     """
 
     def __init__(self, store: JobStoreLike, executor: JobExecutor, *, scheduler: Any = None,
                  workers: int = 1, lease_s: float = 120.0, backoff: Backoff = Backoff(),
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 name: str = "runner") -> None:
+                 name: str = "runner", stop_grace_s: float = 10.0) -> None:
         if workers < 1:
             raise AgentError("workers must be at least 1")
         self.store = store
@@ -112,6 +119,7 @@ class Runner:
         self.clock = clock
         self.rng = rng or random.Random()
         self.name = name
+        self.stop_grace_s = stop_grace_s
         self.stats = RunStats()
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
@@ -145,6 +153,10 @@ class Runner:
 
     def _record_failure(self, job: Any, exc: Exception) -> None:
         message = _one_line(exc)
+        if isinstance(exc, StopRequestedError):
+            # Not a failure: the job keeps its lease and resumes at the next start.
+            log.info("job %s stopped mid-way (%s); it resumes at the next start", job.id, message)
+            return
         now = self.clock()
         if is_transient(exc) and job.attempts < job.max_attempts:
             retry_at = now + self.backoff.delay(job.attempts, self.rng)
@@ -164,7 +176,7 @@ class Runner:
 
     # -- threads ------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask every worker to finish its current job and exit."""
+        """Claim no more jobs; :meth:`run` returns once the jobs in hand end or ``stop_grace_s`` passes."""
         self._stop.set()
 
     @property
@@ -179,16 +191,26 @@ class Runner:
                    for n in range(self.workers)]
         for t in threads:
             t.start()
+        stop_deadline: float | None = None
         try:
             while any(t.is_alive() for t in threads):
                 if on_progress is not None:
                     on_progress(self.store.counts(), self.stats)
                 for t in threads:
-                    t.join(timeout=poll_s)
+                    t.join(timeout=poll_s if stop_deadline is None else min(poll_s, 0.05))
+                if self._stop.is_set():
+                    now = time.monotonic()
+                    stop_deadline = stop_deadline if stop_deadline is not None else now + self.stop_grace_s
+                    if now >= stop_deadline:
+                        busy = sum(t.is_alive() for t in threads)
+                        if busy:
+                            log.warning("stopping with %d job(s) still in hand after %.0fs; they resume at "
+                                        "the next start", busy, self.stop_grace_s)
+                        break
         except KeyboardInterrupt:
             self.stop()
             for t in threads:
-                t.join()
+                t.join(timeout=self.stop_grace_s)
         if on_progress is not None:
             on_progress(self.store.counts(), self.stats)
         return self.stats

@@ -55,6 +55,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
     run.add_argument("--until-idle", action="store_true", help="exit when no job is left to run")
     run.add_argument("--lease-s", type=float, default=120.0, help=argparse.SUPPRESS)
+    run.add_argument("--stop-grace-s", type=float, default=10.0, metavar="S",
+                     help="on SIGTERM, seconds the payments in hand get to reach a durable state (default 10)")
     run.add_argument("--log-json", action="store_true", help="write the log file as JSON lines")
     run.add_argument("--metrics-port", type=int, metavar="PORT",
                      help="also serve Prometheus /metrics on 127.0.0.1:PORT while running")
@@ -209,6 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise AgentError("--workers must be at least 1")
+    if not 0 <= args.stop_grace_s <= 3600:
+        raise AgentError("--stop-grace-s must be between 0 and 3600 seconds")
     setup_logging(args.home, verbose=getattr(args, "verbose", 0), json_lines=args.log_json)
     with _open(args, passphrase=True) as agent:
         if not agent.config.api.api_key or agent.config.api.partner:
@@ -223,10 +227,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             executor = metrics.instrument(executor)
         scheduler = Scheduler(agent.db, agent.jobs, agent.config.schedules) if agent.config.schedules else None
         runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s,
-                        name=process_worker_name())
+                        name=process_worker_name(), stop_grace_s=args.stop_grace_s)
 
         def on_signal(signum: int, frame: Any) -> None:
-            print("stopping: finishing the jobs in hand…", file=sys.stderr)
+            print(f"stopping: no new jobs; payments in hand get up to {args.stop_grace_s:g}s…", file=sys.stderr)
+            agent.stopping.set()
             runner.stop()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
