@@ -35,6 +35,27 @@ CLOCK_SKEW_WARN_S = 60
 """``status`` warns when the local clock is this far behind the chain."""
 
 
+def open_chain(config: Any, *, timeout_s: float = 10.0) -> Any:
+    """The ``wallets.chain.Chain`` that ``[chain]`` configures: ``OgmiosChain`` or ``BlockfrostChain``.
+
+    Blockfrost's project id comes from ``BLOCKFROST_PROJECT_ID``; a devnet home without one uses
+    the sandbox's. Off the devnet a latest block older than ten minutes means Blockfrost's index
+    lags, and paying waits (retryably) rather than trusting it.
+
+    Raises:
+        BlockfrostAuthError: the Blockfrost backend without a project id.
+    """
+    if config.backend == "blockfrost":
+        from wallets.blockfrost import SANDBOX_PROJECT_ID, BlockfrostChain
+
+        project_id = config.blockfrost_project_id or (SANDBOX_PROJECT_ID if config.network == "devnet" else "")
+        return BlockfrostChain(config.blockfrost_url, project_id, network=config.network, timeout_s=timeout_s,
+                               max_tip_lag_s=None if config.network == "devnet" else 600.0)
+    from wallets.ogmios import OgmiosChain
+
+    return OgmiosChain(config.ogmios_url, timeout_s=timeout_s)
+
+
 class Agent:
     """One agent home: its configuration, database, wallet and chain connection.
 
@@ -90,6 +111,8 @@ class Agent:
             passphrase = env[PASSPHRASE_ENV]
         if config.api.api_key:
             register_secret(config.api.api_key)
+        if config.chain.blockfrost_project_id:
+            register_secret(config.chain.blockfrost_project_id)
         return cls(config, Database.open(home_path, config.store.url), passphrase=passphrase, chain=chain,
                    clock=clock)
 
@@ -132,12 +155,10 @@ class Agent:
 
     @property
     def chain(self) -> Any:
-        """The chain connection (Ogmios at ``[chain] ogmios_url``), opened on first use."""
+        """The chain connection (``[chain] backend``: Ogmios or Blockfrost), opened on first use."""
         with self._lock:
             if self._chain is None:
-                from wallets.ogmios import OgmiosChain
-
-                self._chain = OgmiosChain(self.config.chain.ogmios_url)
+                self._chain = open_chain(self.config.chain)
             return self._chain
 
     def payer(self) -> Any:
@@ -242,9 +263,7 @@ class Agent:
             if self._chain is not None:
                 utxos = self._chain.utxos_at(info.address)
             else:
-                from wallets.ogmios import OgmiosChain
-
-                chain = OgmiosChain(self.config.chain.ogmios_url, timeout_s=timeout_s)
+                chain = open_chain(self.config.chain, timeout_s=timeout_s)
                 try:
                     utxos = chain.utxos_at(info.address)
                 finally:
@@ -301,9 +320,7 @@ class Agent:
         if offline:
             return {}
         try:
-            from wallets.ogmios import OgmiosChain
-
-            chain = OgmiosChain(self.config.chain.ogmios_url, timeout_s=2.0)
+            chain = open_chain(self.config.chain, timeout_s=2.0)
             try:
                 tip = chain.tip()
                 chain_time = chain.slot_time(tip.slot) if tip.slot > 0 else None

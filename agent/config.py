@@ -3,8 +3,9 @@
 Sections: ``[api]``, ``[chain]``, ``[wallet]``, ``[policy]``, ``[[budgets]]``, ``[[schedules]]``
 and ``[store]`` (``url``: PostgreSQL for a fleet; default SQLite in the home)
 (``cardano-agent init`` writes a commented example). Environment overrides:
-``CARDANO_AGENT_API_URL``, ``CARDANO_AGENT_OGMIOS_URL``, ``CARDANO_AGENT_STORE_URL`` and ``T_API_KEY`` (the API key lives only
-in the environment and never in a repr). ADA amounts become integer lovelace exactly.
+``CARDANO_AGENT_API_URL``, ``CARDANO_AGENT_OGMIOS_URL``, ``CARDANO_AGENT_STORE_URL``, ``T_API_KEY`` and
+``BLOCKFROST_PROJECT_ID`` (the API key and the project id live only in the environment and never in a
+repr). ADA amounts become integer lovelace exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ DEVNET_API_URL = "http://127.0.0.1:8402"
 PUBLIC_API_URL = "https://api-v2.fluxpointstudios.com"
 DEFAULT_OGMIOS_URL = "ws://127.0.0.1:1337"
 STORE_URL_ENV = "CARDANO_AGENT_STORE_URL"
+CHAIN_BACKENDS = ("ogmios", "blockfrost")
+BLOCKFROST_PROJECT_ID_ENV = "BLOCKFROST_PROJECT_ID"
 DEFAULT_MAX_PER_CALL_LOVELACE = 10_000_000
 """Without ``policy.max_per_call_ada``, one call never pays more than 10 ADA."""
 WINDOWS: dict[str, int | None] = {"1h": 3600, "1d": 86_400, "30d": 30 * 86_400, "none": None}
@@ -62,10 +65,21 @@ class ApiConfig:
 
 @dataclass(frozen=True, slots=True)
 class ChainConfig:
-    """The Cardano network the wallet lives on and the Ogmios endpoint that reaches it."""
+    """The Cardano network the wallet lives on and the service that reaches it (Ogmios or Blockfrost).
+
+    ``blockfrost_project_id`` comes from ``BLOCKFROST_PROJECT_ID`` only and never shows in a repr.
+    """
 
     network: str
     ogmios_url: str
+    backend: str = "ogmios"
+    blockfrost_url: str = ""
+    blockfrost_project_id: str | None = None
+
+    def __repr__(self) -> str:
+        secret = None if self.blockfrost_project_id is None else "<redacted>"
+        return (f"ChainConfig(network={self.network!r}, backend={self.backend!r}, ogmios_url={self.ogmios_url!r}, "
+                f"blockfrost_url={self.blockfrost_url!r}, blockfrost_project_id={secret})")
 
     @property
     def info(self) -> NetworkInfo:
@@ -270,12 +284,18 @@ class _Reader:
                            store=self.store(data.get("store"), env))
 
     def chain(self, value: Any, env: Mapping[str, str]) -> ChainConfig:
-        t = self.table(value, ("chain",), ("network", "ogmios_url"))
+        from wallets.blockfrost import default_url
+
+        t = self.table(value, ("chain",), ("network", "backend", "ogmios_url", "blockfrost_url"))
         network = self.string(t.get("network", "devnet"), ("chain", "network"), choices=tuple(NETWORKS))
+        backend = self.string(t.get("backend", "ogmios"), ("chain", "backend"), choices=CHAIN_BACKENDS)
         url = self.url(t.get("ogmios_url", DEFAULT_OGMIOS_URL), ("chain", "ogmios_url"), ("ws", "wss"))
         if env.get("CARDANO_AGENT_OGMIOS_URL"):
             url = _env_url(env["CARDANO_AGENT_OGMIOS_URL"], "CARDANO_AGENT_OGMIOS_URL", ("ws", "wss"))
-        return ChainConfig(network=network, ogmios_url=url)
+        blockfrost_url = self.url(t.get("blockfrost_url", default_url(network)), ("chain", "blockfrost_url"),
+                                  ("http", "https"))
+        return ChainConfig(network=network, ogmios_url=url, backend=backend, blockfrost_url=blockfrost_url,
+                           blockfrost_project_id=env.get(BLOCKFROST_PROJECT_ID_ENV) or None)
 
     def store(self, value: Any, env: Mapping[str, str]) -> StoreConfig:
         t = self.table(value, ("store",), ("url",))

@@ -31,6 +31,7 @@ _LAZY = {
     "Chain": "wallets.chain",
     "FakeChain": "wallets.chain",
     "OgmiosChain": "wallets.ogmios",
+    "BlockfrostChain": "wallets.blockfrost",
     "PaymentSender": "wallets.sender",
     "SignedPayment": "wallets.payment",
     "build_payment": "wallets.payment",
@@ -42,6 +43,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BlockfrostChain",
     "Chain",
     "FakeChain",
     "Keystore",

@@ -32,8 +32,15 @@ timeout_s = 30
 # The wallet's network: mainnet, preprod, preview or devnet (the local sandbox).
 # An invoice for any other chain is refused.
 network = "{network}"
+# How the agent reaches the chain: "ogmios" (a cardano-node of your own behind Ogmios, or a
+# hosted Ogmios) or "blockfrost" (the hosted Blockfrost API: no node needed; its project id
+# comes from the environment variable BLOCKFROST_PROJECT_ID, never from this file).
+backend = "{backend}"
 # The Ogmios endpoint of a node on that network. CARDANO_AGENT_OGMIOS_URL overrides it.
 ogmios_url = "{ogmios_url}"
+# The Blockfrost API of that network (default: Blockfrost's public endpoint; on devnet the
+# sandbox's, `cardano-agent sandbox up --blockfrost-port 3000`).
+{blockfrost_comment}blockfrost_url = "{blockfrost_url}"
 
 [store]
 # Where the queue, spend ledger, budgets, reservations and approvals live. Default: SQLite in
@@ -104,14 +111,17 @@ network = "cardano"
 """
 
 
-def render_template(network: str, store_url: str | None = None) -> str:
-    """Return the commented agent.toml for a home on ``network`` (``store_url``: its password dropped)."""
+def render_template(network: str, store_url: str | None = None, backend: str = "ogmios") -> str:
+    """Return the commented agent.toml for a home on ``network`` (``store_url``: its password dropped)
+    reaching the chain through ``backend``."""
     from agent.config import DEFAULT_OGMIOS_URL, default_api_url
+    from wallets.blockfrost import default_url
 
     store_line = (f'url = "{strip_password(store_url)}"' if store_url
                   else '# url = "postgresql://agent@db.internal/agent"')
     return TEMPLATE.format(network=network, base_url=default_api_url(network), ogmios_url=DEFAULT_OGMIOS_URL,
-                           store_line=store_line)
+                           store_line=store_line, backend=backend, blockfrost_url=default_url(network),
+                           blockfrost_comment="" if backend == "blockfrost" else "# ")
 
 
 def strip_password(url: str) -> str:
@@ -128,7 +138,7 @@ def strip_password(url: str) -> str:
 
 
 def write_config(home: Path, *, network: str = "devnet", force: bool = False,
-                 store_url: str | None = None) -> Path:
+                 store_url: str | None = None, backend: str = "ogmios") -> Path:
     """Write the commented agent.toml into ``home``; refuse to overwrite one without ``force``.
 
     Raises:
@@ -143,7 +153,7 @@ def write_config(home: Path, *, network: str = "devnet", force: bool = False,
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(render_template(network, store_url), encoding="utf-8")
+        tmp.write_text(render_template(network, store_url, backend), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc}") from None
@@ -158,6 +168,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                             description="Write a fully commented agent.toml into the agent home.")
     parser.add_argument("--network", choices=list(NETWORKS), default="devnet",
                         help="the wallet's network (default devnet, the local sandbox)")
+    parser.add_argument("--chain", choices=["ogmios", "blockfrost"], default="ogmios", dest="chain_backend",
+                        help="how to reach the chain: ogmios (a node of your own, default) or blockfrost "
+                             "(hosted API; set BLOCKFROST_PROJECT_ID)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing agent.toml")
     parser.add_argument("--store", metavar="URL", default=None,
                         help="a postgresql:// URL shared by a fleet: create or migrate its schema "
@@ -172,12 +185,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.store is not None:
         return _init_store(args)
-    path = write_config(args.home, network=args.network, force=args.force)
+    path = write_config(args.home, network=args.network, force=args.force, backend=args.chain_backend)
     config = load_config(args.home, env={})
-    data = {"path": str(path), "network": config.chain.network, "api": config.api.base_url,
+    data = {"path": str(path), "network": config.chain.network, "backend": config.chain.backend,
+            "api": config.api.base_url,
             "budgets": [b.name for b in config.budgets], "schedules": [s.name for s in config.schedules]}
     emit(args.json, data, lambda d: print(
-        f"wrote {d['path']} ({d['network']}); edit it to set payees, budgets and schedules"))
+        f"wrote {d['path']} ({d['network']}, {d['backend']}); edit it to set payees, budgets and schedules"
+        + ("; export BLOCKFROST_PROJECT_ID before paying" if d["backend"] == "blockfrost" and d["network"] != "devnet"
+           else "")))
     return 0
 
 

@@ -255,6 +255,13 @@ def _config_ogmios_url(home: Path, env: Mapping[str, str]) -> str | None:
 def _open_chain(args: argparse.Namespace) -> Any:
     from wallets.ogmios import OgmiosChain
 
+    if not getattr(args, "ogmios_url", None) and not os.environ.get(OGMIOS_ENV):
+        from agent.app import open_chain
+        from agent.config import load_config
+
+        chain = load_config(args.home, os.environ).chain
+        if chain.backend == "blockfrost":  # [chain] backend decides unless an Ogmios URL is given
+            return open_chain(chain)
     return OgmiosChain(resolve_ogmios_url(args))
 
 
