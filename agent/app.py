@@ -309,7 +309,25 @@ class Agent:
                                   for a in self.approvals.pending()],
             "total_paid_lovelace": self.ledger.total_paid(),
             "clock": self.clock_status(offline=offline),
+            "store": self.db.describe(),
+            "workers": self.fleet(now),
         }
+
+    def fleet(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every live agent process on every host sharing this database, with the jobs its workers hold."""
+        from agent.queue import ACTIVE
+        from agent.workers import ProcessRegistry
+
+        now = self._now(now)
+        held: dict[str, list[int]] = {}
+        for state in ACTIVE:
+            for job in self.jobs.list(state=state, limit=1000):
+                if job.lease_owner and (job.lease_expires_at or 0) > now:
+                    held.setdefault(job.lease_owner.split("-", 1)[0], []).append(job.id)
+        return [{"name": p.name, "host": p.host, "pid": p.pid, "workers": p.workers,
+                 "started_at": p.started_at, "beat_at": p.beat_at, "lease_until": p.lease_until,
+                 "jobs": sorted(held.get(p.name, []))}
+                for p in ProcessRegistry(self.db).live(now)]
 
     def clock_status(self, *, offline: bool = False) -> dict[str, Any]:
         """How far the local clock is behind the chain (the start of the tip's slot), warned past a minute.

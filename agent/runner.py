@@ -216,12 +216,19 @@ class Runner:
         return self.stats
 
     def _worker(self, worker_id: str, until_idle: bool, poll_s: float) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 job = self.run_once(worker_id=worker_id)
+                failures = 0
             except StoreError as exc:
-                log.warning("%s: database busy (%s); waiting", worker_id, exc)
-                job = None
+                # Busy, or the database is unreachable: wait longer each time (up to a minute),
+                # then try again; the job's durable state decides what happens next.
+                failures += 1
+                wait_s = min(60.0, poll_s * 2 ** min(failures, 7))
+                log.warning("%s: database unavailable (%s); retrying in %.1fs", worker_id, exc, wait_s)
+                self._stop.wait(wait_s)
+                continue
             if job is not None:
                 continue
             if until_idle and _idle(self.store.counts()):
@@ -234,7 +241,9 @@ ACTIVE_STATES = ("queued", "running", "paying", "awaiting_settlement")
 
 def process_worker_name() -> str:
     """A worker-name prefix that says which process on which host holds a lease: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    from agent.workers import process_name
+
+    return process_name()
 
 
 def lease_owner_is_dead(owner: str, *, host: str | None = None) -> bool:

@@ -217,7 +217,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _open(args, passphrase=True) as agent:
         if not agent.config.api.api_key or agent.config.api.partner:
             agent.payer()  # unlock now: a wrong passphrase is one line at start, not a failure per job
-        freed = agent.jobs.expire_leases(lease_owner_is_dead, now=time.time())
+        from agent.workers import ProcessLease, ProcessRegistry
+
+        registry = ProcessRegistry(agent.db)
+        # Leases of workers whose process is gone (here: PID gone; any host: process lease ran out).
+        freed = agent.jobs.expire_leases(
+            lambda owner: lease_owner_is_dead(owner) or registry.is_gone(owner, now=time.time()),
+            now=time.time())
         recovered = agent.recover()
         if freed or any(recovered.values()):
             print(f"recovered after a crash: {freed} job(s) taken back, payments {recovered}", file=sys.stderr)
@@ -239,7 +245,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if metrics is not None:
             progress = metrics.wrap_progress(progress, workers=args.workers)
         try:
-            stats = runner.run(until_idle=args.until_idle, on_progress=progress)
+            with ProcessLease(registry, process_worker_name(), workers=args.workers, clock=time.time):
+                stats = runner.run(until_idle=args.until_idle, on_progress=progress)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -322,6 +329,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             line += f"  ({w['error']})"
         print(line)
         print(f"paid     {format_ada(d['total_paid_lovelace'])} ADA in all")
+        if d.get("store"):
+            print(f"store    {d['store']}")
+        workers = d.get("workers") or []
+        print(f"workers  {sum(p['workers'] for p in workers)} live in {len(workers)} process(es)"
+              if workers else "workers  none running")
+        for p in workers:
+            print(f"  {p['name']}  {p['workers']} worker(s)  jobs {', '.join(map(str, p['jobs'])) or '-'}")
         if d.get("clock", {}).get("warning"):
             print(f"clock    {d['clock']['warning']}")
         if d["budgets"]:

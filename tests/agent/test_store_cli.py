@@ -83,10 +83,31 @@ def test_status_reads_a_postgresql_store(pg_cluster, tmp_path, capsys, monkeypat
     monkeypatch.setenv("CARDANO_AGENT_STORE_URL", url)
     from agent.app import Agent
 
+    import time
+
+    from agent.workers import ProcessRegistry
+
     with Agent.open(home) as agent:
         assert agent.db.engine == "postgresql"
         agent.jobs.enqueue("chat", {"message": "hi"}, now=1.0)
+        agent.jobs.enqueue("chat", {"message": "there"}, now=1.0)
+        ProcessRegistry(agent.db, host="hostB").register("hostB:4242", workers=8, now=time.time(), lease_s=600)
+        held = agent.jobs.claim("hostB:4242-5", now=time.time(), lease_s=600)
     code, out, err = cli(capsys, "status", "--home", str(home), "--offline", "--json")
     assert code == 0, err
-    assert json.loads(out)["queue"]["queued"] == 1
+    data = json.loads(out)
+    assert data["queue"]["queued"] == 1 and data["store"].startswith("postgresql")
+    assert [(w["name"], w["workers"], w["jobs"]) for w in data["workers"]] == [("hostB:4242", 8, [held.id])]
+    code, out, err = cli(capsys, "status", "--home", str(home), "--offline")
+    assert "hostB:4242  8 worker(s)" in out
     pg_cluster.drop_database("status_store")
+
+
+def test_status_with_the_database_down_is_one_line(tmp_path, capsys, monkeypatch):
+    """status against a PostgreSQL that is not running: one line, non-zero, no password, no traceback."""
+    from tests.pgcluster import _free_port
+
+    monkeypatch.setenv("CARDANO_AGENT_STORE_URL", f"postgresql://agent:pw-xyz-1@127.0.0.1:{_free_port()}/agent")
+    code, out, err = cli(capsys, "status", "--home", str(tmp_path), "--offline")
+    assert code != 0 and err.count("\n") == 1 and "unreachable" in err
+    assert "pw-xyz-1" not in err + out and "Traceback" not in err
