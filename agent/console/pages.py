@@ -94,9 +94,10 @@ def spend_svg(lines: Sequence[Mapping[str, Any]], *, width: int = 640, height: i
     peak = max(int(x["total_lovelace"]) for x in lines) or 1
     step = width / len(lines)
     bars = []
+    bar_w = max(1.0, min(step - 4, 48.0))
     for i, x in enumerate(lines):
-        h = (height - 30) * int(x["total_lovelace"]) / peak
-        bars.append(f'<rect x="{i * step + 2:.1f}" y="{height - 20 - h:.1f}" width="{max(1.0, step - 4):.1f}" '
+        h = (height - 40) * int(x["total_lovelace"]) / peak
+        bars.append(f'<rect x="{i * step + (step - bar_w) / 2:.1f}" y="{height - 20 - h:.1f}" width="{bar_w:.1f}" '
                     f'height="{h:.1f}" fill="#2f7d4f"><title>{_e(x["key"])}: {ada(x["total_lovelace"])} ADA'
                     f'</title></rect><text x="{i * step + step / 2:.1f}" y="{height - 5}" font-size="10" '
                     f'text-anchor="middle">{_e(str(x["key"])[5:])}</text>')

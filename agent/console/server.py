@@ -346,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Frame-Options", "DENY")
         self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
                          "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
-        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Referrer-Policy", "same-origin")  # no-referrer makes Chromium send Origin: null
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
