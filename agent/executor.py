@@ -114,6 +114,10 @@ class TApiExecutor:
             result = client.images_generate(request["prompt"], size=request.get("size", "1024x1024"),
                                             n=int(request.get("n", 1)), request_id=request_id)
             return {"images": [base64.b64encode(img).decode() for img in result.images], "request_id": request_id}
+        if kind == "http":
+            from agent.http_job import http_call
+
+            return http_call(self.agent, request, request_id, transport=self._client_kwargs.get("transport"))
         raise ValueError(f"unknown job kind {kind!r}")
 
     def _resume(self, client: Any, job_id: int, request_id: str) -> Any:
@@ -136,7 +140,7 @@ class TApiExecutor:
         if client.mode != "x402":
             return
         for row in self.agent.ledger.by_job(job_id):
-            if row.state == "unsettled" and row.tx_id:
+            if row.state == "unsettled" and row.tx_id and not row.invoice_id.startswith("x402v2:"):
                 self._consumed_by_us(client, row.invoice_id, row.tx_id, row.id)
 
     def _consumed_by_us(self, client: Any, invoice_id: str, payment: str, payment_id: int) -> bool:
@@ -186,7 +190,7 @@ class TApiExecutor:
                     "paid": f"{spent['amount_lovelace'] / 1e6:.6f} ADA + {spent['fee_lovelace'] / 1e6:.6f} fee"}
             _write(md_path, render_markdown(title, data.get("report", data), meta=meta).encode())
             result_path = json_path
-        summary = {k: v for k, v in data.items() if k in ("reply", "cached", "request_id", "image_files")}
+        summary = {k: v for k, v in data.items() if k in ("reply", "cached", "request_id", "image_files", "status", "body_file")}
         if isinstance(summary.get("reply"), str) and len(summary["reply"]) > MAX_SUMMARY_CHARS:
             summary["reply"] = summary["reply"][:MAX_SUMMARY_CHARS] + "…"
         summary["spent"] = spent

@@ -87,12 +87,19 @@ def _check_images_generate(request: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_http(request: dict[str, Any]) -> dict[str, Any]:
+    from agent.http_job import check_request
+
+    return check_request(request)
+
+
 JOB_KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in (
         JobKind("chat", "/chat", "ask the T API chat a question", _check_chat),
         JobKind("token-analysis", "/token-analysis", "analyse a Cardano token", _check_token_analysis),
         JobKind("images-generate", "/images/generate", "generate images from a prompt", _check_images_generate),
+        JobKind("http", "", "call any URL, paying a T or x402 v2 402", _check_http),
     )
 }
 

@@ -32,7 +32,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     jsub = job.add_subparsers(dest="job_command", metavar="ACTION", required=True)
 
     add = jsub.add_parser("add", help="queue a job: chat, token-analysis or images-generate", parents=[common])
-    add.add_argument("kind", help="chat | token-analysis | images-generate")
+    add.add_argument("kind", help="chat | token-analysis | images-generate | http")
+    add.add_argument("url_arg", nargs="?", metavar="URL", help="http: the URL (or --url)")
     _request_options(add)
     add.add_argument("--tag", action="append", default=[], help="tag the job (repeatable); budgets can match tags")
     add.add_argument("--budget", help="charge this job to the named budget as well")
@@ -68,7 +69,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     call = sub.add_parser("call", help="make one API call now (paying if asked) and print the answer",
                           parents=[common])
-    call.add_argument("kind", help="chat | token-analysis | images-generate")
+    call.add_argument("kind", help="chat | token-analysis | images-generate | http")
+    call.add_argument("url_arg", nargs="?", metavar="URL", help="http: the URL (or --url)")
     _request_options(call)
     call.add_argument("--tag", action="append", default=[], help=argparse.SUPPRESS)
     call.set_defaults(func=cmd_call)
@@ -82,17 +84,42 @@ def _request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--structured", action="store_true", default=None, help="chat: ask for reply_json")
     p.add_argument("--bypass-cache", action="store_true", default=None, help="token-analysis: skip the cache")
     p.add_argument("--partner", help="bill through this partner (X-Partner)")
+    p.add_argument("--url", help="http: the URL to call")
+    p.add_argument("--method", help="http: GET (default), POST, PUT, PATCH, DELETE or HEAD")
+    p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="http: a header (repeatable)")
+    p.add_argument("--json-body", dest="json_body", metavar="JSON",
+                   help="http: a JSON request body (--json is the output switch of every command)")
+    p.add_argument("--data", metavar="TEXT", help="http: a raw request body")
 
 
 def _request_from(args: argparse.Namespace) -> dict[str, Any]:
     from agent.jobs import validate_request
 
+    if args.kind == "http":
+        return _http_request_from(args)
     fields = {dest: getattr(args, dest) for _, dest, _ in _FIELD_OPTIONS}
     fields.update(n=args.n, stream=args.stream, structured=args.structured, bypass_cache=args.bypass_cache)
     request = validate_request(args.kind, {k: v for k, v in fields.items() if v is not None})
     if args.partner:
         request["partner"] = args.partner
     return request
+
+
+def _http_request_from(args: argparse.Namespace) -> dict[str, Any]:
+    from agent.errors import JobError
+    from agent.http_job import parse_header_option, parse_json_option
+    from agent.jobs import validate_request
+
+    if args.url_arg and args.url and args.url_arg != args.url:
+        raise JobError("give the URL once (positional or --url)")
+    fields: dict[str, Any] = {"url": args.url or args.url_arg, "method": args.method}
+    if args.header:
+        fields["headers"] = dict(parse_header_option(h) for h in args.header)
+    if args.json_body is not None:
+        fields["json"] = parse_json_option(args.json_body)
+    if args.data is not None:
+        fields["body"] = args.data
+    return validate_request("http", {k: v for k, v in fields.items() if v is not None})
 
 
 def _open(args: argparse.Namespace, *, passphrase: bool = False) -> Any:

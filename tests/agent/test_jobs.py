@@ -13,9 +13,9 @@ SNEK = "279c909f348e533da5808898f87f9a14bb2c3dfbbacccd631d927a3f"
 
 
 def test_known_kinds_and_routes():
-    """Each job kind calls its T API route."""
+    """Each job kind calls its T API route (``http`` calls the URL in its request)."""
     assert {k: v.route for k, v in JOB_KINDS.items()} == {
-        "chat": "/chat", "token-analysis": "/token-analysis", "images-generate": "/images/generate",
+        "chat": "/chat", "token-analysis": "/token-analysis", "images-generate": "/images/generate", "http": "",
     }
 
 
