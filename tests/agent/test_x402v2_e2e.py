@@ -248,3 +248,112 @@ def test_sdk_scheme_refusal_pays_nothing(agent_home: Any, v2_server: X402Server)
         (row,) = rows(agent)
         assert row.state == "refused"
     assert agent_home.balance() == before
+
+
+class Crash(BaseException):
+    """Stands for the process dying at a crash point (nothing after it runs)."""
+
+
+def _paid_txs(home: Any) -> int:
+    """Payments of 1 ADA that reached the payee on chain."""
+    return sum(1 for _, out in home.devnet.node.utxos_at([DEFAULT_PAY_TO]) if out.lovelace == 1_000_000)
+
+
+def test_crash_between_signing_and_sending(agent_home: Any, v2_server: X402Server,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signed and stored, then the process dies before sending: after restart the job presents the SAME payload; one tx."""
+    import agent.x402v2_payer as payer_mod
+    from agent.payer import JobContext, job_context
+
+    def die(name: str) -> None:
+        if name == "after_sign":
+            raise Crash()
+
+    monkeypatch.setattr(payer_mod, "crash_point", die)
+    before = agent_home.balance()
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        with job_context(JobContext(job_id=7)), pytest.raises(Crash):
+            http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "job7-a"})
+        (row,) = rows(agent)
+        assert row.state == "signed"
+    assert v2_server.facilitator.submissions == 0 and agent_home.balance() == before
+    monkeypatch.setattr(payer_mod, "crash_point", lambda name: None)
+    with agent_home.open() as agent:
+        assert agent.recover()["kept"] == 1
+        with httpx.Client(auth=agent.x402_auth(), timeout=30) as http, job_context(JobContext(job_id=7)):
+            r = http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "job7-b"})  # a new attempt
+        assert r.status_code == 200
+        (row,) = rows(agent)
+        assert row.state == "settled"
+        assert agent_home.balance() == before - 1_000_000 - row.fee_lovelace
+    assert v2_server.facilitator.submissions == 1 and _paid_txs(agent_home) == 1
+
+
+def test_crash_between_sending_and_the_answer(agent_home: Any, v2_server: X402Server) -> None:
+    """The server settles but the process dies before reading the answer: recovery finds the tx on chain;
+    the resumed job presents the same payload and is served; one transaction, the ledger matches the chain."""
+    before = agent_home.balance()
+
+    class DieAfterPaidSend(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            if "payment-signature" in request.headers:
+                response.read()
+                raise Crash()
+            return response
+
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30,
+                                                  transport=DieAfterPaidSend()) as http:
+        from agent.payer import JobContext, job_context
+
+        with job_context(JobContext(job_id=8)), pytest.raises(Crash):
+            http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "job8-a"})
+    assert v2_server.facilitator.submissions == 1
+    with agent_home.open() as agent:
+        assert agent.recover()["kept"] == 1
+        (row,) = rows(agent)
+        assert row.state == "submitted"  # decided from the chain: it landed
+        proof = agent.payer().resume_proof(8)
+        assert proof is not None and proof.dialect == "x402v2"
+        auth = agent.x402_auth()
+        auth.remember("job8-b", proof)
+        with httpx.Client(auth=auth, timeout=30) as http:
+            r = http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "job8-b"})
+        assert r.status_code == 200
+        assert agent.ledger.get(row.id).state == "settled"
+        assert agent_home.balance() == before - 1_000_000 - row.fee_lovelace
+    assert v2_server.facilitator.submissions == 1 and _paid_txs(agent_home) == 1
+
+
+def test_pending_until_ttl_is_a_clear_unconfirmed_error_never_a_second_signature(agent_home: Any) -> None:
+    """A server that keeps answering settlement_pending gets the same payload until the TTL, then 'unconfirmed'."""
+    from datetime import timedelta
+
+    from agent.auth import PaymentUnconfirmedError
+    from sandbox.facilitator import Faults
+    from sandbox.x402_server import Routes
+
+    with X402Server.start(agent_home.devnet, routes=Routes(confirmations=0),
+                          faults=Faults(pending_forever=True)) as server:
+        signatures: set[str] = set()
+
+        def record(request: httpx.Request) -> None:
+            if "payment-signature" in request.headers:
+                signatures.add(request.headers["payment-signature"])
+
+        with agent_home.open() as agent:
+            auth = agent.x402_auth()
+            clock = {"now": None}
+            real_clock = auth._clock
+
+            def fake_sleep(seconds: float) -> None:  # time passes only when the flow waits
+                clock["now"] = (clock["now"] or real_clock()) + timedelta(seconds=200)
+
+            auth._sleep = fake_sleep
+            auth._clock = lambda: clock["now"] or real_clock()
+            with httpx.Client(auth=auth, timeout=30, event_hooks={"request": [record]}) as http:
+                with pytest.raises(PaymentUnconfirmedError, match="pending"):
+                    http.get(f"{server.url}/premium")
+            (row,) = rows(agent)
+            assert row.state == "unsettled"  # on chain (decided from the chain), never confirmed by the server
+        assert len(signatures) == 1 and server.facilitator.submissions == 1
