@@ -385,6 +385,7 @@ COMPONENT_MODULES: list[str] = [
     "agent.queue",
     "agent.reservations",
     "agent.scheduler",
+    "agent.workers",
     "agent.x402v2_payer",
 ]
 
