@@ -23,9 +23,12 @@ def _serve(conn: Any, fund: Mapping[str, int], block_time_s: float = 0.0) -> Non
     from sandbox.twin import ApiTwin
     from wallets.types import OutputRef
 
+    from sandbox.x402_server import Routes, X402Server
+
     devnet = Devnet.start(block_time_s=block_time_s, fund=dict(fund))
     twin = ApiTwin.start(TwinConfig(), devnet.ogmios_url, port=0)
-    conn.send((devnet.ogmios_url, twin.url))
+    v2_server = X402Server.start(devnet, routes=Routes(confirmations=0), confirmation_timeout_s=5.0)
+    conn.send((devnet.ogmios_url, twin.url, v2_server.url))
     try:
         while True:
             command, arg = conn.recv()
@@ -44,6 +47,7 @@ def _serve(conn: Any, fund: Mapping[str, int], block_time_s: float = 0.0) -> Non
                 answer = BenchError(f"{command}: {type(exc).__name__}: {exc}")
             conn.send(answer)
     finally:
+        v2_server.stop()
         twin.stop()
         devnet.stop()
 
@@ -59,7 +63,7 @@ class SandboxProcess:
         if not self._conn.poll(START_TIMEOUT_S):
             self.close()
             raise BenchError(f"the sandbox process did not start (exit code {self._proc.exitcode})")
-        self.ogmios_url, self.api_url = self._conn.recv()
+        self.ogmios_url, self.api_url, self.x402_url = self._conn.recv()
 
     @property
     def env(self) -> dict[str, str]:

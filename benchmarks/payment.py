@@ -8,6 +8,11 @@ with pycardano alone: ``OgmiosV6ChainContext`` (a fresh connection per query) an
 Fetching each 402 from the twin is not timed. The devnet and twin run in a child process, as a
 node would run elsewhere, so their CPU time does not land inside either path's timing.
 
+Beside the T path, the x402 v2 path: ``WalletPayer.pay_v2(request, response)`` from a
+``PAYMENT-REQUIRED`` in hand to the ``PAYMENT-SIGNATURE`` (decode, choose among accepts, policy,
+reservation, build, sign, the payload stored; no submit: the sandbox facilitator submits it
+when the untimed paid retry is sent).
+
 Beside them, the wallet layers alone from the wallet helper's ``scripts/bench_payment.py``
 (imported, not copied): build+sign, ``PaymentSender.pay`` over a fake chain and over Ogmios.
 What ``pay`` costs above the Ogmios sender is the agent's own work (parse, policy, SQLite rows).
@@ -123,6 +128,7 @@ def measure(quick: bool) -> dict[str, Any]:
             naive_s.append(naive_once())
         paid_rows = [r for r in agent.ledger.rows() if r.paid]
         on_chain = sum(sandbox.confirmed([r.tx_id or "" for r in paid_rows]))
+        v2_s, v2_settled = measure_v2(client, payer, sandbox.x402_url, n)
 
     agent_p50, naive_p50 = percentile(agent_s, 50), percentile(naive_s, 50)
     return {
@@ -133,5 +139,31 @@ def measure(quick: bool) -> dict[str, Any]:
         "naive_p95_ms": round(percentile(naive_s, 95) * 1000, 3),
         "speedup_p50": round(naive_p50 / agent_p50, 2),
         "agent_payments_on_chain": on_chain,
+        "v2_agent_p50_ms": round(percentile(v2_s, 50) * 1000, 3),
+        "v2_agent_p95_ms": round(percentile(v2_s, 95) * 1000, 3),
+        "v2_payments_settled": v2_settled,
         **wallet_layers(quick),
     }
+
+
+def measure_v2(client: Any, payer: Any, url: str, n: int) -> tuple[list[float], int]:
+    """Time ``n`` x402 v2 payments (402 in hand to the signed payload); settle each, untimed."""
+    from benchmarks.errors import BenchError
+
+    samples: list[float] = []
+    settled = 0
+    for i in range(n + 1):  # the first is a warm-up
+        response = client.get(f"{url}/premium", headers={"X-Request-Id": f"bench-v2-{i}"})
+        if response.status_code != 402:
+            raise BenchError(f"expected a 402 from the v2 server, got {response.status_code}")
+        start = time.perf_counter()
+        proof = payer.pay_v2(response.request, response)
+        elapsed = time.perf_counter() - start
+        paid = client.get(f"{url}/premium", headers={**proof.headers, "X-Request-Id": f"bench-v2-{i}"})
+        if paid.status_code != 200:
+            raise BenchError(f"the v2 server refused a paid call: {paid.status_code} {paid.headers}")
+        payer.settled(proof, paid)
+        if i:
+            samples.append(elapsed)
+            settled += 1
+    return samples, settled
