@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-FIGURES = ("payment", "throughput", "fee", "memory", "startup", "capacity")
+FIGURES = ("payment", "throughput", "fee", "memory", "startup", "capacity", "fleet")
 """Figure keys, in issue 7's order; each is a module ``benchmarks.<key>`` with ``measure(quick)``."""
 
 TITLES = {
@@ -15,6 +15,7 @@ TITLES = {
     "memory": "4. Peak RSS of `cardano-agent run`",
     "startup": "5. Start-up wall time",
     "capacity": "6. Sandbox capacity (devnet, full validation)",
+    "fleet": "7. Fleet: SQLite vs PostgreSQL, 1 vs 2 hosts x 8 workers",
 }
 
 
@@ -51,6 +52,9 @@ TARGETS: tuple[Check, ...] = (
     Check("memory", "peak_rss_mb", "≤ 150 MB", lambda v: v <= 150),
     Check("memory", "paying_peak_rss_mb", "≤ 150 MB", lambda v: v <= 150),
     Check("startup", "help_s", "≤ 0.3 s", lambda v: v <= 0.3),
+    Check("fleet", "failed", "= 0", lambda v: v == 0),
+    Check("fleet", "double_spent", "= 0", lambda v: v == 0),
+    Check("fleet", "ledger_mismatch_lovelace", "= 0", lambda v: v == 0),
 )
 
 

@@ -31,6 +31,9 @@ EXPECTED: dict[str, dict[str, type | tuple[type, ...]]] = {
                "status_peak_rss_mb": NUMBERS, "paying_jobs": int, "paying_peak_rss_mb": NUMBERS},
     "startup": {"runs": int, "help_s": NUMBERS, "status_s": NUMBERS, "status_offline_s": NUMBERS},
     "capacity": {"transactions": int, "blocks": int, "seconds_submitting": NUMBERS, "tx_per_s": NUMBERS},
+    "fleet": {"jobs_per_host": int, "calls_per_s_sqlite_1x8": NUMBERS, "calls_per_s_pg_1x8": NUMBERS,
+              "calls_per_s_pg_2x8": NUMBERS, "pg_vs_sqlite": NUMBERS, "two_hosts_vs_one": NUMBERS,
+              "failed": int, "double_spent": int, "missing_on_chain": int, "ledger_mismatch_lovelace": int},
 }
 
 
@@ -38,7 +41,7 @@ EXPECTED: dict[str, dict[str, type | tuple[type, ...]]] = {
 def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=480)
     assert out.exists(), proc.stderr[-2000:]
     return proc, json.loads(out.read_text(encoding="utf-8"))
 
