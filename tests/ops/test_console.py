@@ -157,3 +157,51 @@ def test_payee_change_page_shows_old_and_new(agent, console_factory):
     server = console_factory()
     page = httpx.get(server.url + "/approvals").text
     assert '<code class="old">addr_test1qold</code>' in page and '<code class="new">addr_test1qnew</code>' in page
+
+
+def test_approving_an_expired_invoice_in_the_console_changes_nothing(agent, console_factory):
+    """The approve button on an expired invoice answers with the refusal; the approval stays pending."""
+    server = console_factory()
+    aid = _park(agent, "inv-old", expires_at=T0 - 5)
+    with httpx.Client(base_url=server.url) as c:
+        r = c.post(f"/approvals/{aid}/approve", data={"csrf": _csrf(c)}, headers={"Origin": server.url})
+        assert r.status_code == 303 and "expired" in r.headers["location"]
+        assert "expired" in c.get(r.headers["location"]).text
+    assert agent.approvals.get(aid).state == "pending"
+
+
+def test_no_page_shows_a_secret(tmp_path, console_factory, agent):
+    """No page or API answer contains the wallet passphrase, its mnemonic or the console token."""
+    import wallets.keystore as keystore
+    from wallets.keystore import Keystore
+
+    keystore._SCRYPT_N, saved = 2**12, keystore._SCRYPT_N
+    passphrase = "never-shown passphrase 42"
+    try:
+        _info, words = Keystore(agent.home / "wallets").create("main", network="devnet", passphrase=passphrase)
+    finally:
+        keystore._SCRYPT_N = saved
+    agent.enqueue("chat", {"message": "hi"}, now=T0)
+    _park(agent, "inv-s")
+    server = console_factory(token=TOKEN)
+    secrets = [passphrase, TOKEN, " ".join(words) if isinstance(words, (list, tuple)) else str(words)]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=server.url, headers=headers) as c:
+        for path in ("/", "/jobs", "/jobs/1", "/payments", "/approvals", "/schedules", "/metrics", "/api/status",
+                     "/api/approvals", "/api/jobs/1", "/login"):
+            text = c.get(path).text
+            for secret in secrets:
+                assert secret not in text, path
+
+
+def test_serve_refuses_bad_input_with_one_line(tmp_path, capsys, monkeypatch):
+    """serve on a non-loopback address without a token, or on a bad port: one line, non-zero exit."""
+    from agent.cli import main
+
+    (tmp_path / "agent.toml").write_text('[chain]\nnetwork = "devnet"\n')
+    monkeypatch.delenv("CARDANO_AGENT_CONSOLE_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--home", str(tmp_path)]) != 0
+    assert "needs a token" in capsys.readouterr().err
+    assert main(["serve", "--port", "70000", "--home", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "--port" in err and "Traceback" not in err

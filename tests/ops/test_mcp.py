@@ -129,3 +129,66 @@ def test_stdio_server_pays_a_call(agent_home_factory):
     assert not result.is_error, _text(result)
     cost = _data(result)["paid"]["lovelace"]
     assert cost > 0 and before - home.balance() == cost
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_http_server_needs_its_token(agent_home_factory):
+    """`cardano-agent mcp --http PORT`: no or a wrong bearer token gets 401; the right one lists the tools."""
+    import subprocess
+    import time
+
+    import httpx
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    home = agent_home_factory(funds=0)
+    token = "mcp-test-token-0123456789abcdef"
+    port = _free_port()
+    exe = Path(sys.executable).with_name("cardano-agent")
+    env = {**os.environ, "CARDANO_AGENT_CONSOLE_TOKEN": token}
+    proc = subprocess.Popen([str(exe), "mcp", "--http", str(port), "--home", str(home.home)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait for the listener, not for time: each try is a real connection attempt
+            try:
+                first = httpx.post(url, json={}, timeout=5)
+                break
+            except httpx.ConnectError:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.monotonic() < deadline, "mcp --http did not start listening"
+                time.sleep(0.1)
+        assert first.status_code == 401
+        wrong = httpx.post(url, json={}, headers={"Authorization": "Bearer not-the-token-at-all"}, timeout=5)
+        assert wrong.status_code == 401
+
+        async def go():
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+                async with Client(streamable_http_client(url, http_client=http)) as client:
+                    return await client.list_tools()
+
+        tools = anyio.run(go)
+        assert TOOLS <= {t.name for t in tools.tools}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_http_without_a_token_is_refused(tmp_path, capsys, monkeypatch):
+    """mcp --http with no token set: one line, non-zero exit, nothing served."""
+    from agent.cli import main
+
+    (tmp_path / "agent.toml").write_text('[chain]\nnetwork = "devnet"\n')
+    monkeypatch.delenv("CARDANO_AGENT_CONSOLE_TOKEN", raising=False)
+    assert main(["mcp", "--http", "9", "--home", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "needs a bearer token" in err and "Traceback" not in err
