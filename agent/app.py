@@ -522,34 +522,19 @@ class Agent:
             executor.close()
 
     def fetch_paid(self, url: str, *, method: str = "GET", json_body: Any = None,
-                   tags: tuple[str, ...] = ("mcp",), timeout_s: float | None = None,
-                   max_body_chars: int = 20_000) -> dict[str, Any]:
-        """Request any x402 URL, paying a 402 under policy and budgets; return the answer and its cost."""
-        import httpx
+                   headers: Mapping[str, str] | None = None, tags: tuple[str, ...] = ("mcp",)) -> dict[str, Any]:
+        """Request any x402 URL (T or v2 dialect) as an ``http`` job would, paying a 402 under
+        policy and budgets; return ``{"result": status/headers/body, "paid": ...}``.
 
-        from agent.errors import ApiError, ConfigError
-
-        parsed = httpx.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ConfigError(f"not an http(s) URL: {url!r}")
-        if method.upper() not in ("GET", "POST"):
-            raise ConfigError(f"method must be GET or POST, got {method!r}")
-
-        def call(call_tag: str) -> Any:
-            with httpx.Client(auth=self.x402_auth(), timeout=timeout_s or self.config.api.timeout_s) as client:
-                try:
-                    response = client.request(method.upper(), url, json=json_body)
-                except httpx.HTTPError as exc:
-                    raise ApiError(f"{url}: {type(exc).__name__}: {exc}", status=0) from None
-            text = response.text
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = text[:max_body_chars]
-            return {"status": response.status_code, "content_type": response.headers.get("content-type"),
-                    "body": body, "truncated": len(text) > max_body_chars}
-
-        return self._tagged_call(call, tags)
+        Raises:
+            JobError: a malformed URL, method, header or body (nothing is sent).
+        """
+        request: dict[str, Any] = {"url": url, "method": method}
+        if headers:
+            request["headers"] = dict(headers)
+        if json_body is not None:
+            request["json"] = json_body
+        return self.call_api("http", request, tags=tags)
 
     def close(self) -> None:
         """Close the chain connection and the database."""

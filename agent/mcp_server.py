@@ -77,13 +77,15 @@ def build_server(agent: Any) -> Any:
         return guarded(agent.call_api, "images-generate", request)
 
     @server.tool()
-    def fetch_x402(url: str, method: Literal["GET", "POST"] = "GET", json_body: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
-        """Request any x402 URL; a 402 is paid under the policy and budgets. Returns status, body, what was paid."""
-        return guarded(agent.fetch_paid, url, method=method, json_body=json_body)
+    def fetch_x402(url: str, method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET",
+                   json_body: dict[str, Any] | list[Any] | None = None,
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """Request any URL; a 402 (T API or x402 v2) is paid under the policy and budgets.
+        Returns status, headers, body and what was paid."""
+        return guarded(agent.fetch_paid, url, method=method, json_body=json_body, headers=headers)
 
     @server.tool()
-    def queue_job(kind: Literal["chat", "token-analysis", "images-generate"], request: dict[str, Any],
+    def queue_job(kind: Literal["chat", "token-analysis", "images-generate", "http"], request: dict[str, Any],
                   tags: list[str] | None = None, budget: str | None = None) -> dict[str, Any]:
         """Queue a job for the agent's runner (it pays when it runs). Returns the job; read it with job_result."""
         return read(guarded(agent.enqueue, kind, request, tags=tuple(tags or ()), budget=budget))

@@ -64,6 +64,20 @@ def test_paid_tool_answers_with_its_cost_and_a_budget_breaking_call_is_refused(a
     assert home.balance() == before - row.cost_lovelace
 
 
+def test_fetch_x402_pays_any_url_and_says_what_it_cost(agent_home):
+    """fetch_x402 POSTs to the twin's /chat URL directly: 200, the reply, and a cost equal to the wallet's loss."""
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        (result,) = _call(build_server(agent), [("fetch_x402", {"url": agent_home.twin.url + "/chat",
+                                                                "method": "POST",
+                                                                "json_body": {"message": "direct"}})])
+        (row,) = [r for r in agent.ledger.rows() if r.paid]
+    assert not result.is_error, _text(result)
+    data = _data(result)
+    assert data["result"]["status"] == 200 and data["result"]["body"]
+    assert data["paid"]["lovelace"] == row.cost_lovelace == before - agent_home.balance()
+
+
 def test_malformed_arguments_are_refused_and_pay_nothing(agent_home):
     """A missing argument, a wrong type, an unknown job kind or field: a tool error, nothing paid."""
     before = agent_home.balance()
