@@ -241,10 +241,9 @@ class Agent:
 
     def budget_usage(self, now: float | None = None) -> list[dict[str, Any]]:
         """Each budget's limit, spent, reserved, remaining and percent used, per asset."""
-        from agent.views import usage_view
+        from agent.views import budget_views
 
-        scopes = {s.name: s.scope for s in self.budgets.specs}
-        return [usage_view(u, scopes[u.name]) for u in self.budgets.usage(self._now(now))]
+        return budget_views(self.budgets, self._now(now))
 
     def wallet_status(self, *, offline: bool = False, timeout_s: float = 2.0) -> dict[str, Any]:
         """The wallet's name, address and network (no passphrase); with the chain, its balance.
@@ -365,16 +364,9 @@ class Agent:
 
     def spend(self, *, since: float | None = None, group_by: str = "day") -> dict[str, Any]:
         """Paid rows since ``since`` grouped by day/route/budget/payee, with the total (each payment once)."""
-        lines = self.ledger.report(since, group_by=group_by)
-        once = lines if group_by in ("day", "route") else self.ledger.report(since, group_by="day")
-        total = {"count": sum(x.count for x in once), "amount_lovelace": sum(x.amount_lovelace for x in once),
-                 "fee_lovelace": sum(x.fee_lovelace for x in once)}
-        total["total_lovelace"] = total["amount_lovelace"] + total["fee_lovelace"]
-        return {"group_by": group_by,
-                "lines": [{"key": x.key, "count": x.count, "amount_lovelace": x.amount_lovelace,
-                           "fee_lovelace": x.fee_lovelace, "total_lovelace": x.amount_lovelace + x.fee_lovelace}
-                          for x in lines],
-                "total": total}
+        from agent.views import spend_summary
+
+        return spend_summary(self.ledger, since, group_by)
 
     def list_jobs(self, *, state: str | None = None, tag: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Jobs, newest first, optionally of one state and/or tag."""

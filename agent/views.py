@@ -86,3 +86,24 @@ def expiry_epoch(approval: Any) -> float | None:
     except ValueError:
         return None
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def budget_views(budgets: Any, now: float) -> list[dict[str, Any]]:
+    """Every budget's use per asset at ``now`` (``budgets``: an ``agent.budget.BudgetBook``)."""
+    scopes = {s.name: s.scope for s in budgets.specs}
+    return [usage_view(u, scopes[u.name]) for u in budgets.usage(now)]
+
+
+def spend_summary(ledger: Any, since: float | None, group_by: str) -> dict[str, Any]:
+    """Paid rows since ``since`` grouped by day/route/budget/payee, and the total counting each payment once."""
+    lines = ledger.report(since, group_by=group_by)
+    # A payment can be charged to several budgets (or pay several payees): total it by day.
+    once = lines if group_by in ("day", "route") else ledger.report(since, group_by="day")
+    total = {"count": sum(x.count for x in once), "amount_lovelace": sum(x.amount_lovelace for x in once),
+             "fee_lovelace": sum(x.fee_lovelace for x in once)}
+    total["total_lovelace"] = total["amount_lovelace"] + total["fee_lovelace"]
+    return {"group_by": group_by,
+            "lines": [{"key": x.key, "count": x.count, "amount_lovelace": x.amount_lovelace,
+                       "fee_lovelace": x.fee_lovelace, "total_lovelace": x.amount_lovelace + x.fee_lovelace}
+                      for x in lines],
+            "total": total}

@@ -19,9 +19,9 @@ from agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.approvals import Approval, Approvals, PayeePins
-    from agent.budget import BudgetBook, BudgetUsage
+    from agent.budget import BudgetBook
     from agent.config import AgentConfig
-    from agent.ledger import PaymentRow, ReportLine, SpendLedger
+    from agent.ledger import PaymentRow, SpendLedger
     from agent.queue import SqliteJobStore
 
 ORDER = 40
@@ -136,13 +136,6 @@ def _short(text: str | None, keep: int = 12) -> str:
     return text if len(text) <= keep + 2 else text[:keep] + ".."
 
 
-def percent_used(used: int, limit: int) -> float:
-    """Return ``used`` as a percentage of ``limit`` with one decimal (100.0 for a zero limit in use)."""
-    if limit <= 0:
-        return 100.0 if used > 0 else 0.0
-    return round(used * 100 / limit, 1)
-
-
 def parse_since(text: str, now: float) -> float | None:
     """Turn ``--since`` into epoch seconds: ``24h``/``7d``/``2w`` before ``now``, ``all`` (None), or a UTC date.
 
@@ -171,21 +164,12 @@ def parse_since(text: str, now: float) -> float | None:
 # -- budget show -------------------------------------------------------------------------------
 
 
-def _usage_dict(u: BudgetUsage, scope: str) -> dict[str, Any]:
-    used = u.spent + u.reserved
-    return {"name": u.name, "scope": scope, "window": WINDOW_LABELS.get(u.window, f"{u.window}s"),
-            "window_s": u.window, "since": _iso(u.since), "asset": u.asset, "limit": u.limit,
-            "spent": u.spent, "reserved": u.reserved, "remaining": u.remaining,
-            "percent_used": percent_used(used, u.limit)}
-
-
 def cmd_budget_show(args: argparse.Namespace) -> int:
     """Print each budget's limit, committed spend in its window, open reservations and what is left."""
     from agent.output import emit, table
+    from agent.views import budget_views
 
-    books = Books.open(args.home)
-    scopes = {s.name: s.scope for s in books.budgets.specs}
-    rows = [_usage_dict(u, scopes[u.name]) for u in books.budgets.usage(clock())]
+    rows = budget_views(Books.open(args.home).budgets, clock())
 
     def human(data: list[dict[str, Any]]) -> None:
         if not data:
@@ -202,11 +186,6 @@ def cmd_budget_show(args: argparse.Namespace) -> int:
 
 
 # -- spend ---------------------------------------------------------------------------------------
-
-
-def _line_dict(line: ReportLine) -> dict[str, Any]:
-    return {"key": line.key, "count": line.count, "amount_lovelace": line.amount_lovelace,
-            "fee_lovelace": line.fee_lovelace, "total_lovelace": line.amount_lovelace + line.fee_lovelace}
 
 
 def _payment_dict(row: PaymentRow) -> dict[str, Any]:
@@ -228,21 +207,18 @@ def _fee_cell(row: PaymentRow) -> str:
 def cmd_spend(args: argparse.Namespace) -> int:
     """Print the spend report (and the last few payments); ``--plot`` also draws it as a PNG."""
     from agent.output import emit, format_ada, table
+    from agent.views import spend_summary
 
     now = clock()
     since = parse_since(args.since, now)
     books = Books.open(args.home)
-    lines = books.ledger.report(since, group_by=args.by, until=None)
-    # Each payment once, whatever the grouping (a payment can count against two budgets).
-    once = books.ledger.report(since, group_by="day", until=None)
-    total = {"count": sum(x.count for x in once), "amount_lovelace": sum(x.amount_lovelace for x in once),
-             "fee_lovelace": sum(x.fee_lovelace for x in once)}
-    total["total_lovelace"] = total["amount_lovelace"] + total["fee_lovelace"]
+    report = spend_summary(books.ledger, since, args.by)
+    total = report["total"]
     plot = None
     if args.plot is not None:
         plot = str(draw_plot(books, args.plot, since=since, until=now, label=args.since))
     data = {"since": _iso(since), "until": _iso(now), "group_by": args.by,
-            "lines": [_line_dict(x) for x in lines], "total": total, "plot": plot}
+            "lines": report["lines"], "total": total, "plot": plot}
 
     def human(d: dict[str, Any]) -> None:
         window = "all time" if since is None else f"since {_when(since)} UTC"
