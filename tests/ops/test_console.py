@@ -205,3 +205,34 @@ def test_serve_refuses_bad_input_with_one_line(tmp_path, capsys, monkeypatch):
     assert main(["serve", "--port", "70000", "--home", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert "--port" in err and "Traceback" not in err
+
+
+def test_serve_command_serves_until_sigterm(tmp_path):
+    """`cardano-agent serve --port 0 --offline --json` prints its URL, serves the overview, exits 0 on SIGTERM."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "agent.toml").write_text('[chain]\nnetwork = "devnet"\n')
+    exe = Path(sys.executable).with_name("cardano-agent")
+    env = {k: v for k, v in os.environ.items() if k != "CARDANO_AGENT_CONSOLE_TOKEN"}
+    proc = subprocess.Popen([str(exe), "serve", "--port", "0", "--offline", "--json", "--home", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        for line in proc.stdout:  # the JSON object ends with a closing brace on its own line
+            lines.append(line)
+            if line.startswith("}"):
+                break
+        url = json.loads("".join(lines))["url"]
+        assert url.startswith("http://127.0.0.1:")
+        r = httpx.get(url + "/")
+        assert r.status_code == 200 and "<h1>Overview</h1>" in r.text
+        assert httpx.get(url + "/api/status").json()["queue"]["queued"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 0, proc.stderr.read()

@@ -110,3 +110,30 @@ def test_error_kinds():
     assert error_kind(TransientApiError("503", status=503)) == "api"
     assert error_kind(RuntimeError("?")) == "other"
     assert error_kind(BudgetExceededError("daily", limit=1, spent=1, requested=1)) == "budget"
+
+
+def test_runner_metrics_count_outcomes_and_errors_by_kind(tmp_path):
+    """A runner whose executor is instrumented: one job done, one failed by a policy refusal; /metrics says so."""
+    from agent.app import Agent
+    from agent.errors import PolicyError
+    from agent.runner import JobOutcome, Runner
+
+    class Executor:
+        def execute(self, job, *, worker_id):
+            if job.request["message"] == "refuse":
+                raise PolicyError("above max_per_call_ada", reason="max_per_call")
+            return JobOutcome({"reply": "ok"})
+
+    (tmp_path / "agent.toml").write_text('[chain]\nnetwork = "devnet"\n')
+    metrics = RunnerMetrics(clock=lambda: 42.0)
+    with Agent.open(tmp_path, env={}) as agent:
+        agent.enqueue("chat", {"message": "fine"})
+        agent.enqueue("chat", {"message": "refuse"})
+        runner = Runner(agent.jobs, metrics.instrument(Executor()), lease_s=60)
+        runner.run(until_idle=True, poll_s=0.01, on_progress=metrics.wrap_progress(lambda c, s: None, workers=1))
+        m = _samples(render(registry_for(agent, runner=metrics, chain=False))[0].decode())
+    assert m[("cardano_agent_runner_jobs_total", (("outcome", "done"),))] == 1
+    assert m[("cardano_agent_runner_jobs_total", (("outcome", "failed"),))] == 1
+    assert m[("cardano_agent_errors_total", (("kind", "policy"),))] == 1
+    assert m[("cardano_agent_runner_heartbeat_timestamp_seconds", ())] == 42.0
+    assert m[("cardano_agent_jobs", (("state", "failed"),))] == 1
