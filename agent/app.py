@@ -56,6 +56,29 @@ def open_chain(config: Any, *, timeout_s: float = 10.0) -> Any:
     return OgmiosChain(config.ogmios_url, timeout_s=timeout_s)
 
 
+def tighten_home(home: Path) -> None:
+    """Make the home owner-only: the directory 0700, agent.toml and the database files 0600.
+
+    A home made by an older version, or by hand under a permissive umask, is tightened on
+    open; a file this user cannot change (another owner, a read-only mount) is left alone.
+    """
+    import stat
+
+    from agent.store import DB_FILENAME
+
+    targets = [(home, 0o700)] + [(home / name, 0o600) for name in
+                                 ("agent.toml", DB_FILENAME, f"{DB_FILENAME}-wal", f"{DB_FILENAME}-shm")]
+    for path, mode in targets:
+        try:
+            current = stat.S_IMODE(path.stat().st_mode)
+            if current & 0o077:
+                os.chmod(path, current & mode)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("could not restrict %s to its owner: %s", path, exc.strerror or exc)
+
+
 class Agent:
     """One agent home: its configuration, database, wallet and chain connection.
 
@@ -113,8 +136,10 @@ class Agent:
             register_secret(config.api.api_key)
         if config.chain.blockfrost_project_id:
             register_secret(config.chain.blockfrost_project_id)
-        return cls(config, Database.open(home_path, config.store.url), passphrase=passphrase, chain=chain,
-                   clock=clock)
+        tighten_home(home_path)
+        db = Database.open(home_path, config.store.url)
+        tighten_home(home_path)  # the database files now exist
+        return cls(config, db, passphrase=passphrase, chain=chain, clock=clock)
 
     def __enter__(self) -> "Agent":
         return self
@@ -339,8 +364,9 @@ class Agent:
         try:
             chain = open_chain(self.config.chain, timeout_s=2.0)
             try:
-                tip = chain.tip()
-                chain_time = chain.slot_time(tip.slot) if tip.slot > 0 else None
+                slot_time = getattr(chain, "slot_time", None)
+                tip = chain.tip() if callable(slot_time) else None
+                chain_time = slot_time(tip.slot) if tip is not None and tip.slot > 0 else None
             finally:
                 chain.close()
         except Exception as exc:  # noqa: BLE001 - status reports, it does not fail

@@ -584,5 +584,7 @@ def _v2_detail(response: httpx.Response, detail: Any) -> Any:
 
 def _short(detail: Any, limit: int = 200) -> str:
     text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
-    text = " ".join(str(text).split())
+    from agent.output import terminal_safe
+
+    text = " ".join(terminal_safe(str(text)).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

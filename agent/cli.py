@@ -74,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args) or 0)
     except ours as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from agent.output import terminal_safe
+
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

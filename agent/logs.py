@@ -124,9 +124,15 @@ def setup_logging(home: Path | None, *, verbose: int = 0, json_lines: bool = Fal
     text_format = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
     handlers: list[logging.Handler] = []
     if home is not None:
-        home.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
-            home / LOG_FILENAME, maxBytes=MAX_LOG_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8")
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            file_handler = logging.handlers.RotatingFileHandler(
+                home / LOG_FILENAME, maxBytes=MAX_LOG_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8")
+        except OSError as exc:
+            from agent.errors import ConfigError
+
+            raise ConfigError(f"cannot write the log in {home}: {exc.strerror or exc} "
+                              "(the home must be writable)") from None
         file_handler.setFormatter(JsonFormatter() if json_lines else text_format)
         handlers.append(file_handler)
     if console:

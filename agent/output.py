@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from contextlib import redirect_stdout
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
 LOVELACE_PER_ADA = 1_000_000
+
+# ANSI CSI and OSC sequences, then any other C0/C1 control (tab and newline kept) and the
+# bidi overrides that reorder what a terminal shows.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with terminal escape sequences removed and other control characters shown as U+FFFD.
+
+    Server text (answers, error details) goes through this before it reaches a terminal, so
+    a hostile API cannot move the cursor, retitle the window or rewrite earlier lines.
+    """
+    return _CONTROLS.sub("\ufffd", _ESCAPES.sub("", text))
+
+
+class _TerminalSafeWriter:
+    """A text stream that passes everything it writes through :func:`terminal_safe`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(terminal_safe(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def format_ada(lovelace: int) -> str:
@@ -67,7 +96,8 @@ def emit(as_json: bool, data: Any, human: Callable[[Any], None] | None = None) -
         json.dump(data, sys.stdout, indent=2, sort_keys=False, default=_json_default)
         sys.stdout.write("\n")
     else:
-        human(data)
+        with redirect_stdout(_TerminalSafeWriter(sys.stdout)):  # type: ignore[type-var]
+            human(data)
 
 
 def _json_default(obj: Any) -> Any:

@@ -221,5 +221,7 @@ class AsyncChatStream:
 def short_detail(detail: Any, limit: int = 200) -> str:
     """An error detail as one short line (JSON for structures)."""
     text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
-    text = " ".join(str(text).split())
+    from agent.output import terminal_safe
+
+    text = " ".join(terminal_safe(str(text)).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

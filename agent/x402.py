@@ -25,6 +25,8 @@ SPLIT_ADDITIONAL = "additional"
 SPLIT_INCLUSIVE = "inclusive"
 PENDING_STATUSES = frozenset({"pending", "submitted"})
 CIP20_LABEL = 674
+MAX_BATCH_TARGET = 1_000_000
+"""A prepaid batch of more calls than this is refused (a batchTarget of 10^30 is not a batch)."""
 MAX_TIMEOUT_S = 7 * 86_400
 """A longer ``timeout`` is refused: no invoice needs to stay payable for more than a week."""
 
@@ -215,9 +217,11 @@ def _parse_invoice(d: Mapping[str, Any], body: Mapping[str, Any], now: datetime)
     if batch_target is None:
         batch_target = d.get("batchTarget")
     if batch_target is not None and (
-        not isinstance(batch_target, int) or isinstance(batch_target, bool) or batch_target < 1
+        not isinstance(batch_target, int) or isinstance(batch_target, bool)
+        or not 1 <= batch_target <= MAX_BATCH_TARGET
     ):
-        raise InvoiceError(f"invoice {invoice_id}: batchTarget must be a positive integer, got {_show(batch_target)}")
+        raise InvoiceError(f"invoice {invoice_id}: batchTarget must be an integer from 1 to {MAX_BATCH_TARGET}, "
+                           f"got {_show(batch_target)}")
     babel = _first(extra, "babel")
     if babel is None:
         babel = d.get("babel", False)
@@ -339,6 +343,8 @@ def validate_address(value: object, network: NetworkInfo, *, where: str) -> str:
     lowered = value.lower()
     if not (lowered.startswith("addr1") or lowered.startswith("addr_test1")):
         raise InvoiceError(f"{where} is not a bech32 payment address: {_show(_clip(value))}")
+    if value != lowered and value != value.upper():
+        raise InvoiceError(f"{where} mixes upper and lower case, which bech32 forbids: {_show(_clip(value))}")
     from pycardano import Address, Network  # heavy: imported only when an address is checked
 
     try:
@@ -347,6 +353,14 @@ def validate_address(value: object, network: NetworkInfo, *, where: str) -> str:
         raise InvoiceError(f"{where} is not a valid bech32 address: {_show(_clip(value))}") from None
     if address.payment_part is None:
         raise InvoiceError(f"{where} is not a payment address: {_show(_clip(value))}")
+    from pycardano import PointerAddress, ScriptHash
+
+    # A script may lock what it receives forever; a pointer's stake part is deprecated
+    # (Conway) and unverifiable here. Either way the payee is not a plain key holder.
+    if isinstance(address.payment_part, ScriptHash):
+        raise InvoiceError(f"{where} is a script address; only key addresses are paid: {_show(_clip(value))}")
+    if isinstance(address.staking_part, PointerAddress):
+        raise InvoiceError(f"{where} is a pointer address; it is not paid: {_show(_clip(value))}")
     expected = Network.TESTNET if network.testnet else Network.MAINNET
     if address.network != expected or not lowered.startswith(network.address_prefix + "1"):
         raise InvoiceError(

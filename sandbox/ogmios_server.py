@@ -154,7 +154,7 @@ class OgmiosServer:
         session = session if session is not None else _Session()
         try:
             request = json.loads(frame)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is bad JSON too
             return _dump({"jsonrpc": "2.0", "error": oj.rpc_error(-32700, "Invalid JSON: not a JSON-RPC request."),
                           "id": None})
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):

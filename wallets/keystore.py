@@ -364,6 +364,8 @@ def _well_formed(doc: Any) -> bool:
     n, r, p = kdf.get("n"), kdf.get("r"), kdf.get("p")
     if kdf.get("name") != "scrypt" or kdf.get("dklen") != _KEY_BYTES or not _is_hex(kdf.get("salt")):
         return False
+    if len(kdf["salt"]) // 2 < _SALT_BYTES:  # an empty or short salt makes the KDF precomputable
+        return False
     if not (isinstance(n, int) and isinstance(r, int) and isinstance(p, int)) or any(
             isinstance(v, bool) for v in (n, r, p)):
         return False

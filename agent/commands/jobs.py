@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
 
-from agent.output import emit, format_ada, kv, table
+from agent.output import emit, format_ada, kv, table, terminal_safe
 
 ORDER = 30
 
@@ -122,14 +123,19 @@ def _http_request_from(args: argparse.Namespace) -> dict[str, Any]:
     return validate_request("http", {k: v for k, v in fields.items() if v is not None})
 
 
-def _open(args: argparse.Namespace, *, passphrase: bool = False) -> Any:
+def _open(args: argparse.Namespace, *, passphrase: bool = False, secret: str | None = None) -> Any:
     from agent.app import Agent
 
-    prompt = None
+    prompt: Any = None
     if passphrase:
         from agent.commands.wallet import read_passphrase
 
         prompt = read_passphrase
+        if secret:
+            from agent.logs import register_secret
+
+            register_secret(secret)
+            prompt = secret
     return Agent.open(args.home, passphrase=prompt)
 
 
@@ -241,7 +247,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not 0 <= args.stop_grace_s <= 3600:
         raise AgentError("--stop-grace-s must be between 0 and 3600 seconds")
     setup_logging(args.home, verbose=getattr(args, "verbose", 0), json_lines=args.log_json)
-    with _open(args, passphrase=True) as agent:
+    # A long-lived process keeps the passphrase in memory only: out of its environment, so
+    # neither a child process nor a dump of the environment carries it.
+    env_secret = os.environ.pop("CARDANO_AGENT_PASSPHRASE", None)
+    with _open(args, passphrase=True, secret=env_secret) as agent:
         if not agent.config.api.api_key or agent.config.api.partner:
             agent.payer()  # unlock now: a wrong passphrase is one line at start, not a failure per job
         from agent.workers import ProcessLease, ProcessRegistry
@@ -404,7 +413,7 @@ def cmd_call(args: argparse.Namespace) -> int:
                 if args.kind == "chat" and request.get("stream") and not args.json:
                     for event in client.chat_stream(request["message"], session_id=request.get("session_id")):
                         if event.type == "content" and event.text:
-                            sys.stdout.write(event.text)
+                            sys.stdout.write(terminal_safe(event.text))
                             sys.stdout.flush()
                     sys.stdout.write("\n")
                     return 0

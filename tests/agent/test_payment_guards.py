@@ -396,3 +396,49 @@ def test_a_100k_deep_error_body_is_shown_not_raised():
 
     deep = b"{\"a\":" * 100_000 + b"1" + b"}" * 100_000
     assert response_detail(httpx.Response(500, content=deep)).startswith('{"a":')
+
+
+def _script_address() -> str:
+    from pycardano import Address, Network, ScriptHash
+
+    return Address(ScriptHash(b"\x01" * 28), network=Network.TESTNET).encode()
+
+
+def _pointer_address() -> str:
+    from pycardano import Address, Network, PointerAddress, VerificationKeyHash
+
+    return Address(VerificationKeyHash(b"\x02" * 28), PointerAddress(1, 2, 3), network=Network.TESTNET).encode()
+
+
+def _mixed_case(address: str) -> str:
+    head, rest = address.split("1", 1)
+    return head + "1" + rest[:10].upper() + rest[10:]
+
+
+@pytest.mark.parametrize("over,needle", [
+    ({"extra": {"batchTarget": 10**30}}, "batchTarget"),
+    ({"payTo": "script"}, "script address"),
+    ({"payTo": "pointer"}, "pointer address"),
+    ({"payTo": "mixed"}, "mixes upper and lower case"),
+    ({"extra": {"outputs": [{"address": "script", "amountUnits": "1000000"}]}}, "script address"),
+])
+def test_small_invoice_holes_are_refused_in_one_line_and_nothing_paid(agent_home, over, needle):
+    """A 10^30 batchTarget, a script, pointer or mixed-case payee: InvoiceError naming it, nothing paid."""
+    swap = {"script": _script_address(), "pointer": _pointer_address(), "mixed": _mixed_case(DEFAULT_PAY_TO)}
+
+    def fill(value):
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return swap.get(value, value) if isinstance(value, str) else value
+
+    body = invoice("inv-small", DEFAULT_PAY_TO, 2)
+    body["detail"].update(fill(over))
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        with TClient("http://small.test", auth=agent.x402_auth(), transport=httpx.MockTransport(Shop(body))) as t:
+            with pytest.raises(InvoiceError, match=needle):
+                t.chat("pay me")
+        assert not paid_rows(agent)
+    assert agent_home.balance() == before
