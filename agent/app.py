@@ -365,8 +365,10 @@ class Agent:
             chain = open_chain(self.config.chain, timeout_s=2.0)
             try:
                 slot_time = getattr(chain, "slot_time", None)
-                tip = chain.tip() if callable(slot_time) else None
-                chain_time = slot_time(tip.slot) if tip is not None and tip.slot > 0 else None
+                chain_time: float | None = None
+                if callable(slot_time):
+                    tip = chain.tip()
+                    chain_time = float(slot_time(tip.slot)) if tip.slot > 0 else None
             finally:
                 chain.close()
         except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
