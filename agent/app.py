@@ -246,19 +246,27 @@ class Agent:
                        max_body_bytes=api.max_body_bytes, **kwargs)
 
     def recover(self) -> dict[str, int]:
-        """Resolve unfinished payments left by a crash (see ``WalletPayer.recover``).
+        """Resolve unfinished payments a crash left (see ``WalletPayer.recover``).
 
-        With nothing unfinished, no payment is in flight in any process on this home, so every
-        UTxO reservation left behind is stale: they are cleared without unlocking the wallet.
+        Only rows whose owner is gone are touched. With none, the wallet stays locked and
+        only reservations of payments that finished (no unfinished row) are cleared; they are
+        read before the rows, so a payment another process starts meanwhile keeps its own.
         """
-        if self.ledger.unfinished():
+        from agent.recovery import owner_is_gone
+
+        now = self.clock()
+        if self._payer is not None or any(owner_is_gone(r.owner, updated_at=r.updated_at, now=now)
+                                          for r in self.ledger.unfinished()):
             return self.payer().recover()
         from agent.reservations import SqliteReservations
 
         reservations = SqliteReservations(self.db, self.config.wallet.name)
-        for owner in reservations.owners():
+        owners = reservations.owners()
+        live = {str(r.id) for r in self.ledger.unfinished()}
+        for owner in owners - live:
             reservations.release(owner)
-        return {"kept": 0, "resubmitted": 0, "released": 0}
+        busy = len(live)
+        return {"kept": 0, "resubmitted": 0, "released": 0, "unresolved": 0, "busy": busy}
 
     # -- reading and deciding: the one library under the CLI, the console and MCP ----------
     def _now(self, now: float | None) -> float:
@@ -557,7 +565,9 @@ class Agent:
         return self.call_api("http", request, tags=tags)
 
     def close(self) -> None:
-        """Close the chain connection and the database."""
+        """Close the chain connection and the database (rows the payer left become recoverable)."""
+        if self._payer is not None:
+            self._payer.close()
         if self._chain is not None and self._owns_chain:
             try:
                 self._chain.close()

@@ -8,7 +8,8 @@ AgentError
 │   └── ApprovalRequiredError the payment is parked until a human approves it
 ├── BudgetExceededError       a budget would be overshot; ``budget``, ``limit``, ``spent``, ``requested``
 ├── PaymentError              paying failed after the policy allowed it
-│   └── PaymentRefusedError   the server refused a payment already made (row marked ``unsettled``)
+│   ├── PaymentRefusedError   the server refused a payment already made (row marked ``unsettled``)
+│   └── PaymentInFlightError  the invoice's payment is in flight (another process, or its fate unknown): retry later
 ├── ApiError                  the API answered with an error status; ``status``, ``detail``, ``request_id``
 │   └── TransientApiError     5xx, timeouts: retryable
 ├── JobError                  a job that cannot be added or found
@@ -77,6 +78,14 @@ class PaymentError(AgentError):
 
 class PaymentRefusedError(PaymentError):
     """The server refused a payment that was already made; the invoice is never paid again."""
+
+
+class PaymentInFlightError(PaymentError):
+    """The invoice already has a signed payment whose fate is not known yet (retryable, never re-paid).
+
+    Another live process owns it, or the chain cannot yet say whether it landed; a new
+    payment for the invoice waits until the chain gives definitive evidence.
+    """
 
 
 class ApiError(AgentError):

@@ -11,6 +11,17 @@ States and the only legal moves::
 the policy or a budget turned down. ``released``/``refused`` mean nothing left the wallet;
 ``submitted``/``settled``/``unsettled`` mean it did. At most one *live* row (any state but
 ``refused``/``released``) exists per invoice id, enforced by a unique index: never pay twice.
+
+A ``submitted`` row is released only by :meth:`SpendLedger.release_unlanded`, which takes the
+definitive evidence that its transaction can never land (its TTL passed and the chain, read
+from the slot it was signed at, does not hold it); :meth:`SpendLedger.release` refuses it.
+
+Durability: :meth:`SpendLedger.mark_signed` commits with ``synchronous=FULL`` (synced to
+disk before the transaction can be submitted), which also makes every earlier commit durable;
+other moves are safe to lose on power loss, since recovery re-derives them from the chain.
+
+Each unfinished row has an ``owner``: the live process (``host:pid:n``) paying it. Crash
+recovery takes over (:meth:`SpendLedger.take_over`) only rows whose owner is gone.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ PAID = (SUBMITTED, SETTLED, UNSETTLED)
 _MOVES: dict[str, frozenset[str]] = {
     RESERVED: frozenset({SIGNED, REFUSED, RELEASED}),
     SIGNED: frozenset({SUBMITTED, REFUSED, RELEASED}),
-    SUBMITTED: frozenset({SUBMITTED, SETTLED, UNSETTLED, RELEASED}),
+    SUBMITTED: frozenset({SUBMITTED, SETTLED, UNSETTLED}),
     UNSETTLED: frozenset({SETTLED}),
     SETTLED: frozenset(),
     REFUSED: frozenset(),
@@ -81,6 +92,11 @@ register_migrations("ledger", [
     # cost / batch_target (``cardano-agent credits``).
     "ALTER TABLE payments ADD COLUMN partner TEXT;\n"
     "ALTER TABLE payments ADD COLUMN batch_target INTEGER NOT NULL DEFAULT 1;",
+    # Crash recovery from evidence: who pays the row (a live process owns it), and the chain
+    # point (tip) when it was signed, from which chain sync looks for its transaction.
+    "ALTER TABLE payments ADD COLUMN owner TEXT;\n"
+    "ALTER TABLE payments ADD COLUMN sync_slot INTEGER;\n"
+    "ALTER TABLE payments ADD COLUMN sync_id TEXT;",
 ])
 
 
@@ -134,6 +150,9 @@ class PaymentRow:
     expires_at: float | None = None
     partner: str | None = None
     batch_target: int = 1
+    owner: str | None = None
+    sync_slot: int | None = None
+    sync_id: str | None = None
 
     @property
     def paid(self) -> bool:
@@ -202,7 +221,8 @@ def _row(r: Any) -> PaymentRow:
         ttl_slot=r["ttl_slot"], state=r["state"], reason=r["reason"],
         created_at=r["created_at"], updated_at=r["updated_at"], signed_at=r["signed_at"],
         submitted_at=r["submitted_at"], settled_at=r["settled_at"], expires_at=r["expires_at"],
-        partner=r["partner"], batch_target=r["batch_target"],
+        partner=r["partner"], batch_target=r["batch_target"], owner=r["owner"],
+        sync_slot=r["sync_slot"], sync_id=r["sync_id"],
     )
 
 
@@ -228,10 +248,11 @@ class SpendLedger:
                 tags: Collection[str] = (), outputs: Iterable[Any],
                 amounts: Mapping[str, int], fee_estimate_lovelace: int,
                 now: float | None = None, expires_at: float | None = None,
-                partner: str | None = None, batch_target: int = 1) -> PaymentRow:
+                partner: str | None = None, batch_target: int = 1, owner: str | None = None) -> PaymentRow:
         """Check every matching budget and record the intent to pay, in one transaction.
 
         ``expires_at`` (epoch seconds) is the invoice's expiry, kept for crash recovery.
+        ``owner`` is the live process paying it (recovery leaves it alone while that lives).
 
         Raises:
             BudgetExceededError: a matching budget cannot fit the charge; nothing is written.
@@ -252,11 +273,11 @@ class SpendLedger:
             try:
                 cur = conn.execute(
                     "INSERT INTO payments (invoice_id, host, route, job_id, tags, outputs, amounts,"
-                    " fee_estimate_lovelace, state, created_at, updated_at, expires_at, partner, batch_target)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?) RETURNING id",
+                    " fee_estimate_lovelace, state, created_at, updated_at, expires_at, partner, batch_target,"
+                    " owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?, ?) RETURNING id",
                     (invoice_id, host, route, job_id, json.dumps(_tag_list(tags)),
                      json.dumps(outs), json.dumps(clean), int(fee_estimate_lovelace), at, at,
-                     expires_at, partner, max(1, int(batch_target))),
+                     expires_at, partner, max(1, int(batch_target)), owner),
                 )
             except IntegrityError as exc:
                 raise DuplicatePaymentError(invoice_id, None) from exc
@@ -285,15 +306,18 @@ class SpendLedger:
 
     def mark_signed(self, payment_id: int, *, tx_id: str, cbor: bytes, fee_lovelace: int,
                     inputs: Iterable[Any], ttl_slot: int, cost_lovelace: int,
-                    now: float | None = None) -> PaymentRow:
+                    now: float | None = None, sync_point: tuple[int, str] | None = None) -> PaymentRow:
         """Make the signed transaction durable (before submitting it) and charge its actual cost.
+
+        ``sync_point`` is the chain tip (slot, block id) before the transaction could exist:
+        recovery reads the chain from there to learn whether it landed.
 
         Raises:
             BudgetExceededError: the actual cost no longer fits a budget; the row stays
                 ``reserved`` and must be released, never submitted.
         """
         at = _now(now)
-        with self.db.atomic() as conn:
+        with self.db.atomic(durable=True) as conn:  # synced: the signed tx must outlive a power loss
             row = self._move(conn, payment_id, SIGNED)
             actual = dict(row.amounts)
             actual[LOVELACE] = int(cost_lovelace) - int(fee_lovelace)
@@ -301,10 +325,12 @@ class SpendLedger:
                                 fee_lovelace=int(fee_lovelace), now=at)
             conn.execute(
                 "UPDATE payments SET state = 'signed', tx_id = ?, cbor = ?, fee_lovelace = ?,"
-                " inputs = ?, ttl_slot = ?, cost_lovelace = ?, signed_at = ?, updated_at = ?"
-                " WHERE id = ?",
+                " inputs = ?, ttl_slot = ?, cost_lovelace = ?, signed_at = ?, updated_at = ?,"
+                " sync_slot = ?, sync_id = ? WHERE id = ?",
                 (tx_id, bytes(cbor), int(fee_lovelace), json.dumps([_ref_text(r) for r in inputs]),
-                 int(ttl_slot), int(cost_lovelace), at, at, payment_id),
+                 int(ttl_slot), int(cost_lovelace), at, at,
+                 None if sync_point is None else int(sync_point[0]),
+                 None if sync_point is None else str(sync_point[1]), payment_id),
             )
             return _row(self._fetch(conn, payment_id))
 
@@ -336,8 +362,29 @@ class SpendLedger:
         return self._end(payment_id, REFUSED, reason, now)
 
     def release(self, payment_id: int, reason: str, *, now: float | None = None) -> PaymentRow:
-        """The transaction was never submitted (or never reached the chain): charges dropped."""
+        """The transaction was never submitted: charges dropped (LedgerStateError once submitted)."""
         return self._end(payment_id, RELEASED, reason, now)
+
+    def release_unlanded(self, payment_id: int, evidence: str, *, now: float | None = None) -> PaymentRow:
+        """A signed or submitted transaction can never land, as ``evidence`` shows: charges dropped.
+
+        Only for definitive evidence (the TTL passed and the chain read from the signing point
+        holds no such transaction); never on a submit error.
+        """
+        if not evidence:
+            raise LedgerStateError(f"payment {payment_id}: releasing a sent payment needs evidence")
+        return self._end(payment_id, RELEASED, f"never landed: {evidence}", now, allow={SUBMITTED})
+
+    def take_over(self, payment_id: int, *, owner: str, previous: str | None,
+                  now: float | None = None) -> bool:
+        """Make ``owner`` the owner of an unfinished row still owned by ``previous``; False if it moved on."""
+        at = _now(now)
+        with self.db.atomic() as conn:
+            cur = conn.execute(
+                "UPDATE payments SET owner = ?, updated_at = ? WHERE id = ?"
+                " AND (owner = ? OR (owner IS NULL AND ? IS NULL))"
+                " AND state IN ('reserved', 'signed', 'submitted')", (owner, at, payment_id, previous, previous))
+            return cur.rowcount == 1
 
     def mark_unsettled(self, payment_id: int, reason: str, *, now: float | None = None) -> PaymentRow:
         """The server refused a payment that was made: the charge stays, the invoice is never paid again."""
@@ -350,10 +397,13 @@ class SpendLedger:
             )
             return _row(self._fetch(conn, payment_id))
 
-    def _end(self, payment_id: int, state: str, reason: str, now: float | None) -> PaymentRow:
+    def _end(self, payment_id: int, state: str, reason: str, now: float | None, *,
+             allow: Collection[str] = ()) -> PaymentRow:
         at = _now(now)
         with self.db.atomic() as conn:
-            self._move(conn, payment_id, state)
+            row = _row(self._fetch(conn, payment_id))
+            if row.state not in allow:
+                self._move(conn, payment_id, state)
             self.budgets.drop(conn, payment_id)
             conn.execute(
                 "UPDATE payments SET state = ?, reason = ?, updated_at = ? WHERE id = ?",

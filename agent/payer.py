@@ -9,11 +9,15 @@ Refusals before the reservation are recorded as ``refused`` rows and nothing is 
 anything that fails between the reservation and the submission releases the row and the
 wallet inputs, so nothing is paid and no budget stays held.
 
-Crash safety: :meth:`WalletPayer.recover` resolves every unfinished row when an agent
-starts. A signed transaction that is on the chain or in the mempool is kept, and its job
-retries the call with the stored proof (:meth:`WalletPayer.resume_proof`); one that is
-nowhere while its invoice is still payable is submitted again, byte for byte (never rebuilt);
-one whose invoice expired unseen is released, and its job starts over.
+Crash safety (:mod:`agent.recovery`): each unfinished row is owned by the live payer that
+made it; :meth:`WalletPayer.recover` takes over only rows whose owner is gone, and decides
+from evidence (mempool, chain sync from the slot the row was signed at), never from missing
+unspent outputs. A signed transaction that landed or waits in the mempool is kept, and its
+job retries the call with the stored proof (:meth:`WalletPayer.resume_proof`); one that is
+nowhere while its TTL is open is submitted again, byte for byte (never rebuilt); one that can
+provably never land (TTL passed, or an input spent by another transaction) is released, and
+its job starts over. Without such evidence a row stays as it is: never released on a guess,
+never released because a later submit failed.
 """
 
 from __future__ import annotations
@@ -36,13 +40,21 @@ from agent.errors import (
     BudgetExceededError,
     InvoiceError,
     PaymentError,
+    PaymentInFlightError,
     PolicyError,
     StopRequestedError,
 )
-from agent.ledger import SIGNED, SUBMITTED, PaymentRow, SpendLedger
+from agent import recovery
+from agent.ledger import RESERVED, SIGNED, SUBMITTED, PaymentRow, SpendLedger
 from agent.policy import PaymentPolicy, check_invoice
 from agent.x402 import Invoice, PaymentPending, parse_402
-from wallets.errors import ChainUnavailableError, InputsSpentError, SubmitError, WalletError
+from wallets.errors import (
+    ChainUnavailableError,
+    InputsSpentError,
+    OutsideValidityError,
+    SubmitError,
+    WalletError,
+)
 from wallets.networks import NetworkInfo
 from wallets.types import LOVELACE, OutputRef
 
@@ -137,6 +149,14 @@ class WalletPayer:
         self.wallet_address: str = sender.address
         self.clock = clock
         self.stopping = stopping
+        self.owner = recovery.new_owner()
+        """This payer's id as the owner of the rows it makes (``agent.recovery``)."""
+        self._active: set[int] = set()  # rows a thread of this payer is building or submitting now
+        self._active_lock = threading.Lock()
+
+    def close(self) -> None:
+        """This payer stops: rows it left unfinished may be recovered, by this process too."""
+        recovery.forget_owner(self.owner)
 
     # -- PaymentHandler ---------------------------------------------------------------------
     def pay(self, request: Any, response_body: bytes) -> Proof:
@@ -163,6 +183,8 @@ class WalletPayer:
         ctx = current_job()
 
         existing = self.ledger.by_invoice(invoice.invoice_id)
+        if existing is not None and existing.state in (RESERVED, SIGNED):
+            existing = self._settle_left_behind(existing)  # recovery: evidence decides, never a guess
         if existing is not None and existing.state in (SIGNED, SUBMITTED):
             log.info("invoice %s already paid by payment %s; presenting its proof", invoice.invoice_id, existing.id)
             return self._proof(existing, invoice.expires_at, partner=request.headers.get("X-Partner"))
@@ -210,13 +232,14 @@ class WalletPayer:
                                       amounts=invoice.total_by_asset(), fee_estimate_lovelace=fee_estimate, now=now,
                                       expires_at=invoice.expires_at.timestamp(),
                                       partner=request.headers.get("X-Partner") or invoice.partner,
-                                      batch_target=invoice.batch_target or 1)
+                                      batch_target=invoice.batch_target or 1, owner=self.owner)
         except BudgetExceededError as exc:
             self.ledger.record_refusal(reason=f"budget: {exc}", now=now, **refusal)
             raise
         crash_point("after_reserve")
         ctx.notify("paying")
-        proof = self._build_and_send(invoice, row, decision.pin, host, partner=request.headers.get("X-Partner"))
+        with self._working_on(row.id):
+            proof = self._build_and_send(invoice, row, decision.pin, host, partner=request.headers.get("X-Partner"))
         ctx.notify("awaiting_settlement")
         return proof
 
@@ -250,6 +273,11 @@ class WalletPayer:
         detail = response_detail(response)
         reason = f"HTTP {response.status_code}: {json.dumps(detail)[:300]}"
         if row.state == SIGNED:
+            if self.proof_mode == "hash" and not self._judge(row).out_there:
+                # We never submitted it and it is nowhere: nothing was paid. Recovery decides.
+                log.warning("payment %s for invoice %s refused before it was sent: %s", row.id, row.invoice_id,
+                            reason)
+                return
             self.ledger.mark_submitted(row.id, now=self.clock())
         if self.ledger.get(row.id).state == SUBMITTED:
             self.ledger.mark_unsettled(row.id, reason, now=self.clock())
@@ -262,7 +290,8 @@ class WalletPayer:
         now = self._judged_now(self.clock())
         try:
             seconds_left = invoice.seconds_left(datetime.fromtimestamp(now, tz=timezone.utc))
-            ttl_slot = self._slot_now(now) + max(1, seconds_left - TTL_MARGIN_S)
+            tip = self.chain.tip()  # the chain point before this transaction exists: recovery reads from it
+            ttl_slot = self._slot_now(now, tip=tip) + max(1, seconds_left - TTL_MARGIN_S)
             payment = self.sender.build(invoice.outputs, ttl_slot=ttl_slot, metadata=invoice.metadata(), owner=owner)
         except (AgentError, WalletError) as exc:
             self.sender.release(owner)
@@ -276,7 +305,7 @@ class WalletPayer:
             row = self.ledger.mark_signed(row.id, tx_id=payment.tx_id, cbor=payment.cbor,
                                           fee_lovelace=payment.fee_lovelace, inputs=payment.inputs,
                                           ttl_slot=payment.ttl_slot, cost_lovelace=payment.cost_lovelace,
-                                          now=self.clock())
+                                          now=self.clock(), sync_point=(tip.slot, tip.id))
         except (PolicyError, BudgetExceededError) as exc:
             self.sender.release(owner)
             self.ledger.mark_refused(row.id, str(exc), now=self.clock())
@@ -290,8 +319,7 @@ class WalletPayer:
                 # recovery decides from the chain, and never builds a second transaction.
                 raise
             except SubmitError as exc:
-                self.ledger.release(row.id, f"rejected by the ledger: {exc}", now=self.clock())
-                raise
+                self._after_failed_submit(row, exc)  # returns only if the transaction is out there
         else:
             # The server submits the CBOR; track it so its change can be chained on once seen.
             self.sender.track(owner, payment.tx_id, inputs=payment.inputs, change=payment.change,
@@ -314,9 +342,38 @@ class WalletPayer:
             log.debug("chain time unavailable (%s); judging by the local clock", exc)
             return now
 
-    def _slot_now(self, now: float) -> int:
+    def _after_failed_submit(self, row: PaymentRow, exc: SubmitError) -> None:
+        """The ledger refused our first submission: release only if it provably never lands.
+
+        Returns (so the payment goes on as submitted) if the transaction is in a block or in the
+        mempool after all: a 3117 can mean it is already there. Raises otherwise.
+        """
+        current = self.ledger.get(row.id)
+        if current.state != SIGNED or current.owner != self.owner:
+            raise PaymentInFlightError(f"payment {row.id} moved on while it was submitted ({current.state}); "
+                                       "not touching it") from exc
+        if not isinstance(exc, (InputsSpentError, OutsideValidityError)):
+            # The node judged these very bytes invalid (fee, signature, size...): they can never land.
+            self.sender.release(str(row.id))
+            self.ledger.release(row.id, f"rejected by the ledger: {exc}", now=self.clock())
+            raise exc
+        evidence = self._judge(current)
+        if evidence.out_there:
+            log.info("payment %s: the ledger answered %s, but the transaction is %s; paid once",
+                     row.id, exc.code, evidence.detail)
+            self._track(current)
+            return
+        if evidence.verdict == recovery.NEVER:
+            self.sender.release(str(row.id))
+            self.ledger.release_unlanded(row.id, evidence.detail, now=self.clock())
+            raise exc
+        raise PaymentInFlightError(
+            f"payment {row.id} for invoice {row.invoice_id}: the ledger answered {exc}; whether it "
+            f"landed is not known yet ({evidence.detail}); it is kept until the chain says") from exc
+
+    def _slot_now(self, now: float, *, tip: Any = None) -> int:
         """The ledger's current slot: from the chain's clock where it has one, never behind the tip."""
-        tip_slot = self.chain.tip().slot
+        tip_slot = (tip or self.chain.tip()).slot
         current = getattr(self.chain, "current_slot", None)
         return max(tip_slot, current(now)) if callable(current) else tip_slot
 
@@ -342,92 +399,163 @@ class WalletPayer:
         return total
 
     # -- crash recovery ---------------------------------------------------------------------
-    def resume_proof(self, job_id: int) -> Proof | None:
-        """The proof of a job's payment that left (or may have left) the wallet but is not settled."""
-        for row in reversed(self.ledger.by_job(job_id)):
-            if row.state in (SIGNED, SUBMITTED) and row.tx_id and row.invoice_id.startswith("x402v2:"):
-                from agent import x402v2_payer
+    @contextmanager
+    def _working_on(self, payment_id: int) -> Iterator[None]:
+        with self._active_lock:
+            self._active.add(payment_id)
+        try:
+            yield
+        finally:
+            with self._active_lock:
+                self._active.discard(payment_id)
 
-                return x402v2_payer.proof_for_row(self, row)
-            if row.state in (SIGNED, SUBMITTED) and row.tx_id:
+    def _mine_to_settle(self, row: PaymentRow) -> bool:
+        """Take ``row`` over if its owner is gone (or it is ours and no thread works on it)."""
+        if row.owner == self.owner:
+            with self._active_lock:
+                return row.id not in self._active
+        if not recovery.owner_is_gone(row.owner, updated_at=row.updated_at, now=self.clock()):
+            return False
+        return self.ledger.take_over(row.id, owner=self.owner, previous=row.owner, now=self.clock())
+
+    def _settle_left_behind(self, row: PaymentRow) -> PaymentRow | None:
+        """Before paying an invoice that has a reserved or signed row: resolve that row first.
+
+        Returns the row as it is now (released rows let the invoice be judged afresh); raises
+        PaymentInFlightError while a live process works on it or the chain cannot yet tell.
+        """
+        if not self._mine_to_settle(row):
+            raise PaymentInFlightError(f"invoice {row.invoice_id} is being paid (payment {row.id}, "
+                                       f"{row.state}) by a live process; not paying it again")
+        self._resolve(self.ledger.get(row.id), {})
+        row = self.ledger.get(row.id)
+        if row.state in (RESERVED, SIGNED):
+            raise PaymentInFlightError(f"payment {row.id} for invoice {row.invoice_id} is signed but the chain "
+                                       "cannot yet say whether it landed; it is kept, never paid again")
+        return row
+
+    def resume_proof(self, job_id: int) -> Proof | None:
+        """The proof of a job's payment that left the wallet but is not settled (resolving rows left behind)."""
+        for row in reversed(self.ledger.by_job(job_id)):
+            if row.invoice_id.startswith("x402v2:"):
+                if row.state in (SIGNED, SUBMITTED) and row.tx_id:
+                    from agent import x402v2_payer
+
+                    return x402v2_payer.proof_for_row(self, row)
+                continue
+            if row.state in (RESERVED, SIGNED) and self._mine_to_settle(row):
+                self._resolve(self.ledger.get(row.id), {})
+                row = self.ledger.get(row.id)
+            if row.state == SUBMITTED and row.tx_id:
                 expires = datetime.fromtimestamp(self.clock() + 300, tz=timezone.utc)
                 return self._proof(row, expires)
         return None
 
     def recover(self) -> dict[str, int]:
-        """Resolve every unfinished payment after a restart; return counts of what was done."""
-        counts = {"kept": 0, "resubmitted": 0, "released": 0}
+        """Resolve the unfinished payments whose owner is gone; return counts of what was done.
+
+        ``busy``: rows a live process owns (left alone); ``unresolved``: rows the chain cannot
+        yet decide (kept as they are, tried again at the next start or payment).
+        """
+        counts = {"kept": 0, "resubmitted": 0, "released": 0, "unresolved": 0, "busy": 0}
+        owners_before = self._reservation_owners()  # before the rows: a reservation made after is live
         unfinished = self.ledger.unfinished()
-        self._forget_finished_reservations({str(r.id) for r in unfinished})
+        self._forget_finished_reservations(owners_before - {str(r.id) for r in unfinished})
         for row in unfinished:
-            owner = str(row.id)
+            if not self._mine_to_settle(row):
+                counts["busy"] += 1
+                continue
             if row.invoice_id.startswith("x402v2:"):  # the facilitator submits: decided from the chain only
                 from agent import x402v2_payer
 
-                counts[x402v2_payer.recover_row(self, row)] += 1
+                counts[x402v2_payer.recover_row(self, self.ledger.get(row.id))] += 1
                 continue
-            if row.state == "reserved" or not row.cbor or not row.tx_id:
-                self.sender.release(owner)
-                self.ledger.release(row.id, "the agent stopped before signing", now=self.clock())
-                counts["released"] += 1
-                continue
-            if self._seen(row):
-                if row.state == SIGNED:
-                    self.ledger.mark_submitted(row.id, now=self.clock())
-                self._track(row)
-                counts["kept"] += 1
-                continue
-            if row.ttl_slot is not None and self._slot_now(self.clock()) < row.ttl_slot:
-                try:
-                    self.chain.submit(row.cbor)
-                except InputsSpentError:
-                    # Its inputs are gone: either it was confirmed meanwhile, or it never will be.
-                    if self._seen(row):
-                        self._track(row)
-                        counts["kept"] += 1
-                        continue
-                    self.sender.release(owner)
-                    self.ledger.release(row.id, "inputs spent elsewhere; transaction never landed", now=self.clock())
-                    counts["released"] += 1
-                    continue
-                except SubmitError as exc:
-                    # Definitively refused (e.g. its TTL passed meanwhile): it can never land.
-                    self.sender.release(owner)
-                    self.ledger.release(row.id, f"resubmission refused: {exc}", now=self.clock())
-                    counts["released"] += 1
-                    continue
-                if row.state == SIGNED:
-                    self.ledger.mark_submitted(row.id, now=self.clock())
-                self._track(row)
-                counts["resubmitted"] += 1
-                log.info("recovery: resubmitted payment %s (tx %s)", row.id, row.tx_id)
-                continue
-            self.sender.release(owner)
-            self.ledger.release(row.id, "expired before it reached the chain", now=self.clock())
-            counts["released"] += 1
+            self._resolve(self.ledger.get(row.id), counts)
         return counts
 
-    def _forget_finished_reservations(self, live_owners: set[str]) -> None:
+    def _resolve(self, row: PaymentRow, counts: dict[str, int]) -> None:
+        """Resolve one unfinished row this payer owns, from evidence; count the outcome in ``counts``."""
+        def count(key: str) -> None:
+            counts[key] = counts.get(key, 0) + 1
+
+        owner = str(row.id)
+        if row.state == RESERVED or not row.cbor or not row.tx_id:
+            self.sender.release(owner)
+            self.ledger.release(row.id, "the agent stopped before signing", now=self.clock())
+            count("released")
+            return
+        evidence = self._judge(row)
+        if evidence.out_there:
+            self._keep(row, evidence)
+            count("kept")
+            return
+        if evidence.verdict == recovery.NEVER:
+            self._let_go(row, evidence)
+            count("released")
+            return
+        if row.ttl_slot is not None and self._slot_now(self.clock()) >= row.ttl_slot:
+            log.warning("recovery: payment %s (tx %s) left as %s: %s", row.id, row.tx_id, row.state, evidence.detail)
+            count("unresolved")
+            return
+        try:
+            self.chain.submit(row.cbor)
+        except ChainUnavailableError as exc:
+            log.warning("recovery: payment %s not resubmitted, the chain is unreachable: %s", row.id, exc)
+            count("unresolved")
+            return
+        except SubmitError as exc:
+            # Already there (3117), its TTL passed meanwhile (3118), or the bytes are refused:
+            # only the chain says which.
+            again = self._judge(row)
+            if again.out_there:
+                self._keep(row, again)
+                count("kept")
+            elif again.verdict == recovery.NEVER:
+                self._let_go(row, again)
+                count("released")
+            else:
+                log.warning("recovery: payment %s resubmission refused (%s) and %s; kept as %s",
+                            row.id, exc, again.detail, row.state)
+                count("unresolved")
+            return
+        if row.state == SIGNED:
+            self.ledger.mark_submitted(row.id, now=self.clock())
+        self._track(row)
+        count("resubmitted")
+        log.info("recovery: resubmitted payment %s (tx %s)", row.id, row.tx_id)
+
+    def _judge(self, row: PaymentRow) -> recovery.Evidence:
+        try:
+            slot_now = self._slot_now(self.clock())
+        except (ChainUnavailableError, WalletError) as exc:
+            return recovery.Evidence(recovery.UNKNOWN, f"the chain could not be read: {exc}")
+        return recovery.judge(self.chain, row, slot_now=slot_now)
+
+    def _keep(self, row: PaymentRow, evidence: recovery.Evidence) -> None:
+        if row.state == SIGNED:
+            self.ledger.mark_submitted(row.id, now=self.clock())
+        self._track(row)
+        log.info("recovery: payment %s (tx %s) kept: %s", row.id, row.tx_id, evidence.detail)
+
+    def _let_go(self, row: PaymentRow, evidence: recovery.Evidence) -> None:
+        self.sender.release(str(row.id))
+        self.ledger.release_unlanded(row.id, evidence.detail, now=self.clock())
+        log.info("recovery: payment %s (tx %s) released: %s", row.id, row.tx_id, evidence.detail)
+
+    def _reservation_owners(self) -> set[str]:
+        owners = getattr(self.sender.reservations, "owners", None)
+        return set(owners()) if callable(owners) else set()
+
+    def _forget_finished_reservations(self, stale_owners: set[str]) -> None:
         """Drop reservations and pending change left by payments that finished before a crash.
 
         A process killed after a payment settled, but before it saw the confirmation, leaves
         the payment's inputs reserved and its change recorded as spendable; that change may
-        since have been spent, and offering it again would fail with 3117.
+        since have been spent, and offering it again would fail with 3117. ``stale_owners``
+        were read before the unfinished rows, so a payment started meanwhile is never touched.
         """
-        reservations = self.sender.reservations
-        owners = getattr(reservations, "owners", None)
-        if not callable(owners):
-            return
-        for owner in owners() - live_owners:
-            reservations.release(owner)
-
-    def _seen(self, row: PaymentRow) -> bool:
-        """Is the row's transaction in the mempool or on the ledger (one of its outputs exists)?"""
-        assert row.tx_id is not None
-        if self.chain.in_mempool(row.tx_id):
-            return True
-        refs = [OutputRef(row.tx_id, i) for i in range(len(row.outputs) + 1)]
-        return bool(self.chain.utxos_by_refs(refs))
+        for owner in stale_owners:
+            self.sender.reservations.release(owner)
 
     def _track(self, row: PaymentRow) -> None:
         try:

@@ -259,8 +259,11 @@ class PostgresDatabase(Database):
             cm.__exit__(None, None, None)
 
     @contextmanager
-    def atomic(self, *, immediate: bool = True) -> Iterator[_PgConn]:
-        """One transaction; ``immediate`` also takes the fleet-wide write lock at its start."""
+    def atomic(self, *, immediate: bool = True, durable: bool = False) -> Iterator[_PgConn]:
+        """One transaction; ``immediate`` also takes the fleet-wide write lock at its start.
+
+        ``durable`` changes nothing: a PostgreSQL commit is on disk when it returns.
+        """
         if getattr(self._local, "conn", None) is not None:
             yield self._local.conn
             return

@@ -73,10 +73,11 @@ class Backoff:
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures worth retrying later: 5xx/timeouts, chain or database unavailable."""
+    from agent.errors import PaymentInFlightError
     from wallets.errors import ChainUnavailableError, InputsSpentError
 
     return isinstance(exc, (TransientApiError, StoreError, ChainUnavailableError, InputsSpentError,
-                            TimeoutError, ConnectionError))
+                            PaymentInFlightError, TimeoutError, ConnectionError))
 
 
 @dataclass

@@ -17,6 +17,12 @@ Transactions: ``atomic()`` is one transaction; ``immediate=True`` (the default) 
 lock at the start: ``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock shared by
 every host on PostgreSQL. So a read-check-write such as a budget reservation never interleaves
 with another writer, on one host or many. Job claims use row locks instead (``SKIP LOCKED``).
+
+Durability: SQLite runs WAL with ``synchronous=NORMAL`` (a commit is atomic but may be lost
+on power loss), except blocks opened with ``atomic(durable=True)``, which commit with
+``synchronous=FULL`` (the WAL is synced before the commit returns, so that commit and every
+one before it survive power loss). The spend ledger's ``signed`` row is written that way: it
+must be on disk before its transaction can leave the machine. PostgreSQL commits are durable.
 """
 
 from __future__ import annotations
@@ -188,11 +194,13 @@ class Database(abc.ABC):
         return self.dialect.name
 
     @abc.abstractmethod
-    def atomic(self, *, immediate: bool = True) -> Any:
+    def atomic(self, *, immediate: bool = True, durable: bool = False) -> Any:
         """Context manager: one transaction, committed on success, rolled back on any error.
 
         ``immediate`` takes the write lock at the start, so a read-check-write sequence
-        cannot interleave with another writer. Nested calls join the outer transaction.
+        cannot interleave with another writer. ``durable``: the commit is on disk (it
+        survives power loss) when the block returns. Nested calls join the outer transaction,
+        whose commit decides.
         """
 
     @abc.abstractmethod
@@ -339,30 +347,49 @@ class SqliteDatabase(Database):
         return conn
 
     @contextmanager
-    def atomic(self, *, immediate: bool = True) -> Iterator[_SqliteConn]:
-        """Run a block in one transaction (``BEGIN IMMEDIATE`` unless ``immediate=False``)."""
+    def atomic(self, *, immediate: bool = True, durable: bool = False) -> Iterator[_SqliteConn]:
+        """Run a block in one transaction (``BEGIN IMMEDIATE`` unless ``immediate=False``).
+
+        ``durable`` commits with ``synchronous=FULL`` (SQLite cannot change the level inside a
+        transaction, so a nested block follows its outer one).
+        """
         raw = self.connection()
         conn = _SqliteConn(raw)
         with self._lock if self._memory else _nullcontext():
             if raw.in_transaction:
                 yield conn
                 return
+            full = durable and not self._memory
+            if full:
+                raw.execute("PRAGMA synchronous = FULL")
             try:
-                raw.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"database busy: {exc}") from exc
-            try:
-                yield conn
-            except BaseException:
-                # Locked or full database inside the block is a StoreError (retryable):
-                # either way nothing was written.
-                raw.execute("ROLLBACK")
-                raise
-            try:
-                raw.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raw.execute("ROLLBACK")
-                raise StoreError(f"could not commit: {exc}") from exc
+                yield from self._transaction(raw, conn, immediate)
+            finally:
+                if full:
+                    try:
+                        raw.execute("PRAGMA synchronous = NORMAL")
+                    except sqlite3.Error:  # the connection is unusable anyway; its next use reports it
+                        pass
+
+    @staticmethod
+    def _transaction(raw: sqlite3.Connection, conn: _SqliteConn, immediate: bool) -> Iterator[_SqliteConn]:
+        """BEGIN, yield, COMMIT (ROLLBACK on any error); see :meth:`atomic`."""
+        try:
+            raw.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"database busy: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            # Locked or full database inside the block is a StoreError (retryable):
+            # either way nothing was written.
+            raw.execute("ROLLBACK")
+            raise
+        try:
+            raw.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raw.execute("ROLLBACK")
+            raise StoreError(f"could not commit: {exc}") from exc
 
     def execute(self, sql: str, params: Sequence | dict = ()) -> sqlite3.Cursor:
         """Run one statement outside an explicit transaction (autocommit)."""

@@ -10,8 +10,9 @@ each durable before the next::
 Never paying twice: the stored header is what every retry presents (after a 5xx, a
 ``settlement_pending``, a crash and restart) while the transaction's TTL can still land; its
 inputs stay reserved until it is seen on chain or the TTL has passed. What became of a
-payment whose answer was lost is decided from the chain (mempool or ledger), never guessed:
-seen ⇒ paid; unseen past its TTL ⇒ released; otherwise kept and presented again.
+payment whose answer was lost is decided from the chain (``agent.recovery``: mempool and chain
+sync from the signing point), never guessed: seen ⇒ paid; provably never landing ⇒ released;
+otherwise kept and presented again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from agent import recovery
 from agent import x402v2 as v2
 from agent.auth import Proof
 from agent.errors import AgentError, ApprovalRequiredError, BudgetExceededError, PaymentError, PolicyError
@@ -216,7 +218,7 @@ def _choose_and_pay(payer: Any, pr: v2.PaymentRequired, ok: list[v2.Requirement]
             row = payer.ledger.reserve(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
                                        tags=ctx.budget_tags, outputs=invoice.outputs,
                                        amounts=invoice.total_by_asset(), fee_estimate_lovelace=fee_estimate,
-                                       now=now, expires_at=invoice.expires_at.timestamp())
+                                       now=now, expires_at=invoice.expires_at.timestamp(), owner=payer.owner)
         except BudgetExceededError as exc:
             rejected.append((req.index, "budget", f"budget: {exc}"))
             continue
@@ -240,7 +242,8 @@ def _build_and_store(payer: Any, pr: v2.PaymentRequired, req: v2.Requirement, in
                      row: PaymentRow) -> Proof:
     owner = str(row.id)
     now = payer.clock()
-    slot_now = payer._slot_now(now)
+    tip = payer.chain.tip()  # the chain point before the transaction exists: recovery reads from it
+    slot_now = payer._slot_now(now, tip=tip)
     ttl_slot = slot_now + req.max_timeout_s - v2.TTL_MARGIN_S
     try:
         payment = payer.sender.build(invoice.outputs, ttl_slot=ttl_slot, metadata=None, owner=owner)
@@ -263,7 +266,7 @@ def _build_and_store(payer: Any, pr: v2.PaymentRequired, req: v2.Requirement, in
         row = payer.ledger.mark_signed(row.id, tx_id=payment.tx_id, cbor=payment.cbor,
                                        fee_lovelace=payment.fee_lovelace, inputs=payment.inputs,
                                        ttl_slot=payment.ttl_slot, cost_lovelace=payment.cost_lovelace,
-                                       now=payer.clock())
+                                       now=payer.clock(), sync_point=(tip.slot, tip.id))
     except (PolicyError, BudgetExceededError) as exc:
         payer.sender.release(owner)
         payer.ledger.mark_refused(row.id, str(exc), now=payer.clock())
@@ -303,13 +306,10 @@ def proof_for_row(payer: Any, row: PaymentRow) -> Proof | None:
 
 
 def seen(payer: Any, row: PaymentRow) -> bool:
-    """Is the row's transaction in the mempool or on the ledger (one of its outputs exists)?"""
+    """Is the row's transaction in the mempool or in a block (``agent.recovery``: chain sync, not UTxOs)?"""
     if not row.tx_id:
         return False
-    if payer.chain.in_mempool(row.tx_id):
-        return True
-    refs = [OutputRef(row.tx_id, i) for i in range(len(row.outputs) + 1)]
-    return bool(payer.chain.utxos_by_refs(refs))
+    return bool(payer._judge(row).out_there)
 
 
 def _expired(payer: Any, row: PaymentRow) -> bool:
@@ -383,18 +383,22 @@ def recover_row(payer: Any, row: PaymentRow) -> str:
         payer.sender.release(owner)
         payer.ledger.release(row.id, "the agent stopped before signing", now=payer.clock())
         return "released"
-    if seen(payer, row):
+    evidence = payer._judge(row)
+    if evidence.out_there:
         if row.state == SIGNED:
             payer.ledger.mark_submitted(row.id, now=payer.clock())
         payer._track(row)
         return "kept"
-    if stored(payer.ledger.db, row.id) is not None and not _expired(payer, row):
-        payer._track(row)
-        return "kept"
-    payer.sender.release(owner)
-    payer.ledger.release(row.id, "never reached the chain before its TTL" if _expired(payer, row)
-                         else "signed but never sent", now=payer.clock())
-    return "released"
+    if stored(payer.ledger.db, row.id) is None:  # the payload was never stored, so never sent
+        payer.sender.release(owner)
+        payer.ledger.release(row.id, "signed but never sent", now=payer.clock())
+        return "released"
+    if evidence.verdict == recovery.NEVER:
+        payer.sender.release(owner)
+        payer.ledger.release_unlanded(row.id, evidence.detail, now=payer.clock())
+        return "released"
+    payer._track(row)
+    return "kept" if not _expired(payer, row) else "unresolved"
 
 
 def reconcile(payer: Any) -> dict[str, int]:
@@ -403,12 +407,13 @@ def reconcile(payer: Any) -> dict[str, int]:
     for row in payer.ledger.unfinished():
         if not is_v2(row) or row.state != SIGNED:
             continue
-        if seen(payer, row):
+        evidence = payer._judge(row)
+        if evidence.out_there:
             payer.ledger.mark_submitted(row.id, now=payer.clock())
             counts["paid"] += 1
-        elif _expired(payer, row):
+        elif evidence.verdict == recovery.NEVER:
             payer.sender.release(str(row.id))
-            payer.ledger.release(row.id, "never reached the chain before its TTL", now=payer.clock())
+            payer.ledger.release_unlanded(row.id, evidence.detail, now=payer.clock())
             counts["released"] += 1
         else:
             counts["waiting"] += 1

@@ -16,6 +16,10 @@ when the untimed paid retry is sent).
 Beside them, the wallet layers alone from the wallet helper's ``scripts/bench_payment.py``
 (imported, not copied): build+sign, ``PaymentSender.pay`` over a fake chain and over Ogmios.
 What ``pay`` costs above the Ogmios sender is the agent's own work (parse, policy, SQLite rows).
+
+Also the price of durability: one payment's ledger writes (reserve, signed, submitted,
+settled) as the agent makes them (the ``signed`` commit with ``synchronous=FULL``, synced to
+disk so it survives power loss) beside the same writes all with ``synchronous=NORMAL``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,42 @@ def wallet_layers(quick: bool) -> dict[str, float]:
         "wallet_sender_fake_chain_p50_ms": module.bench_sender(n_fake)["p50_ms"],
         "wallet_sender_ogmios_p50_ms": module.bench_sender_devnet(n_ogmios)["p50_ms"],
     }
+
+
+LEDGER_RUNS = {True: 50, False: 300}
+
+
+def ledger_durability(quick: bool, root: Path) -> dict[str, float]:
+    """p50 of one payment's four ledger writes, as the agent makes them vs all NORMAL, on the bench's disk."""
+    from agent.budget import BudgetBook, BudgetSpec
+    from agent.ledger import SpendLedger
+    from agent.store import Database
+    from wallets.types import OutputRef, RequiredOutput
+
+    class _Normal(Database):
+        def atomic(self, *, immediate: bool = True, durable: bool = False) -> Any:
+            return super().atomic(immediate=immediate)
+
+    def p50_ms(db: Database) -> float:
+        db.migrate()
+        ledger = SpendLedger(db, BudgetBook(db, [BudgetSpec("total", {"lovelace": 10**15})]))
+        times = []
+        for n in range(LEDGER_RUNS[quick]):
+            start = time.perf_counter()
+            row = ledger.reserve(invoice_id=f"inv-{n}", host="bench", route="/chat", job_id=None,
+                                 outputs=[RequiredOutput("addr_test1qbench", 2_000_000)],
+                                 amounts={"lovelace": 2_000_000}, fee_estimate_lovelace=200_000)
+            ledger.mark_signed(row.id, tx_id=f"{n:064x}", cbor=b"\x84" + bytes(300), fee_lovelace=170_000,
+                               inputs=[OutputRef("f" * 64, n)], ttl_slot=10**9, cost_lovelace=2_170_000)
+            ledger.mark_submitted(row.id)
+            ledger.mark_settled(row.id)
+            times.append(time.perf_counter() - start)
+        db.close()
+        return round(percentile(times, 50) * 1000, 3)
+
+    full = p50_ms(Database(root / "durable" / "agent.db"))
+    normal = p50_ms(_Normal(root / "normal" / "agent.db"))
+    return {"ledger_writes_full_p50_ms": full, "ledger_writes_normal_p50_ms": normal}
 
 
 def naive_key() -> Any:
@@ -129,6 +169,7 @@ def measure(quick: bool) -> dict[str, Any]:
         paid_rows = [r for r in agent.ledger.rows() if r.paid]
         on_chain = sum(sandbox.confirmed([r.tx_id or "" for r in paid_rows]))
         v2_s, v2_settled = measure_v2(client, payer, sandbox.x402_url, n)
+        durability = ledger_durability(quick, root)
 
     agent_p50, naive_p50 = percentile(agent_s, 50), percentile(naive_s, 50)
     return {
@@ -143,6 +184,7 @@ def measure(quick: bool) -> dict[str, Any]:
         "v2_agent_p95_ms": round(percentile(v2_s, 95) * 1000, 3),
         "v2_payments_settled": v2_settled,
         **wallet_layers(quick),
+        **durability,
     }
 
 

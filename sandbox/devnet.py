@@ -163,10 +163,25 @@ class DevnetNode:
     def all_utxos(self) -> list[tuple[OutputRef, TxOut]]:
         """The whole confirmed UTxO set (read through the ledger's persistence snapshot)."""
         with self.lock:
-            state = self.ledger.to_state()
+            state = self.ledger.to_state(blocks=False)
         return [(OutputRef(u["tx_id"], u["index"]),
                  TxOut(u["address"], u["lovelace"], u["assets"], u.get("datum_hash"), u.get("datum")))
                 for u in state["utxo"]]
+
+    def block_count(self) -> int:
+        """Blocks in the chain history (for chain sync)."""
+        with self.lock:
+            return self.ledger.block_count()
+
+    def block_position(self, block_id: str) -> int | None:
+        """Where block ``block_id`` is in the history, or None."""
+        with self.lock:
+            return self.ledger.block_position(block_id)
+
+    def block_at(self, index: int) -> tuple[Block, tuple[bytes, ...]]:
+        """The ``index``-th block of the history and its transactions' CBOR."""
+        with self.lock:
+            return self.ledger.block_at(index)
 
     def mempool(self) -> list[tuple[str, bytes]]:
         """Waiting transactions, (id, cbor) in arrival order."""

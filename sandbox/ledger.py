@@ -99,6 +99,9 @@ class Ledger:
         self._mempool_outputs: dict[OutputRef, tuple[TxOut, Credential]] = {}
         self._mempool_spent: dict[OutputRef, str] = {}
         self._genesis_count = 0
+        # Every block with its transactions (raw CBOR), for chain sync; index by block id.
+        self._blocks: list[tuple[Block, tuple[bytes, ...]]] = []
+        self._block_index: dict[str, int] = {}
 
     # --- clock and chain --------------------------------------------------------------------
 
@@ -203,6 +206,7 @@ class Ledger:
         if self.tip is not None:
             block_slot = max(block_slot, self.tip.slot + 1)
         included: list[str] = []
+        raws: list[bytes] = []
         for tx_id, pending in self._mempool.items():
             tx = pending.tx
             if (tx.ttl is not None and block_slot >= tx.ttl) or (tx.valid_from or 0) > block_slot:
@@ -216,6 +220,7 @@ class Ledger:
                 out, credential = self._mempool_outputs[ref]
                 self._add_confirmed(ref, out, credential)
             included.append(tx_id)
+            raws.append(pending.tx.raw)
         self._mempool.clear()
         self._mempool_outputs.clear()
         self._mempool_spent.clear()
@@ -225,8 +230,27 @@ class Ledger:
         previous = bytes.fromhex(self.tip.id) if self.tip else b""
         header = cbor2.dumps([previous, height, block_slot, [bytes.fromhex(t) for t in included]])
         self.tip = Block(height, block_slot, hashlib.blake2b(header, digest_size=32).hexdigest(), tuple(included))
+        self._append_block(self.tip, tuple(raws))
         self.advance_to(block_slot)
         return self.tip
+
+    def _append_block(self, block: Block, raws: tuple[bytes, ...]) -> None:
+        self._block_index[block.id] = len(self._blocks)
+        self._blocks.append((block, raws))
+
+    # --- chain history (chain sync) -------------------------------------------------------------
+
+    def block_count(self) -> int:
+        """How many blocks the history holds (blocks made before history was kept are not in it)."""
+        return len(self._blocks)
+
+    def block_position(self, block_id: str) -> int | None:
+        """The index in the history of block ``block_id``, or None if the history does not hold it."""
+        return self._block_index.get(block_id)
+
+    def block_at(self, index: int) -> tuple[Block, tuple[bytes, ...]]:
+        """The block at ``index`` in the history, with its transactions' CBOR in block order."""
+        return self._blocks[index]
 
     def _add_confirmed(self, ref: OutputRef, out: TxOut, credential: Credential) -> None:
         self._utxo[ref] = (out, credential)
@@ -277,8 +301,11 @@ class Ledger:
 
     # --- persistence ----------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """A JSON-able snapshot (hex strings and integers) that :meth:`from_state` restores."""
+    def to_state(self, *, blocks: bool = True) -> dict[str, Any]:
+        """A JSON-able snapshot (hex strings and integers) that :meth:`from_state` restores.
+
+        ``blocks=False`` leaves the block history out (a UTxO snapshot only).
+        """
         utxo = []
         for ref, (out, credential) in sorted(self._utxo.items(), key=lambda kv: (kv[0].tx_id, kv[0].index)):
             item: dict[str, Any] = {"tx_id": ref.tx_id, "index": ref.index, "address": out.address,
@@ -300,6 +327,8 @@ class Ledger:
             "tip": tip,
             "utxo": utxo,
             "mempool": [pending.tx.raw.hex() for pending in self._mempool.values()],
+            **({"blocks": [{"height": b.height, "slot": b.slot, "id": b.id, "txs": [raw.hex() for raw in raws]}
+                           for b, raws in self._blocks]} if blocks else {}),
         }
 
     @classmethod
@@ -327,6 +356,10 @@ class Ledger:
                 ref = OutputRef(str(item["tx_id"]), int(item["index"]))
                 ledger._add_confirmed(ref, out, Credential(kind, key_hash))
             mempool = list(state["mempool"])
+            for item in state.get("blocks", ()):  # absent in states written before chain sync
+                raws = tuple(bytes.fromhex(h) for h in item["txs"])
+                tx_ids = tuple(decode_transaction(raw).tx_id for raw in raws)
+                ledger._append_block(Block(int(item["height"]), int(item["slot"]), str(item["id"]), tx_ids), raws)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SandboxConfigError(f"ledger state is corrupt: {exc}") from exc
         for cbor_hex in mempool:
@@ -335,4 +368,5 @@ class Ledger:
             except LedgerRejection:
                 continue  # no longer valid (e.g. its TTL passed while the devnet was down)
         return ledger
+
 

@@ -93,6 +93,13 @@ def point_json(block: Any) -> Any:
     return {"slot": block.slot, "id": block.id}
 
 
+def tip_json(block: Any) -> Any:
+    """``TipOrOrigin``: ``{"slot", "id", "height"}`` of the last block, or ``"origin"``."""
+    if block is None:
+        return "origin"
+    return {"slot": block.slot, "id": block.id, "height": block.height}
+
+
 def rpc_error(code: int, message: str, data: Any = None) -> dict[str, Any]:
     """A JSON-RPC error object; ``data`` is left out when there is none."""
     error: dict[str, Any] = {"code": code, "message": message}
@@ -411,3 +418,35 @@ def transaction_json(tx_id: str, cbor: bytes, *, full: bool) -> dict[str, Any]:
     if tx.network_id is not None:
         result["network"] = "mainnet" if tx.network_id == 1 else "testnet"
     return result
+
+
+# --- blocks (chain sync) ---------------------------------------------------------------------------
+
+_ISSUER_VKEY = "5d" * 32
+"""The devnet's one block issuer (a fixed, meaningless key: the devnet checks no block signatures)."""
+
+
+def block_json(block: Any, raws: tuple[bytes, ...], *, ancestor: str | None) -> dict[str, Any]:
+    """A ``Block<Praos>`` of the conway era for ``nextBlock``, with every transaction in full.
+
+    ``ancestor`` is the previous block's id (None for the first block: ``"genesis"``).
+    """
+    from sandbox.txcbor import decode_transaction
+
+    return {
+        "type": "praos",
+        "era": "conway",
+        "id": block.id,
+        "ancestor": ancestor if ancestor is not None else "genesis",
+        "height": block.height,
+        "size": {"bytes": sum(len(raw) for raw in raws)},
+        "slot": block.slot,
+        "transactions": [transaction_json(decode_transaction(raw).tx_id, raw, full=True) for raw in raws],
+        "protocol": {"version": {"major": 9, "minor": 0}},
+        "issuer": {
+            "verificationKey": _ISSUER_VKEY,
+            "vrfVerificationKey": _ISSUER_VKEY,
+            "operationalCertificate": {"count": 0, "kes": {"period": 0, "verificationKey": _ISSUER_VKEY}},
+            "leaderValue": {},
+        },
+    }

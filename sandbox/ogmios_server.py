@@ -1,4 +1,4 @@
-"""The devnet's Ogmios v6 JSON-RPC 2.0 server over WebSocket (queries, submission, mempool monitor).
+"""The devnet's Ogmios v6 JSON-RPC 2.0 server over WebSocket (queries, submission, mempool monitor, chain sync).
 
 One :class:`OgmiosServer` serves one chain node (see :class:`ChainNode`; the devnet's
 ``DevnetNode`` is the real one). Requests on a connection are answered in order; connections
@@ -42,6 +42,9 @@ class ChainNode(Protocol):
     def evaluate(self, cbor: bytes) -> list[Any]: ...
     def mempool(self) -> list[tuple[str, bytes]]: ...
     def mempool_version(self) -> int: ...  # changes whenever the mempool does
+    def block_count(self) -> int: ...
+    def block_position(self, block_id: str) -> int | None: ...
+    def block_at(self, index: int) -> tuple[Any, tuple[bytes, ...]]: ...
 
 
 class RpcFailure(Exception):
@@ -58,12 +61,14 @@ def _bad_params(message: str) -> RpcFailure:
 
 @dataclass
 class _Session:
-    """Per-connection state: the acquired mempool snapshot and the read cursor in it."""
+    """Per-connection state: the acquired mempool snapshot and the read cursor in it; the chain-sync cursor."""
 
     snapshot: list[tuple[str, bytes]] | None = None
     version: int = -1
     cursor: int = 0
     ids: set[str] = field(default_factory=set)
+    next_block: int = 0  # index in the node's history of the block the next ``nextBlock`` rolls forward to
+    rollback: Any = "origin"  # the point the next ``nextBlock`` rolls backward to (then None)
 
 
 Handler = Callable[[dict[str, Any], _Session], Awaitable[Any]]
@@ -104,6 +109,8 @@ class OgmiosServer:
             "hasTransaction": self._has_transaction,
             "sizeOfMempool": self._size_of_mempool,
             "releaseMempool": self._release_mempool,
+            "findIntersection": self._find_intersection,
+            "nextBlock": self._next_block,
         }
 
     @property
@@ -285,6 +292,47 @@ class OgmiosServer:
         _acquired(session)
         session.snapshot, session.ids, session.cursor = None, set(), 0
         return {"released": "mempool"}
+
+
+    # --- chain sync ------------------------------------------------------------------------------
+
+    def _tip_json(self) -> Any:
+        return oj.tip_json(self.node.tip())
+
+    async def _find_intersection(self, params: dict[str, Any], session: _Session) -> Any:
+        points = params.get("points", [])
+        if not isinstance(points, list):
+            raise _bad_params("'points' must be a list of points or \"origin\".")
+        for point in points:
+            if point == "origin":
+                session.next_block, session.rollback = 0, "origin"
+                return {"intersection": "origin", "tip": self._tip_json()}
+            slot = point.get("slot") if isinstance(point, dict) else None
+            block_id = point.get("id") if isinstance(point, dict) else None
+            if (not isinstance(block_id, str) or not _HEX64.match(block_id) or not isinstance(slot, int)
+                    or isinstance(slot, bool) or slot < 0):
+                raise _bad_params("a point is \"origin\" or {'slot': <n>, 'id': <64 hex>}.")
+            position = self.node.block_position(block_id)
+            if position is not None and self.node.block_at(position)[0].slot == slot:
+                session.next_block, session.rollback = position + 1, {"slot": slot, "id": block_id}
+                return {"intersection": {"slot": slot, "id": block_id}, "tip": self._tip_json()}
+        raise RpcFailure(oj.rpc_error(1000, "No intersection found with the requested points.",
+                                      {"tip": self._tip_json()}))
+
+    async def _next_block(self, params: dict[str, Any], session: _Session) -> Any:
+        if session.rollback is not None:
+            point, session.rollback = session.rollback, None
+            return {"direction": "backward", "point": point, "tip": self._tip_json()}
+        while not self._closing and self.node.block_count() <= session.next_block:
+            assert self._changed is not None  # at the tip: wait for the next block, as a node does
+            await self._changed.wait()
+        if self._closing:
+            raise _Closing()
+        block, raws = self.node.block_at(session.next_block)
+        ancestor = self.node.block_at(session.next_block - 1)[0].id if session.next_block > 0 else None
+        session.next_block += 1
+        return {"direction": "forward", "block": oj.block_json(block, raws, ancestor=ancestor),
+                "tip": self._tip_json()}
 
 
 class _Closing(Exception):

@@ -11,12 +11,40 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import cbor2
 
-from wallets.errors import submit_error
+from wallets.errors import ChainError, submit_error
 from wallets.types import LOVELACE, OutputRef, ProtocolParams, Tip, Utxo
+
+
+class IntersectionNotFoundError(ChainError):
+    """The chain does not hold the point a lookup starts from (rolled back, or history not kept).
+
+    Nothing can be concluded from such a lookup: it is not evidence either way.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class TxLookup:
+    """What the chain's blocks say about one transaction, read from a point up to the tip.
+
+    ``block`` is the (slot, block id) holding the transaction, or None if no block read holds
+    it. ``spent_by`` maps each asked input that another transaction spent in the blocks read to
+    that transaction's id. ``tip_slot`` is the slot of the last block read.
+    """
+
+    tx_id: str
+    block: tuple[int, str] | None
+    tip_slot: int
+    spent_by: Mapping[OutputRef, str] = field(default_factory=dict)
+
+    @property
+    def landed(self) -> bool:
+        """True if a block holds the transaction."""
+        return self.block is not None
 
 MAINNET_PARAMS = ProtocolParams(min_fee_coefficient=44, min_fee_constant=155381, coins_per_utxo_byte=4310,
                                 max_tx_size=16384, max_value_size=5000)
@@ -50,6 +78,16 @@ class Chain(Protocol):
         """Whether ``tx_id`` is waiting in the mempool."""
         ...
 
+    def find_transaction(self, tx_id: str, *, since: tuple[int, str] | None,
+                         inputs: Sequence[OutputRef] = ()) -> TxLookup:
+        """Did ``tx_id`` land, and in which block? Read every block after ``since`` up to the tip.
+
+        ``since`` is a (slot, block id) point on the chain before the transaction existed (None:
+        from the origin). ``inputs`` are the transaction's inputs: the answer says which of them
+        another transaction spent. Raises IntersectionNotFoundError if the chain lacks ``since``.
+        """
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
@@ -76,6 +114,9 @@ class FakeChain:
         self._mempool: dict[str, tuple[tuple[OutputRef, ...], tuple[Utxo, ...]]] = {}
         self._faults: dict[str, list[Exception]] = {}
         self._genesis = 0
+        # Chain history for find_transaction: (slot, block id, [(tx id, inputs)]) per block.
+        self._blocks: list[tuple[int, str, list[tuple[str, tuple[OutputRef, ...]]]]] = [
+            (slot, self._block_id(0), [])]
         self.calls: Counter[str] = Counter()
         self.accepted: list[str] = []
         self.closed = False
@@ -98,15 +139,31 @@ class FakeChain:
         """Confirm the whole mempool in arrival order; return the confirmed tx ids."""
         with self._lock:
             confirmed = list(self._mempool)
+            txs = []
             for tx_id in confirmed:
                 spent, created = self._mempool.pop(tx_id)
                 for ref in spent:
                     self._utxos.pop(ref, None)
                 for u in created:
                     self._utxos[u.ref] = u
+                txs.append((tx_id, spent))
             self._slot += 1
             self._height += 1
+            self._blocks.append((self._slot, self._block_id(self._height), txs))
             return confirmed
+
+    def confirm_elsewhere(self, tx_id: str, spends: Sequence[OutputRef]) -> None:
+        """A block holding a transaction from another wallet that spends ``spends`` (test control)."""
+        with self._lock:
+            for ref in spends:
+                self._utxos.pop(ref, None)
+            self._slot += 1
+            self._height += 1
+            self._blocks.append((self._slot, self._block_id(self._height), [(tx_id, tuple(spends))]))
+
+    @staticmethod
+    def _block_id(height: int) -> str:
+        return hashlib.blake2b(b"block%d" % height, digest_size=32).hexdigest()
 
     def drop_mempool(self) -> None:
         """Forget every mempool transaction (as if they expired)."""
@@ -129,7 +186,7 @@ class FakeChain:
         """The current tip (slot advances by one per block)."""
         with self._lock:
             self._fault("tip")
-            return Tip(self._slot, hashlib.blake2b(b"block%d" % self._height, digest_size=32).hexdigest())
+            return Tip(self._slot, self._blocks[-1][1])
 
     def protocol_params(self) -> ProtocolParams:
         """The configured parameters."""
@@ -154,6 +211,28 @@ class FakeChain:
         with self._lock:
             self._fault("in_mempool")
             return tx_id in self._mempool
+
+    def find_transaction(self, tx_id: str, *, since: tuple[int, str] | None,
+                         inputs: Sequence[OutputRef] = ()) -> TxLookup:
+        """Read the blocks after ``since`` for ``tx_id`` and for other spenders of ``inputs``."""
+        with self._lock:
+            self._fault("find_transaction")
+            start = 0
+            if since is not None:
+                # By id alone: this fake's tip slot moves with advance() while its block stays.
+                found = [i for i, (_slot, block_id, _) in enumerate(self._blocks) if block_id == since[1]]
+                if not found:
+                    raise IntersectionNotFoundError(f"the chain has no block {since[1][:16]} at slot {since[0]}")
+                start = found[0] + 1
+            wanted = set(inputs)
+            spent_by: dict[OutputRef, str] = {}
+            for slot, block_id, txs in self._blocks[start:]:
+                for other, spent in txs:
+                    if other == tx_id:
+                        return TxLookup(tx_id, (slot, block_id), self._slot)
+                    for ref in wanted & set(spent):
+                        spent_by[ref] = other
+            return TxLookup(tx_id, None, self._slot, spent_by)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -267,4 +346,4 @@ def _verify(vkey: bytes, signature: bytes, message: bytes) -> bool:
     return True
 
 
-__all__ = ["MAINNET_PARAMS", "Chain", "FakeChain"]
+__all__ = ["MAINNET_PARAMS", "Chain", "FakeChain", "IntersectionNotFoundError", "TxLookup"]

@@ -23,6 +23,7 @@ from wallets.errors import (
     OutputTooSmallError,
     submit_error,
 )
+from wallets.chain import IntersectionNotFoundError, TxLookup
 from wallets.types import OutputRef, ProtocolParams, Tip, Utxo
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class OgmiosChain:
 
     # --- transport ---
 
-    def _open(self) -> Any:
+    def _connect(self) -> Any:
         import inspect
 
         from websockets.sync.client import connect
@@ -165,7 +166,10 @@ class OgmiosChain:
                                    "compression": None, "max_size": 2**26, "ping_interval": None}
         if "legacy" in inspect.signature(connect).parameters:
             options["legacy"] = True  # websockets ≥ 17: a plain ClientConnection, as in earlier versions
-        ws = connect(self.url, **options)
+        return connect(self.url, **options)
+
+    def _open(self) -> Any:
+        ws = self._connect()
         if self._ws is None and self._next_id:
             self.reconnects += 1
         self._ws = ws
@@ -349,6 +353,91 @@ class OgmiosChain:
             raise ChainProtocolError("hasTransaction answer is not a boolean")
         return found
 
+    def find_transaction(self, tx_id: str, *, since: tuple[int, str] | None,
+                         inputs: Sequence[OutputRef] = ()) -> TxLookup:
+        """Did ``tx_id`` land? Chain sync (``findIntersection`` at ``since``, ``nextBlock`` to the tip).
+
+        Runs on a connection of its own, so the shared one never holds a chain-sync cursor, and
+        stops at the tip it was told of (a ``nextBlock`` past the tip would wait for a new block).
+
+        Raises:
+            IntersectionNotFoundError: the chain does not hold ``since`` (no conclusion possible).
+            ChainUnavailableError, ChainProtocolError: the chain could not be read.
+        """
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+        point: Any = "origin" if since is None else {"slot": int(since[0]), "id": str(since[1])}
+        wanted = set(inputs)
+        try:
+            ws = self._connect()
+        except InvalidURI as exc:
+            raise ChainUnavailableError(f"bad Ogmios URL {self.url!r}") from exc
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise ChainUnavailableError(f"cannot reach Ogmios at {self.url}: {exc}") from exc
+        counter = 0
+
+        def ask(method: str, params: dict[str, Any] | None = None) -> Any:
+            nonlocal counter
+            counter += 1
+            request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": counter}
+            if params is not None:
+                request["params"] = params
+            try:
+                ws.send(json.dumps(request))
+                raw = ws.recv(timeout=self._timeout_s)
+            except (ConnectionClosed, OSError, TimeoutError) as exc:
+                raise ChainUnavailableError(f"chain sync with Ogmios lost: {exc}") from exc
+            try:
+                msg = json.loads(raw)
+            except (TypeError, ValueError):
+                raise ChainProtocolError(f"Ogmios answered {method} with something that is not JSON") from None
+            if not isinstance(msg, dict) or msg.get("id") != counter or msg.get("method") != method:
+                raise ChainProtocolError(f"Ogmios answered another request than {method}")
+            if "error" in msg:
+                err = msg["error"] if isinstance(msg["error"], dict) else {}
+                if err.get("code") == 1000:
+                    raise IntersectionNotFoundError(f"the chain does not hold the point {point!r}")
+                raise ChainProtocolError(f"Ogmios refused {method}: {err.get('code')} {err.get('message')}")
+            if "result" not in msg:
+                raise ChainProtocolError(f"Ogmios answered {method} without a result")
+            return msg["result"]
+
+        try:
+            found = ask("findIntersection", {"points": [point]})
+            tip = _get(found, "tip")
+            if tip == "origin" or _sync_point(_get(found, "intersection")) == _sync_point(tip):
+                return TxLookup(tx_id, None, _tip_slot(tip))  # nothing after the point
+            spent_by: dict[OutputRef, str] = {}
+            while True:
+                step = ask("nextBlock")
+                direction, tip = _get(step, "direction"), _get(step, "tip")
+                if direction == "backward":
+                    if _sync_point(_get(step, "point")) != _sync_point(point):
+                        raise IntersectionNotFoundError("the chain rolled back past the point while being read")
+                    if tip == "origin" or _sync_point(tip) == _sync_point(point):
+                        return TxLookup(tx_id, None, _tip_slot(tip))
+                    continue
+                if direction != "forward":
+                    raise ChainProtocolError(f"nextBlock: unknown direction {str(direction)[:20]!r}")
+                block = _get(step, "block")
+                block_id, slot = _get(block, "id"), _nat(_get(block, "slot"), "block.slot")
+                for tx in block.get("transactions") or ():
+                    other = _get(tx, "id")
+                    if other == tx_id:
+                        return TxLookup(tx_id, (slot, str(block_id)), _tip_slot(tip))
+                    if wanted and tx.get("spends", "inputs") == "inputs":
+                        for item in tx.get("inputs") or ():
+                            ref = OutputRef(str(_get(item, "transaction", "id")), _nat(_get(item, "index"), "index"))
+                            if ref in wanted:
+                                spent_by[ref] = str(other)
+                if block_id == _get(tip, "id"):
+                    return TxLookup(tx_id, None, slot, spent_by)
+        finally:
+            try:
+                ws.close()
+            except Exception:  # noqa: BLE001 - the lookup is done; closing is best effort
+                pass
+
     def close(self) -> None:
         """Close the connection (a later call opens a new one)."""
         with self._lock:
@@ -356,6 +445,17 @@ class OgmiosChain:
 
 
 __all__ = ["OgmiosChain", "parse_protocol_params", "parse_ratio", "parse_utxo", "parse_value"]
+
+
+def _sync_point(point: Any) -> Any:
+    """A point or tip reduced to what identifies it: ``"origin"`` or the block id."""
+    if point == "origin":
+        return "origin"
+    return _get(point, "id")
+
+
+def _tip_slot(tip: Any) -> int:
+    return 0 if tip == "origin" else _nat(_get(tip, "slot"), "tip.slot")
 
 
 def _parse_time(value: Any) -> float:

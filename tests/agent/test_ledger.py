@@ -115,13 +115,42 @@ def test_release_and_refusal_drop_charges(db):
     assert [r.state for r in ledger.rows()] == ["released", "refused"]
 
 
-def test_submitted_but_never_seen_can_be_released(db):
-    """A submitted transaction that never reached the chain is released and its spend undone."""
+def test_submitted_is_released_only_with_evidence_that_it_never_landed(db):
+    """A submitted row is never released by a plain release (a submit error); only with evidence."""
     ledger = make_ledger(db)
     row = pay(ledger, reserve(ledger, "inv-1"), settle=False)
     assert ledger.mark_submitted(row.id, now=T0 + 9).submitted_at == T0 + 1
-    ledger.release(row.id, "expired, never on chain")
+    with pytest.raises(LedgerStateError):
+        ledger.release(row.id, "rejected by the ledger: 3117")
+    with pytest.raises(LedgerStateError):
+        ledger.release_unlanded(row.id, "")
+    assert ledger.get(row.id).state == "submitted" and ledger.budgets.usage(T0 + 10)[0].spent == 1_170_000
+    done = ledger.release_unlanded(row.id, "TTL slot 500 passed; in no block from slot 90")
+    assert done.state == "released" and done.reason.startswith("never landed: TTL slot 500")
     assert ledger.budgets.usage(T0 + 10)[0].spent == 0
+
+
+def test_take_over_moves_an_unfinished_row_to_one_new_owner(db):
+    """take_over is a compare-and-set on the owner: of two recovering processes only one wins."""
+    ledger = make_ledger(db)
+    row = ledger.reserve(invoice_id="inv-1", host="h", route="/chat", job_id=None,
+                         outputs=[RequiredOutput(PAY_TO, 1)], amounts={"lovelace": 1},
+                         fee_estimate_lovelace=1, owner="host:1:1")
+    assert row.owner == "host:1:1"
+    assert ledger.take_over(row.id, owner="host:2:1", previous="host:1:1")
+    assert not ledger.take_over(row.id, owner="host:3:1", previous="host:1:1")
+    assert ledger.get(row.id).owner == "host:2:1"
+    ledger.release(row.id, "x")
+    assert not ledger.take_over(row.id, owner="host:3:1", previous="host:2:1")
+
+
+def test_signing_point_is_kept_with_the_signed_row(db):
+    """mark_signed stores the chain point (slot, block id) recovery reads the chain from."""
+    ledger = make_ledger(db)
+    row = reserve(ledger, "inv-1")
+    signed = ledger.mark_signed(row.id, tx_id="ab" * 32, cbor=b"\x84", fee_lovelace=1, inputs=[],
+                                ttl_slot=900, cost_lovelace=1_000_001, sync_point=(812, "cd" * 32))
+    assert (signed.sync_slot, signed.sync_id) == (812, "cd" * 32)
 
 
 @pytest.mark.parametrize("moves", [
@@ -130,6 +159,7 @@ def test_submitted_but_never_seen_can_be_released(db):
     ("signed", "mark_settled"),
     ("signed", "submitted", "signed"),
     ("release", "mark_submitted"),
+    ("signed", "submitted", "release"),
     ("refuse", "release"),
 ])
 def test_illegal_moves_raise(db, moves):
@@ -284,6 +314,8 @@ def test_random_sequences_never_overshoot(tmp_path_factory, ops):
                 ledger.mark_submitted(target.id, now=now)
             elif op == "settle" and target.state == "submitted":
                 ledger.mark_settled(target.id, now=now)
+            elif op == "release" and target.state == "submitted":
+                ledger.release_unlanded(target.id, "TTL passed, in no block", now=now)
             elif op == "release":
                 ledger.release(target.id, "abandoned", now=now)
         except BudgetExceededError:

@@ -1,0 +1,131 @@
+"""Crash recovery from evidence: who owns an unfinished payment, and whether its transaction landed.
+
+Ownership: every payment row records the live process paying it (``host:pid:n``, one ``n`` per
+payer in the process). Recovery takes over only rows whose owner is gone: a process of this
+host that no longer exists, a payer of this process that was closed, or (for another host,
+which cannot be asked) a row untouched for :data:`FOREIGN_OWNER_STALE_S`.
+
+Evidence: :func:`judge` says what the chain knows about a signed transaction, from the
+mempool and from chain sync read from the point the row was signed at (never from the mere
+absence of unspent outputs, which a payee's sweep or a chained payment removes):
+
+- ``landed``: a block holds it (or one of its outputs is on the ledger);
+- ``pending``: it waits in the mempool;
+- ``never``: it can never land: another transaction on the chain spent one of its inputs,
+  or its TTL has passed while it is in no block from the signing point and not in the mempool;
+- ``absent``: no block holds it and it is not in the mempool, but its TTL is open (it may
+  still be submitted, byte for byte);
+- ``unknown``: the chain could not be read, or holds no history from the signing point.
+
+Only ``never`` lets a payment go (its budget charge dropped, its invoice payable again).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from wallets.errors import ChainError
+from wallets.types import OutputRef
+
+log = logging.getLogger(__name__)
+
+LANDED, PENDING, NEVER, ABSENT, UNKNOWN = "landed", "pending", "never", "absent", "unknown"
+FOREIGN_OWNER_STALE_S = 3600.0
+"""A row owned by a process of another host is taken over once untouched this long."""
+
+_counter = itertools.count(1)
+_live: set[str] = set()
+_live_lock = threading.Lock()
+
+
+def new_owner() -> str:
+    """A fresh owner id for a payer of this process (``host:pid:n``), registered as alive."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{next(_counter)}"
+    with _live_lock:
+        _live.add(owner)
+    return owner
+
+
+def forget_owner(owner: str) -> None:
+    """The payer ``owner`` is closed: its unfinished rows may be recovered (by this process too)."""
+    with _live_lock:
+        _live.discard(owner)
+
+
+def owner_is_gone(owner: str | None, *, updated_at: float, now: float) -> bool:
+    """True if nothing alive pays rows of ``owner`` any more (rows without an owner predate owners)."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text, _, _n = rest.partition(":")
+    if host != socket.gethostname():
+        return now - updated_at > FOREIGN_OWNER_STALE_S
+    if not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        with _live_lock:
+            return owner not in _live
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A verdict on a signed transaction (one of the module's five) and what showed it."""
+
+    verdict: str
+    detail: str
+
+    @property
+    def out_there(self) -> bool:
+        """True if the transaction left the wallet: it is in a block or in the mempool."""
+        return self.verdict in (LANDED, PENDING)
+
+
+def judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
+    """What the chain says about ``row``'s signed transaction (see the module docstring).
+
+    Args:
+        chain: a ``wallets.chain.Chain``.
+        row: an ``agent.ledger.PaymentRow`` with ``tx_id``, ``inputs``, ``ttl_slot`` and its
+            signing point (``sync_slot``, ``sync_id``).
+        slot_now: the ledger's current slot (by the chain's clock).
+    """
+    tx_id = row.tx_id
+    try:
+        if chain.in_mempool(tx_id):
+            return Evidence(PENDING, "in the mempool")
+        # Positive evidence needs no history: an output of the transaction on the ledger.
+        if chain.utxos_by_refs([OutputRef(tx_id, i) for i in range(len(row.outputs) + 1)]):
+            return Evidence(LANDED, "an output of it is on the ledger")
+    except ChainError as exc:
+        return Evidence(UNKNOWN, f"the chain could not be read: {exc}")
+    expired = row.ttl_slot is not None and slot_now >= row.ttl_slot
+    if row.sync_id is None:
+        return Evidence(UNKNOWN, "no signing point recorded to read the chain from")
+    try:
+        found = chain.find_transaction(tx_id, since=(row.sync_slot, row.sync_id), inputs=row.inputs)
+    except ChainError as exc:  # IntersectionNotFoundError included: no conclusion either way
+        return Evidence(UNKNOWN, f"the chain could not be read from slot {row.sync_slot}: {exc}")
+    if found.block is not None:
+        return Evidence(LANDED, f"in block {found.block[1][:16]} at slot {found.block[0]}")
+    if found.spent_by:
+        ref, other = next(iter(found.spent_by.items()))
+        return Evidence(NEVER, f"its input {ref} was spent by transaction {other} "
+                               f"(chain read from slot {row.sync_slot} to {found.tip_slot})")
+    if expired or (row.ttl_slot is not None and found.tip_slot >= row.ttl_slot):
+        return Evidence(NEVER, f"TTL slot {row.ttl_slot} passed (now slot {max(slot_now, found.tip_slot)}); "
+                               f"in no block from slot {row.sync_slot} and not in the mempool")
+    return Evidence(ABSENT, f"in no block from slot {row.sync_slot} to {found.tip_slot}, not in the mempool")
