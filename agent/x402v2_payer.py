@@ -31,7 +31,6 @@ from agent.faults import crash_point
 from agent.ledger import SIGNED, SUBMITTED, UNSETTLED, PaymentRow
 from agent.store import register_migrations
 from wallets.errors import AmountError, InsufficientFundsError, WalletError
-from wallets.types import OutputRef
 
 log = logging.getLogger(__name__)
 
