@@ -413,7 +413,7 @@ COMPONENT_MODULES: list[str] = [
     "agent.reservations",
     "agent.scheduler",
     "agent.workers",
-    "agent.x402v2_payer",
+    "agent.x402v2_store",
 ]
 
 

@@ -29,7 +29,7 @@ from agent.auth import Proof
 from agent.errors import AgentError, ApprovalRequiredError, BudgetExceededError, PaymentError, PolicyError
 from agent.faults import crash_point
 from agent.ledger import SIGNED, SUBMITTED, UNSETTLED, PaymentRow
-from agent.store import register_migrations
+from agent import x402v2_store  # noqa: F401 - registers the x402v2_payments table
 from wallets.errors import AmountError, InsufficientFundsError, WalletError
 
 log = logging.getLogger(__name__)
@@ -37,24 +37,6 @@ log = logging.getLogger(__name__)
 DIALECT = "x402v2"
 INVOICE_PREFIX = "x402v2:"
 
-register_migrations("x402v2", [
-    """
-    CREATE TABLE x402v2_payments (
-        payment_id     INTEGER PRIMARY KEY,
-        header_name    TEXT    NOT NULL,
-        header_value   TEXT    NOT NULL,
-        nonce          TEXT    NOT NULL,
-        network        TEXT    NOT NULL,
-        pay_to         TEXT    NOT NULL,
-        ttl_at         REAL    NOT NULL,
-        settle_tx      TEXT,
-        settle_status  TEXT,
-        confirmations  INTEGER,
-        error_reason   TEXT,
-        updated_at     REAL    NOT NULL
-    );
-    """,
-])
 
 
 @dataclass(frozen=True)
