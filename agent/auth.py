@@ -199,6 +199,8 @@ class AsyncAuthOnlyError(AgentError):
 @dataclass
 class _Send:
     request: httpx.Request
+    proof_of: str | None = None
+    """Invoice whose proof the request carries: the driver makes sure it reaches no other origin."""
 
 
 @dataclass
@@ -245,6 +247,53 @@ def _payment_status(detail: Any) -> str | None:
     return status.lower() if isinstance(status, str) else None
 
 
+_GUARD_MARK = "_x402_proof_guard"
+
+
+def _guard_origin(request: httpx.Request, invoice_id: str, *, asynchronous: bool) -> None:
+    """Make ``request`` (and any redirect of it: httpx hands its extensions on) refuse to send
+    its headers, which carry the proof, anywhere but ``request``'s own origin.
+
+    Uses httpcore's ``trace`` request extension, called before each request's headers are
+    written: a redirect to another origin raises :class:`ProofRedirectError` before a byte of
+    it leaves. (Transports that ignore extensions, such as ``httpx.MockTransport``, are left
+    to the after-the-fact check in the flow.) A ``trace`` callback already set is still called.
+    """
+    previous = request.extensions.get("trace")
+    if getattr(previous, _GUARD_MARK, None) is not None:
+        return
+    origin = _origin(request.url)
+
+    def check(event: str, info: Mapping[str, Any]) -> None:
+        if not event.endswith("send_request_headers.started"):
+            return
+        target = info.get("request")
+        url = getattr(target, "url", None)
+        if url is None:
+            return
+        scheme = url.scheme.decode() if isinstance(url.scheme, bytes) else str(url.scheme)
+        host = url.host.decode() if isinstance(url.host, bytes) else str(url.host)
+        there = _origin_of(scheme, host, url.port)
+        if there != origin:
+            raise ProofRedirectError(
+                f"invoice {invoice_id}: the paid call to {origin} was redirected to {there}; "
+                "the proof was not sent there", status=0, detail=None, invoice_id=invoice_id)
+
+    guard: Any
+    if asynchronous:
+        async def guard(event: str, info: Mapping[str, Any]) -> None:
+            check(event, info)
+            if previous is not None:
+                await previous(event, info)
+    else:
+        def guard(event: str, info: Mapping[str, Any]) -> None:
+            check(event, info)
+            if previous is not None:
+                previous(event, info)
+    setattr(guard, _GUARD_MARK, origin)
+    request.extensions["trace"] = guard
+
+
 def _sent(response: httpx.Response, default: httpx.Request) -> httpx.Request:
     """The request ``response`` answers (after any redirect), or ``default`` when it has none set."""
     try:
@@ -255,8 +304,12 @@ def _sent(response: httpx.Response, default: httpx.Request) -> httpx.Request:
 
 def _origin(url: httpx.URL) -> str:
     """``scheme://host:port`` of ``url``, lower-case, with the default port made explicit."""
-    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
-    return f"{url.scheme}://{url.host.lower()}:{port}"
+    return _origin_of(url.scheme, url.host, url.port)
+
+
+def _origin_of(scheme: str, host: str, port: int | None) -> str:
+    port = port or {"http": 80, "https": 443}.get(scheme.lower(), 0)
+    return f"{scheme.lower()}://{host.lower()}:{port}"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -371,7 +424,7 @@ class X402Auth(httpx.Auth):
         if proof is not None:
             logger.info("re-sending paid call request_id=%s invoice=%s with its proof", key, proof.invoice_id)
             request.headers.update(proof.headers)
-        response = yield _Send(request)
+        response = yield _Send(request, proof.invoice_id if proof is not None else None)
 
         if proof is None:
             if response.status_code != 402:
@@ -390,7 +443,7 @@ class X402Auth(httpx.Auth):
             logger.info("paid invoice=%s request_id=%s; retrying %s %s", proof.invoice_id, key,
                         request.method, request.url.path)
             request.headers.update(proof.headers)
-            response = yield _Send(request)
+            response = yield _Send(request, proof.invoice_id)
 
         polls = 0
         while True:
@@ -430,7 +483,7 @@ class X402Auth(httpx.Auth):
                 delay_s = min(self._pending_backoff.backoff_s(polls, rng=self._rng), remaining_s)
                 logger.info("invoice=%s pending; re-sending proof in %.2fs", proof.invoice_id, delay_s)
                 yield _Sleep(delay_s)
-                response = yield _Send(request)
+                response = yield _Send(request, proof.invoice_id)
                 continue
             yield _Notify("refused", proof, response)
             raise PaymentRejectedError(
@@ -451,6 +504,8 @@ class X402Auth(httpx.Auth):
             while True:
                 result: Any = None
                 if isinstance(op, _Send):
+                    if op.proof_of is not None:
+                        _guard_origin(op.request, op.proof_of, asynchronous=False)
                     result = yield op.request
                 elif isinstance(op, _Read):
                     read_capped(op.response, self._max_body_bytes)
@@ -474,6 +529,8 @@ class X402Auth(httpx.Auth):
             while True:
                 result: Any = None
                 if isinstance(op, _Send):
+                    if op.proof_of is not None:
+                        _guard_origin(op.request, op.proof_of, asynchronous=True)
                     result = yield op.request
                 elif isinstance(op, _Read):
                     await aread_capped(op.response, self._max_body_bytes)

@@ -7,6 +7,7 @@ from the spend ledger (no paid row).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -442,3 +443,57 @@ def test_small_invoice_holes_are_refused_in_one_line_and_nothing_paid(agent_home
                 t.chat("pay me")
         assert not paid_rows(agent)
     assert agent_home.balance() == before
+
+
+class _Site:
+    """A loopback HTTP server: ``answer(path, headers) -> (status, headers, json)``; records (path, proof?)."""
+
+    def __init__(self, answer):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        site = self
+        self.seen: list[tuple[str, bool]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                site.seen.append((self.path, "X-Payment" in self.headers))
+                status, headers, body = answer(self.path, self.headers)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in {**headers, "content-type": "application/json", "content-length": str(len(data))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_paid_retry_redirected_elsewhere_never_carries_the_proof_there(agent_home):
+    """The host that invoiced answers the paid retry with a redirect to another host: the proof is not sent there."""
+    from agent.auth import ProofRedirectError
+
+    evil = _Site(lambda path, headers: (200, {}, {"reply": "thanks for the proof"}))
+    good = _Site(lambda path, headers: (307, {"Location": f"{evil.url}/steal"}, {}) if "X-Payment" in headers
+                 else (402, {}, invoice("inv-leak", DEFAULT_PAY_TO, 2)))
+    try:
+        with agent_home.open() as agent:
+            with httpx.Client(auth=agent.x402_auth(), follow_redirects=True) as c:
+                with pytest.raises(ProofRedirectError):
+                    c.post(f"{good.url}/chat", json={"message": "hi"})
+            [row] = paid_rows(agent)
+    finally:
+        good.close()
+        evil.close()
+    assert evil.seen == []
+    assert good.seen == [("/chat", False), ("/chat", True)]
+    assert row.state == "submitted"  # paid once, never settled by another host's answer
