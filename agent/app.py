@@ -253,9 +253,11 @@ class Agent:
         read before the rows, so a payment another process starts meanwhile keeps its own.
         """
         from agent.recovery import owner_is_gone
+        from agent.workers import ProcessRegistry
 
         now = self.clock()
-        if self._payer is not None or any(owner_is_gone(r.owner, updated_at=r.updated_at, now=now)
+        registry = ProcessRegistry(self.db)
+        if self._payer is not None or any(owner_is_gone(r.owner, updated_at=r.updated_at, now=now, registry=registry)
                                           for r in self.ledger.unfinished()):
             return self.payer().recover()
         from agent.reservations import SqliteReservations

@@ -414,9 +414,17 @@ class WalletPayer:
         if row.owner == self.owner:
             with self._active_lock:
                 return row.id not in self._active
-        if not recovery.owner_is_gone(row.owner, updated_at=row.updated_at, now=self.clock()):
+        if not recovery.owner_is_gone(row.owner, updated_at=row.updated_at, now=self.clock(),
+                                      registry=self._registry()):
             return False
         return self.ledger.take_over(row.id, owner=self.owner, previous=row.owner, now=self.clock())
+
+    def _registry(self) -> Any:
+        """The shared store's process leases (to judge owners on other hosts), if the ledger has a store."""
+        from agent.workers import ProcessRegistry
+
+        db = getattr(self.ledger, "db", None)
+        return ProcessRegistry(db) if db is not None else None
 
     def _settle_left_behind(self, row: PaymentRow) -> PaymentRow | None:
         """Before paying an invoice that has a reserved or signed row: resolve that row first.

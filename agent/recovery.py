@@ -2,8 +2,9 @@
 
 Ownership: every payment row records the live process paying it (``host:pid:n``, one ``n`` per
 payer in the process). Recovery takes over only rows whose owner is gone: a process of this
-host that no longer exists, a payer of this process that was closed, or (for another host,
-which cannot be asked) a row untouched for :data:`FOREIGN_OWNER_STALE_S`.
+host that no longer exists, a payer of this process that was closed, a process of another
+host whose lease in the shared store ran out (``agent.workers``), or, for another host's
+process that holds no lease, a row untouched for :data:`FOREIGN_OWNER_STALE_S`.
 
 Evidence: :func:`judge` says what the chain knows about a signed transaction, from the
 mempool and from chain sync read from the point the row was signed at (never from the mere
@@ -25,7 +26,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +46,9 @@ _live_lock = threading.Lock()
 
 def new_owner() -> str:
     """A fresh owner id for a payer of this process (``host:pid:n``), registered as alive."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{next(_counter)}"
+    from agent.workers import process_name
+
+    owner = f"{process_name()}:{next(_counter)}"
     with _live_lock:
         _live.add(owner)
     return owner
@@ -58,13 +60,20 @@ def forget_owner(owner: str) -> None:
         _live.discard(owner)
 
 
-def owner_is_gone(owner: str | None, *, updated_at: float, now: float) -> bool:
-    """True if nothing alive pays rows of ``owner`` any more (rows without an owner predate owners)."""
+def owner_is_gone(owner: str | None, *, updated_at: float, now: float, registry: Any = None) -> bool:
+    """True if nothing alive pays rows of ``owner`` any more (rows without an owner predate owners).
+
+    ``registry`` (an ``agent.workers.ProcessRegistry``) answers for processes of other hosts.
+    """
+    from agent.workers import this_host
+
     if not owner:
         return True
     host, _, rest = owner.partition(":")
     pid_text, _, _n = rest.partition(":")
-    if host != socket.gethostname():
+    if host != this_host():
+        if registry is not None and registry.is_gone(owner, now=now):
+            return True
         return now - updated_at > FOREIGN_OWNER_STALE_S
     if not pid_text.isdigit():
         return True

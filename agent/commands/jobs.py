@@ -260,8 +260,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         freed = agent.jobs.expire_leases(
             lambda owner: lease_owner_is_dead(owner) or registry.is_gone(owner, now=time.time()),
             now=time.time())
-        recovered = agent.recover()
-        if freed or any(recovered.values()):
+        recovered = agent.recover()  # only payments whose owner is gone; "busy" ones are another process's
+        if freed or any(v for k, v in recovered.items() if k != "busy"):
             print(f"recovered after a crash: {freed} job(s) taken back, payments {recovered}", file=sys.stderr)
         executor = TApiExecutor(agent)
         metrics = _start_metrics(agent, args.metrics_port, args.workers)
@@ -406,6 +406,11 @@ def cmd_call(args: argparse.Namespace) -> int:
     request = _request_from(args)
     partner = request.pop("partner", None)
     with _open(args, passphrase=True) as agent:
+        # As `run` does: resolve what a killed `call` (or any dead process) left, from the
+        # chain, before paying; otherwise its reserved inputs would starve this payment.
+        recovered = agent.recover()
+        if any(v for k, v in recovered.items() if k != "busy"):
+            print(f"recovered after a crash: payments {recovered}", file=sys.stderr)
         executor = TApiExecutor(agent)
         try:
             client = executor.client_for(partner)

@@ -146,3 +146,147 @@ def _spent(home):
     with home.open() as agent:
         return agent.ledger.total_paid()
 
+
+
+def _fetch_402(home, message="question"):
+    """A real 402 from the twin: (request, body) as the x402 auth hands them to the payer."""
+    response = httpx.post(f"{home.twin.url}/chat", json={"message": message}, timeout=30)
+    assert response.status_code == 402, response.text
+    return response.request, response.content
+
+
+def _on_chain(home, tx_id):
+    """True if a block of the devnet holds ``tx_id``."""
+    node = home.devnet.node
+    return any(tx_id in node.block_at(i)[0].tx_ids for i in range(node.block_count()))
+
+
+def _cli(home, *args, crash=None, timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    from tests.fixtures.agent_home import PASSPHRASE
+
+    env = {**os.environ, "CARDANO_AGENT_PASSPHRASE": PASSPHRASE}
+    env.pop("CARDANO_AGENT_CRASH_POINTS", None)
+    if crash:
+        env["CARDANO_AGENT_CRASH_POINTS"] = f"{crash}:1"
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--home", str(home.home)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_home_never_touches_a_payment_in_flight(agent_home_factory):
+    """Finding 2: `run` started while another process is between signing and a slow submit leaves it alone.
+
+    Seen before the fix: the second `run` resubmitted the other's signed transaction at its
+    start; the owner's own submit then failed with 3117, released a row already marked
+    submitted, and its job paid a new invoice: one job, two payments.
+    """
+    home = agent_home_factory(real_kdf=True)
+    request, body = _fetch_402(home)
+    entered, go = threading.Event(), threading.Event()
+    outcome: dict = {}
+    with home.open() as agent:
+        payer = agent.payer()
+        real_submit = agent.chain.submit
+
+        def slow_submit(cbor):
+            entered.set()
+            assert go.wait(120), "the test never let the submit go"
+            return real_submit(cbor)
+
+        agent.chain.submit = slow_submit
+
+        def pay():
+            try:
+                outcome["proof"] = payer.pay(request, body)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=pay)
+        worker.start()
+        try:
+            assert entered.wait(120), "the payment never reached its submit"
+            [row] = agent.ledger.unfinished()
+            assert row.state == "signed" and row.owner == payer.owner
+            second = _cli(home, "run", "--until-idle")  # a second process on the same home
+            assert second.returncode == 0, second.stderr[-2000:]
+            assert "recovered" not in second.stderr
+            assert agent.ledger.get(row.id).state == "signed" and agent.ledger.get(row.id).owner == payer.owner
+            assert not _on_chain(home, row.tx_id) and not agent.chain.in_mempool(row.tx_id)
+        finally:
+            go.set()
+            worker.join(120)
+        assert "error" not in outcome, outcome.get("error")
+        after = agent.ledger.get(row.id)
+        assert after.state == "submitted" and outcome["proof"].payment == row.tx_id
+        paid = [r for r in agent.ledger.rows() if r.paid]
+    assert [r.id for r in paid] == [row.id] and _on_chain(home, row.tx_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", ["after_sign", "after_submit"])
+def test_a_killed_call_is_recovered_by_the_next_call(agent_home_factory, crash):
+    """Finding 10: a `call` killed mid-payment is resolved by the next `call`, which pays its own invoice.
+
+    Seen before the fix: every later `call` waited 30 s for the dead call's reserved inputs
+    and failed with "have 0" while the wallet held the funds.
+    """
+    home = agent_home_factory(real_kdf=True)
+    before = home.balance()
+    killed = _cli(home, "call", "chat", "--message", "first", crash=crash)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    with home.open() as agent:
+        [left] = agent.ledger.unfinished()
+        assert left.state == "signed"
+    again = _cli(home, "call", "chat", "--message", "second", "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "have 0" not in again.stderr
+    with home.open() as agent:
+        rows = agent.ledger.rows()
+        first = agent.ledger.get(left.id)
+    paid = [r for r in rows if r.paid]
+    assert first.state == "submitted" and _on_chain(home, first.tx_id)  # the same bytes, never a new tx
+    assert len(paid) == 2 and len({r.invoice_id for r in paid}) == 2
+    assert all(_on_chain(home, r.tx_id) for r in paid)
+    assert before - home.balance() == sum(r.cost_lovelace for r in paid)
+
+
+def test_a_reissued_invoice_is_never_answered_with_an_unsent_proof(agent_home):
+    """Finding 10: paying an invoice whose payment was signed but never sent submits it first.
+
+    Seen before the fix: the proof of a transaction never submitted was presented, and the
+    server's refusal then recorded it as paid.
+    """
+    request, body = _fetch_402(agent_home)
+    with agent_home.open() as agent:
+        payer = agent.payer()
+
+        def die(cbor):
+            raise KeyboardInterrupt("the process dies before submitting")
+
+        agent.chain.submit = die
+        with pytest.raises(KeyboardInterrupt):
+            payer.pay(request, body)
+        [row] = agent.ledger.unfinished()
+        assert row.state == "signed"
+    with agent_home.open() as agent:  # the same invoice comes again (re-issued), in a new process
+        proof = agent.payer().pay(request, body)
+        after = agent.ledger.get(row.id)
+        assert proof.payment == row.tx_id and after.state == "submitted"
+    assert _on_chain(agent_home, row.tx_id)
+
+
+def test_a_refused_proof_of_an_unsent_payment_is_not_recorded_as_paid(agent_home):
+    """A server refusing the proof of a signed transaction that is nowhere does not make it a payment."""
+    from agent.auth import Proof
+
+    with agent_home.open() as agent:
+        row, payment = _signed_row(agent, invoice="inv-unsent")
+        refusal = httpx.Response(402, json={"detail": "payment_not_found"})
+        agent.payer().refused(Proof(invoice_id="inv-unsent", payment=payment.tx_id, headers={},
+                                    expires_at=None, payment_id=str(row.id)), refusal)
+        assert agent.ledger.get(row.id).state == "signed"
+        assert agent.ledger.total_paid() == 0
