@@ -189,6 +189,40 @@ async def aread_capped(response: httpx.Response, limit: int = DEFAULT_MAX_BODY_B
     return body
 
 
+class _CappedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response stream that raises ResponseTooLargeError once more than ``limit`` raw bytes came."""
+
+    def __init__(self, inner: Any, limit: int, where: str) -> None:
+        self._inner, self._limit, self._where, self._seen = inner, limit, where, 0
+
+    def _count(self, chunk: bytes) -> bytes:
+        self._seen += len(chunk)
+        if self._seen > self._limit:
+            raise ResponseTooLargeError(f"the streamed answer from {self._where} went past {self._limit} bytes: "
+                                        "cut off ([api] max_body_mb)", limit_bytes=self._limit)
+        return chunk
+
+    def __iter__(self) -> Any:
+        for chunk in self._inner:
+            yield self._count(chunk)
+
+    async def __aiter__(self) -> Any:
+        async for chunk in self._inner:
+            yield self._count(chunk)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def cap_stream(response: httpx.Response, limit: int = DEFAULT_MAX_BODY_BYTES) -> httpx.Response:
+    """Make a streamed ``response`` raise ResponseTooLargeError past ``limit`` bytes, however it is read."""
+    response.stream = _CappedStream(response.stream, limit, _sent(response, httpx.Request("GET", "http://unknown")).url.host)
+    return response
+
+
 class AsyncAuthOnlyError(AgentError):
     """An async-only auth (or an async handler) was used with a sync ``httpx.Client``."""
 

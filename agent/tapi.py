@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.auth import DEFAULT_MAX_BODY_BYTES, read_capped, response_detail
+from agent.auth import DEFAULT_MAX_BODY_BYTES, cap_stream, read_capped, response_detail
 from agent.errors import AgentError, ApiError, TransientApiError
 from agent.retry import RetryPolicy, is_transient_status, parse_retry_after, utc_now
 from agent.sse import AsyncChatStream, ChatEvent, ChatStream, short_detail  # noqa: F401  (re-exported)
@@ -497,6 +497,8 @@ class TClient(_Routes):
                 response = self._http.send(request, auth=self._auth_for(call), stream=True)
                 if not stream or response.status_code >= 400:
                     read_capped(response, self._max_body_bytes)
+                else:
+                    cap_stream(response, self._max_body_bytes)
             except _RETRYABLE_EXCEPTIONS as exc:
                 error = exc
             try:

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import httpx
 
-from agent.auth import aread_capped
+from agent.auth import aread_capped, cap_stream
 from agent.retry import RetryPolicy, utc_now
 from agent.sse import AsyncChatStream
 from agent.tapi import (
@@ -78,6 +78,8 @@ class AsyncTClient(_Routes):
                 response = await self._http.send(request, auth=self._auth_for(call), stream=True)
                 if not stream or response.status_code >= 400:
                     await aread_capped(response, self._max_body_bytes)
+                else:
+                    cap_stream(response, self._max_body_bytes)
             except _RETRYABLE_EXCEPTIONS as exc:
                 error = exc
             try:

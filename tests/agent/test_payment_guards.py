@@ -366,6 +366,22 @@ def test_a_300_mb_402_is_refused_unread_and_nothing_paid(agent_home):
     assert agent_home.balance() == before
 
 
+def test_an_endless_event_stream_line_is_cut_at_the_cap(agent_home):
+    """A streamed chat answer that is one 300 MB line: iterating it raises after at most the cap."""
+    from agent.auth import ResponseTooLargeError
+
+    _cap_home(agent_home, 1)
+    hose = Hose(300 * 1024 * 1024, byte=b"x")
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=iter(hose)))
+    with agent_home.open() as agent:
+        with TClient(agent, api_key="k", transport=transport) as t:
+            stream = t.chat_stream("flood me")
+            with pytest.raises(ResponseTooLargeError):
+                list(stream)
+    assert hose.produced <= 1024 * 1024 + CHUNK
+
+
 def test_max_body_mb_must_be_a_sane_whole_number(agent_home):
     """A bad [api] max_body_mb is a config error naming the key."""
     from agent.errors import ConfigError
