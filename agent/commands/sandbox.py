@@ -1,8 +1,8 @@
 """``cardano-agent sandbox``: run the local devnet (``up``) and pay from its faucet (``fund``).
 
-``sandbox up`` starts its services in order (see :data:`SERVICES`: the devnet, then the T API
-twin on ``--api-port``), prints one line with their URLs when every one is ready, and stops
-them in reverse order on SIGINT or SIGTERM.
+``sandbox up`` starts its services in order (see :data:`SERVICES`: the devnet, the Blockfrost
+API on ``--blockfrost-port`` if given, then the T API twin on ``--api-port``), prints one line
+with their URLs when every one is ready, and stops them in reverse order on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -44,6 +44,25 @@ def _start_devnet(args: argparse.Namespace, running: Running) -> None:
     running.stoppers.append(devnet.stop)
 
 
+def _start_blockfrost(args: argparse.Namespace, running: Running) -> None:
+    """The Blockfrost-compatible API over the devnet's ledger, if ``--blockfrost-port`` is given."""
+    import os
+
+    from sandbox.blockfrost_api import DEFAULT_PROJECT_ID, BlockfrostServer
+
+    if args.blockfrost_port is None:
+        return
+    from sandbox.errors import require_web_extra
+
+    require_web_extra("the Blockfrost API")
+    project_id = os.environ.get("BLOCKFROST_PROJECT_ID") or DEFAULT_PROJECT_ID
+    server = BlockfrostServer.start(running.handles["devnet"].node, host=args.host, port=args.blockfrost_port,
+                                    project_id=project_id)
+    running.handles["blockfrost"] = server
+    running.urls["blockfrost"] = server.url
+    running.stoppers.append(server.stop)
+
+
 def _start_twin(args: argparse.Namespace, running: Running) -> None:
     from sandbox.errors import require_web_extra
 
@@ -69,7 +88,8 @@ def _start_x402(args: argparse.Namespace, running: Running) -> None:
     running.stoppers.append(server.stop)
 
 
-SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet, _start_twin, _start_x402]
+SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet, _start_blockfrost, _start_twin,
+                                                                _start_x402]
 """Service starters run in order by ``sandbox up``; each records its URL and its stopper."""
 
 
@@ -95,6 +115,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     up = cmds.add_parser("up", parents=[common], help="run the devnet and the T API twin until SIGINT/SIGTERM")
     up.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     up.add_argument("--ogmios-port", type=int, default=1337, metavar="PORT", help="Ogmios port (default 1337)")
+    up.add_argument("--blockfrost-port", type=int, default=None, metavar="PORT",
+                    help="also serve a Blockfrost-compatible API (/api/v0) on this port (0: any free port); "
+                         "it accepts $BLOCKFROST_PROJECT_ID, else the sandbox's project id")
     up.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                     help="persist the chain here; a restart continues from it")
     up.add_argument("--block-time", type=float, default=1.0, metavar="S",
