@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent.tapi import TClient
 from sandbox.billing import DEFAULT_PAY_TO
+from tests.fixtures.agent_home import CHAIN_BACKENDS
+
+
+@pytest.fixture(params=CHAIN_BACKENDS)
+def chain_backend(request: pytest.FixtureRequest) -> str:
+    """Runs over Ogmios and over Blockfrost."""
+    return request.param
 
 
 def test_chat_pays_the_invoice_and_gets_the_reply(agent_home):

@@ -21,13 +21,19 @@ import time
 import pytest
 
 from sandbox.billing import DEFAULT_PAY_TO, TwinConfig
-from tests.fixtures.agent_home import PASSPHRASE
+from tests.fixtures.agent_home import CHAIN_BACKENDS, PASSPHRASE
 from wallets.types import OutputRef
 
 JOBS = int(os.environ.get("CRASH_TEST_JOBS", "100"))
 RESTARTS = int(os.environ.get("CRASH_TEST_RESTARTS", "50"))
 CRASH_POINTS = ("after_claim", "after_reserve", "after_sign", "after_submit", "after_call")
 PRICE = 2_000_000
+
+
+@pytest.fixture(params=CHAIN_BACKENDS)
+def chain_backend(request: pytest.FixtureRequest) -> str:
+    """The crash soak runs over Ogmios and over Blockfrost."""
+    return request.param
 
 
 def _count(db_path, sql):

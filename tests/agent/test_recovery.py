@@ -10,7 +10,14 @@ import pytest
 
 from agent.payer import JobContext, job_context
 from sandbox.billing import DEFAULT_PAY_TO
+from tests.fixtures.agent_home import CHAIN_BACKENDS
 from wallets.types import OutputRef, RequiredOutput, Utxo
+
+
+@pytest.fixture(params=CHAIN_BACKENDS)
+def chain_backend(request: pytest.FixtureRequest) -> str:
+    """Every recovery here runs over Ogmios and over Blockfrost."""
+    return request.param
 
 
 def _signed_row(agent, *, ttl_offset=300, invoice="inv-crash", job_id=None):
