@@ -1,4 +1,4 @@
-"""A devnet and T API twin served from a child process, so their CPU time is not the agent's.
+"""A devnet, its T API twin and its Blockfrost API served from a child process, so their CPU time is not the agent's.
 
 Figure 2 runs the agent's workers in this process; with the sandbox in the same process
 every ledger validation and every twin request would take the GIL from the workers, and the
@@ -19,6 +19,7 @@ START_TIMEOUT_S = 60.0
 def _serve(conn: Any, fund: Mapping[str, int], block_time_s: float = 0.0) -> None:
     """Child: start the devnet and the twin, send their URLs, then answer requests until ``stop``."""
     from sandbox.billing import TwinConfig
+    from sandbox.blockfrost_api import BlockfrostServer
     from sandbox.devnet import Devnet
     from sandbox.twin import ApiTwin
     from wallets.types import OutputRef
@@ -28,7 +29,8 @@ def _serve(conn: Any, fund: Mapping[str, int], block_time_s: float = 0.0) -> Non
     devnet = Devnet.start(block_time_s=block_time_s, fund=dict(fund))
     twin = ApiTwin.start(TwinConfig(), devnet.ogmios_url, port=0)
     v2_server = X402Server.start(devnet, routes=Routes(confirmations=0), confirmation_timeout_s=5.0)
-    conn.send((devnet.ogmios_url, twin.url, v2_server.url))
+    blockfrost = BlockfrostServer.start(devnet.node)
+    conn.send((devnet.ogmios_url, twin.url, v2_server.url, blockfrost.url))
     try:
         while True:
             command, arg = conn.recv()
@@ -47,6 +49,7 @@ def _serve(conn: Any, fund: Mapping[str, int], block_time_s: float = 0.0) -> Non
                 answer = BenchError(f"{command}: {type(exc).__name__}: {exc}")
             conn.send(answer)
     finally:
+        blockfrost.stop()
         v2_server.stop()
         twin.stop()
         devnet.stop()
@@ -63,7 +66,7 @@ class SandboxProcess:
         if not self._conn.poll(START_TIMEOUT_S):
             self.close()
             raise BenchError(f"the sandbox process did not start (exit code {self._proc.exitcode})")
-        self.ogmios_url, self.api_url, self.x402_url = self._conn.recv()
+        self.ogmios_url, self.api_url, self.x402_url, self.blockfrost_url = self._conn.recv()
 
     @property
     def env(self) -> dict[str, str]:

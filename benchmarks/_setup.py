@@ -78,6 +78,14 @@ def make_home(root: Path, name: str, *, wallet: bool = True, real_kdf: bool = Fa
     return home, info.address
 
 
+def use_blockfrost(home: Path, url: str) -> None:
+    """Point a bench home's ``[chain]`` at the sandbox's Blockfrost API (``backend = "blockfrost"``)."""
+    path = home / "agent.toml"
+    text = path.read_text(encoding="utf-8").replace('backend = "ogmios"', 'backend = "blockfrost"')
+    text = re.sub(r'(?m)^#? ?blockfrost_url = ".*"$', f'blockfrost_url = "{url}"', text)
+    path.write_text(text, encoding="utf-8")
+
+
 def open_agent(home: Path, env: Mapping[str, str]) -> Any:
     """``Agent.open`` on a bench home; unlocking accepts the bench scrypt cost in this process."""
     from agent.app import Agent

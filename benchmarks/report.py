@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-FIGURES = ("payment", "throughput", "fee", "memory", "startup", "capacity", "fleet")
+FIGURES = ("payment", "throughput", "fee", "memory", "startup", "capacity", "fleet", "backends")
 """Figure keys, in issue 7's order; each is a module ``benchmarks.<key>`` with ``measure(quick)``."""
 
 TITLES = {
@@ -16,6 +16,7 @@ TITLES = {
     "startup": "5. Start-up wall time",
     "capacity": "6. Sandbox capacity (devnet, full validation)",
     "fleet": "7. Fleet: SQLite vs PostgreSQL, 1 vs 2 hosts x 8 workers",
+    "backends": "8. Ogmios vs Blockfrost backend (payment, 8 workers, HTTP requests)",
 }
 
 
@@ -55,6 +56,9 @@ TARGETS: tuple[Check, ...] = (
     Check("fleet", "failed", "= 0", lambda v: v == 0),
     Check("fleet", "double_spent", "= 0", lambda v: v == 0),
     Check("fleet", "ledger_mismatch_lovelace", "= 0", lambda v: v == 0),
+    Check("backends", "failed", "= 0", lambda v: v == 0),
+    Check("backends", "double_spent", "= 0", lambda v: v == 0),
+    Check("backends", "missing_on_chain", "= 0", lambda v: v == 0),
 )
 
 

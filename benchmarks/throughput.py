@@ -37,13 +37,20 @@ QUICK_CHAIN_JOBS = {1: 4, 8: 16}
 CONFIRM_TIMEOUT_S = 30.0
 
 
-def run_workers(sandbox: SandboxProcess, root: Any, workers: int, jobs: int, *, tag: str = "") -> dict[str, Any]:
-    """Queue ``jobs`` chat jobs in a fresh home and run them with ``workers`` threads; return the tally."""
+def run_workers(sandbox: SandboxProcess, root: Any, workers: int, jobs: int, *, tag: str = "",
+                backend: str = "ogmios") -> dict[str, Any]:
+    """Queue ``jobs`` chat jobs in a fresh home and run them with ``workers`` threads; return the tally.
+
+    ``backend`` "blockfrost" pays through the sandbox's Blockfrost API; ``requests`` counts its calls.
+    """
     from agent.executor import TApiExecutor
     from agent.runner import Runner
+    from benchmarks._setup import use_blockfrost
 
-    home, address = make_home(root, f"{tag}workers-{workers}")
+    home, address = make_home(root, f"{tag}{backend}-workers-{workers}")
     assert address is not None
+    if backend == "blockfrost":
+        use_blockfrost(home, sandbox.blockfrost_url)
     for _ in range(LANES):
         sandbox.fund(address, LANE_LOVELACE)
     deadline = time.monotonic() + CONFIRM_TIMEOUT_S
@@ -63,6 +70,7 @@ def run_workers(sandbox: SandboxProcess, root: Any, workers: int, jobs: int, *, 
         start = time.perf_counter()
         stats = runner.run(until_idle=True, poll_s=0.02)
         elapsed = time.perf_counter() - start
+        requests = getattr(agent.chain, "requests", None)
         counts = agent.jobs.counts()
         rows = [r for r in agent.ledger.rows() if r.paid]
     end_balance = sandbox.balance(address)
@@ -82,6 +90,7 @@ def run_workers(sandbox: SandboxProcess, root: Any, workers: int, jobs: int, *, 
         "missing_on_chain": len(missing),
         "ledger_mismatch_lovelace": abs((start_balance - end_balance) - sum(r.cost_lovelace or 0 for r in rows)),
         "errors": stats.errors[:3],
+        "requests": requests,
     }
 
 

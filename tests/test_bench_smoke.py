@@ -35,6 +35,10 @@ EXPECTED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "fleet": {"jobs_per_host": int, "calls_per_s_sqlite_1x8": NUMBERS, "calls_per_s_pg_1x8": NUMBERS,
               "calls_per_s_pg_2x8": NUMBERS, "pg_vs_sqlite": NUMBERS, "two_hosts_vs_one": NUMBERS,
               "failed": int, "double_spent": int, "missing_on_chain": int, "ledger_mismatch_lovelace": int},
+    "backends": {"payments": int, "ogmios_p50_ms": NUMBERS, "blockfrost_p50_ms": NUMBERS,
+                 "blockfrost_requests_per_payment": NUMBERS, "ogmios_calls_per_s_8": NUMBERS,
+                 "blockfrost_calls_per_s_8": NUMBERS, "blockfrost_requests_per_call_8": NUMBERS,
+                 "failed": int, "double_spent": int, "missing_on_chain": int},
 }
 
 
