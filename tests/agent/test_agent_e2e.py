@@ -22,6 +22,10 @@ def test_chat_pays_the_invoice_and_gets_the_reply(agent_home):
     with agent_home.open() as agent, TClient(agent) as t:
         reply = t.chat("What is Cardano?", session_id="s1")
         rows = agent.ledger.rows()
+        chain = type(agent.chain).__name__
+    assert chain == {"ogmios": "OgmiosChain", "blockfrost": "BlockfrostChain"}[agent_home.backend]
+    if agent_home.blockfrost is not None:
+        assert agent_home.blockfrost.requests > 0  # the payment went through the Blockfrost API
     assert reply.reply
     assert [r.state for r in rows] == ["settled"]
     row = rows[0]
