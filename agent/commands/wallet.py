@@ -276,6 +276,19 @@ def _balance(utxos: list[Any]) -> dict[str, int]:
     return totals
 
 
+def _token_names(chain: Any, assets: list[str]) -> dict[str, str]:
+    """Registered names (ticker) of ``assets`` where the backend knows token metadata (Blockfrost)."""
+    lookup = getattr(chain, "token_metadata", None)
+    names: dict[str, str] = {}
+    if not callable(lookup):
+        return names
+    for asset in assets[:20]:  # a few requests at most, on a show
+        meta = lookup(asset)
+        if meta and meta.get("name"):
+            names[asset] = f"{meta['name']} ({meta['ticker']})" if meta.get("ticker") else str(meta["name"])
+    return names
+
+
 def _utxo_dict(u: Any) -> dict[str, Any]:
     return {"ref": str(u.ref), "lovelace": u.lovelace, "assets": dict(u.assets)}
 
@@ -291,11 +304,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         tip = chain.tip()
         utxos = sorted(chain.utxos_at(info.address), key=lambda u: (u.ref.tx_id, u.ref.index))
         pending = [tx for tx in _pending_for(args.home, info.name, info.address) if chain.in_mempool(tx)]
+        balance = _balance(utxos)
+        names = _token_names(chain, [a for a in balance if a != LOVELACE])
     finally:
         chain.close()
     data = _info_dict(info) | {
         "tip_slot": tip.slot,
-        "balance": _balance(utxos),
+        "balance": balance,
+        "token_names": names,
         "utxos": [_utxo_dict(u) for u in utxos],
         "pending": pending,
     }
@@ -304,10 +320,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         kv([("wallet", d["name"]), ("network", d["network"]), ("address", d["address"]),
             ("ADA", format_ada(d["balance"][LOVELACE])), ("UTxOs", len(d["utxos"])),
             ("pending txs", len(d["pending"]) or "none"), ("tip slot", d["tip_slot"])])
-        tokens = [(a, q) for a, q in d["balance"].items() if a != LOVELACE]
+        tokens = [(a, d["token_names"].get(a, ""), q) for a, q in d["balance"].items() if a != LOVELACE]
         if tokens:
             print()
-            table(tokens, ["ASSET", "QUANTITY"])
+            table(tokens, ["ASSET", "NAME", "QUANTITY"])
         print()
         table([(u["ref"], format_ada(u["lovelace"]), len(u["assets"]) or "") for u in d["utxos"]],
               ["UTXO", "ADA", "TOKENS"])

@@ -94,3 +94,26 @@ def test_init_with_blockfrost_writes_a_home_that_loads(tmp_path):
     assert (config.chain.network, config.chain.backend) == ("preprod", "blockfrost")
     assert config.chain.blockfrost_url == PUBLIC_URLS["preprod"]
     assert "BLOCKFROST_PROJECT_ID" in (home / "agent.toml").read_text()
+
+
+def test_wallet_show_reads_the_chain_and_token_names_through_blockfrost(tmp_path, devnet, fast_keystore, capsys,
+                                                                          monkeypatch):
+    """`wallet show` on a Blockfrost home: balance from the sandbox's Blockfrost API, token named by its metadata."""
+    import json
+
+    from agent.cli import main
+    from sandbox.blockfrost_api import BlockfrostServer
+    from sandbox.devnet import DEVNET_TOKEN
+    from wallets.keystore import Keystore
+
+    monkeypatch.delenv("CARDANO_AGENT_OGMIOS_URL", raising=False)
+    monkeypatch.delenv("BLOCKFROST_PROJECT_ID", raising=False)
+    with BlockfrostServer.start(devnet.node) as server:
+        home = _home(tmp_path, f'network = "devnet"\nbackend = "blockfrost"\nblockfrost_url = "{server.url}"')
+        info, _ = Keystore(home / "wallets").create("main", network="devnet", passphrase="pw")
+        devnet.fund(info.address, 3_000_000, {DEVNET_TOKEN: 7})
+        assert main(["wallet", "show", "main", "--home", str(home), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert server.requests > 0
+    assert shown["balance"] == {"lovelace": 3_000_000, DEVNET_TOKEN: 7}
+    assert shown["token_names"] == {DEVNET_TOKEN: "Devnet token (DEVNET)"}
