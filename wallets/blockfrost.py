@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Sequence
 
+from wallets.chain import IntersectionNotFoundError, TxLookup
 from wallets.errors import (
     ChainError,
     ChainProtocolError,
@@ -475,6 +476,54 @@ class BlockfrostChain:
         if answer is not None and not isinstance(answer, dict):
             raise ChainProtocolError("Blockfrost's transaction answer is not an object")
         return answer
+
+    def find_transaction(self, tx_id: str, *, since: tuple[int, str] | None,
+                         inputs: Sequence[OutputRef] = ()) -> TxLookup:
+        """Did ``tx_id`` land in a block after ``since``, and in which? ``GET /txs/{hash}`` against the indexed tip.
+
+        The tip is read first, so "no block holds it" covers every block up to ``tip_slot``.
+        ``since`` must be a block Blockfrost knows (else IntersectionNotFoundError: rolled back,
+        or not indexed); a transaction in ``since`` or before it is outside the range read, as
+        with chain sync. ``inputs`` spent by another transaction in the range are named.
+
+        Raises:
+            IntersectionNotFoundError: Blockfrost does not know ``since`` (no conclusion possible).
+            ChainUnavailableError, ChainProtocolError: Blockfrost could not be read.
+        """
+        floor = 0
+        if since is not None:
+            block = self._get(f"/blocks/{since[1]}")
+            if block is None:
+                raise IntersectionNotFoundError(f"Blockfrost has no block {since[1][:16]} at slot {since[0]}")
+            floor = _nat(_field(block, "height", "block"), "height")
+        tip = self.tip()
+        found = self._landed(tx_id, floor)
+        if found is not None:
+            return TxLookup(tx_id, found, max(tip.slot, found[0]))
+        spent_by: dict[OutputRef, str] = {}
+        by_tx: dict[str, set[int]] = defaultdict(set)
+        for ref in inputs:
+            by_tx[ref.tx_id].add(ref.index)
+        for parent, indexes in by_tx.items():
+            answer = self._get(f"/txs/{parent}/utxos")
+            for item in (_field(answer, "outputs", "transaction UTxOs") if answer is not None else []):
+                index = _nat(_field(item, "output_index", "output"), "output_index")
+                other = item.get("consumed_by_tx") if isinstance(item, dict) else None
+                if index in indexes and isinstance(other, str) and other != tx_id and self._landed(other, floor):
+                    spent_by[OutputRef(parent, index)] = other
+        return TxLookup(tx_id, None, tip.slot, spent_by)
+
+    def _landed(self, tx_id: str, floor_height: int) -> tuple[int, str] | None:
+        """(slot, block hash) of ``tx_id`` if a block above height ``floor_height`` holds it."""
+        found = self.transaction(tx_id)
+        if found is None:
+            return None
+        block = _field(found, "block", "transaction")
+        if not isinstance(block, str) or not _HEX64.fullmatch(block):
+            raise ChainProtocolError("bad block hash in Blockfrost's transaction answer")
+        if _nat(_field(found, "block_height", "transaction"), "block_height") <= floor_height:
+            return None
+        return _nat(_field(found, "slot", "transaction"), "slot"), block
 
     def token_metadata(self, asset: str) -> dict[str, Any] | None:
         """Registered metadata of a native token (``policy.name``): name, ticker, decimals; None if none."""

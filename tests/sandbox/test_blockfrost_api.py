@@ -229,3 +229,32 @@ def test_a_submission_whose_answer_is_lost_is_not_resent(devnet, devnet_key, blo
     with pytest.raises(ChainUnavailableError, match="outcome is unknown"):
         chain.submit(tx.to_cbor())
     assert chain.transaction(str(tx.id)) is not None  # it landed: evidence, not a guess
+
+
+def test_find_transaction_over_blockfrost_matches_chain_sync(devnet, blockfrost):
+    """Did it land, in which block: found after the point it was signed at; not after a later point; spender named."""
+    from tests.wallets.test_payment import KeySigner, fresh_address
+    from wallets.chain import IntersectionNotFoundError
+    from wallets.sender import PaymentSender
+    from wallets.types import RequiredOutput
+
+    signer = KeySigner()
+    devnet.fund(signer.address, 50_000_000)
+    chain = chain_on(blockfrost)
+    start = chain.tip()
+    sender = PaymentSender(chain, signer, poll_s=0.01)
+    payee = fresh_address()
+    ttl = chain.current_slot() + 600
+    first = sender.pay([RequiredOutput(payee, 2_000_000)], ttl_slot=ttl, owner="a")
+    second = sender.pay([RequiredOutput(payee, 2_000_000)], ttl_slot=ttl, owner="b")
+    assert second.inputs == (first.change[0].ref,)  # chained on the first's change
+    found = chain.find_transaction(first.tx_id, since=(start.slot, start.id), inputs=first.inputs)
+    position = devnet.node.block_position(found.block[1])
+    assert found.landed and found.block == (devnet.node.block_at(position)[0].slot, found.block[1])
+    assert found.tip_slot == chain.tip().slot
+    tip = chain.tip()
+    assert not chain.find_transaction(first.tx_id, since=(tip.slot, tip.id)).landed  # before the range read
+    other = chain.find_transaction("00" * 32, since=(start.slot, start.id), inputs=second.inputs)
+    assert not other.landed and dict(other.spent_by) == {second.inputs[0]: second.tx_id}
+    with pytest.raises(IntersectionNotFoundError):
+        chain.find_transaction(first.tx_id, since=(tip.slot, "ab" * 32))
