@@ -17,14 +17,14 @@ from agent.auth import PaymentRejectedError, X402Auth
 from agent.errors import ApprovalRequiredError, BudgetExceededError, InvoiceError, PolicyError
 from agent.tapi import TClient
 from sandbox.billing import ACME_ADDRESS, DEFAULT_PAY_TO, GLOBEX_ADDRESS, TwinConfig
-from tests.fixtures.agent_home import CHAIN_BACKENDS
+from tests.fixtures.agent_home import BLOCKFROST_IN_FULL_TIER
 
 PNG_1PX = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
     "0000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
 
 
-@pytest.fixture(params=CHAIN_BACKENDS)
+@pytest.fixture(params=BLOCKFROST_IN_FULL_TIER)
 def chain_backend(request: pytest.FixtureRequest) -> str:
     """Every payment and refusal here runs over Ogmios and over Blockfrost."""
     return request.param

@@ -10,11 +10,11 @@ import pytest
 
 from agent.payer import JobContext, job_context
 from sandbox.billing import DEFAULT_PAY_TO
-from tests.fixtures.agent_home import CHAIN_BACKENDS
+from tests.fixtures.agent_home import BLOCKFROST_IN_FULL_TIER
 from wallets.types import OutputRef, RequiredOutput, Utxo
 
 
-@pytest.fixture(params=CHAIN_BACKENDS)
+@pytest.fixture(params=BLOCKFROST_IN_FULL_TIER)
 def chain_backend(request: pytest.FixtureRequest) -> str:
     """Every recovery here runs over Ogmios and over Blockfrost."""
     return request.param
