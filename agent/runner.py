@@ -124,6 +124,8 @@ class Runner:
         self.stats = RunStats()
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
+        self._abandoned = threading.Event()
+        """Set when :meth:`run` returned with jobs still in hand: they are left for the next start."""
 
     # -- one step -----------------------------------------------------------------------
     def run_once(self, now: float | None = None, *, worker_id: str | None = None) -> Any:
@@ -154,7 +156,9 @@ class Runner:
 
     def _record_failure(self, job: Any, exc: Exception) -> None:
         message = _one_line(exc)
-        if isinstance(exc, StopRequestedError):
+        if isinstance(exc, StopRequestedError) or self._abandoned.is_set():
+            # A job abandoned at the end of the grace time fails only because the process is
+            # closing around it (clients closed): that is no verdict on the job either.
             # Not a failure: the job keeps its lease and resumes at the next start.
             log.info("job %s stopped mid-way (%s); it resumes at the next start", job.id, message)
             return
@@ -204,6 +208,7 @@ class Runner:
                     stop_deadline = stop_deadline if stop_deadline is not None else now + self.stop_grace_s
                     if now >= stop_deadline:
                         busy = sum(t.is_alive() for t in threads)
+                        self._abandoned.set()
                         if busy:
                             log.warning("stopping with %d job(s) still in hand after %.0fs; they resume at "
                                         "the next start", busy, self.stop_grace_s)
