@@ -179,3 +179,13 @@ def test_redact_url_hides_every_password_form():
     assert redact_url("postgresql://a:secret@h:5432/d") == "postgresql://a:***@h:5432/d"
     assert "secret" not in redact_url("postgresql://a@h/d?password=secret&sslmode=require")
     assert redact_url("postgresql://a@h/d") == "postgresql://a@h/d"
+
+
+def test_durable_atomic_commits_on_both_engines(fresh):
+    """atomic(durable=True) commits like atomic(); SQLite is back to synchronous=NORMAL afterwards."""
+    fresh.migrate()
+    with fresh.atomic(durable=True) as conn:
+        conn.execute("INSERT INTO probe (v) VALUES ('kept')")
+    assert fresh.execute("SELECT count(*) AS n FROM probe").fetchone()["n"] == 1
+    if fresh.engine == "sqlite":
+        assert fresh.execute("PRAGMA synchronous").fetchone()[0] == 1
