@@ -63,17 +63,19 @@ def forget_owner(owner: str) -> None:
 def owner_is_gone(owner: str | None, *, updated_at: float, now: float, registry: Any = None) -> bool:
     """True if nothing alive pays rows of ``owner`` any more (rows without an owner predate owners).
 
-    ``registry`` (an ``agent.workers.ProcessRegistry``) answers for processes of other hosts.
+    ``registry`` (an ``agent.workers.ProcessRegistry`` on the shared store) answers for another
+    host's process that holds a lease there: gone once its lease ran out, never while it runs.
     """
-    from agent.workers import this_host
-
     if not owner:
         return True
+    from agent.workers import this_host
+
     host, _, rest = owner.partition(":")
     pid_text, _, _n = rest.partition(":")
     if host != this_host():
-        if registry is not None and registry.is_gone(owner, now=now):
-            return True
+        verdict = registry.judge(owner, now=now) if registry is not None else None
+        if verdict is not None:
+            return verdict
         return now - updated_at > FOREIGN_OWNER_STALE_S
     if not pid_text.isdigit():
         return True

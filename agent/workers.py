@@ -161,6 +161,15 @@ class ProcessRegistry:
             return not self._pid_exists(pid)
         return False
 
+    def judge(self, owner: str, *, now: float) -> bool | None:
+        """Gone (True) or alive (False) by the lease of ``owner``'s process; None if it holds none."""
+        parsed = split_owner(owner)
+        if parsed is None:
+            return None
+        r = self.db.execute("SELECT * FROM agent_processes WHERE name = ?",
+                            (f"{parsed[0]}:{parsed[1]}",)).fetchone()
+        return None if r is None else self._gone(_info(r), now)
+
     def prune(self, now: float, *, keep_s: float = 86_400.0) -> int:
         """Forget processes whose lease ended more than ``keep_s`` ago; return how many."""
         cur = self.db.execute("DELETE FROM agent_processes WHERE lease_until < ?", (now - keep_s,))

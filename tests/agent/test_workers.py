@@ -77,3 +77,17 @@ def test_process_lease_registers_and_unregisters(db):
     with ProcessLease(reg, "hostA:77", workers=4, clock=lambda: T0, lease_s=300):
         assert [(p.name, p.workers) for p in reg.processes()] == [("hostA:77", 4)]
     assert reg.processes() == []
+
+
+def test_recovery_reads_another_hosts_payment_owner_from_its_lease(db):
+    """A payment owned by a live process of another host is never taken over; once its lease ran
+    out it is; a foreign owner without a lease falls back to the row's age."""
+    from agent.recovery import FOREIGN_OWNER_STALE_S, owner_is_gone
+
+    reg = ProcessRegistry(db, host="hostA")
+    ProcessRegistry(db, host="hostB").register("hostB:4242", workers=8, now=T0, lease_s=30)
+    assert not owner_is_gone("hostB:4242:1", updated_at=T0 - 10 * FOREIGN_OWNER_STALE_S, now=T0 + 10,
+                             registry=reg)
+    assert owner_is_gone("hostB:4242:1", updated_at=T0 + 10, now=T0 + 31, registry=reg)
+    assert not owner_is_gone("hostC:7:1", updated_at=T0, now=T0 + 60, registry=reg)
+    assert owner_is_gone("hostC:7:1", updated_at=T0, now=T0 + FOREIGN_OWNER_STALE_S + 1, registry=reg)
