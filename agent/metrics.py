@@ -15,6 +15,8 @@ Metric names (all prefixed ``cardano_agent_``):
 - ``payment_latency_seconds{phase}`` histogram: ``402_to_proof`` (invoice judged to proof sent)
   and ``proof_to_200`` (proof sent to the paid answer)
 - ``jobs{state}``, ``queue_depth``, ``queue_oldest_age_seconds``, ``live_leases``
+- ``workers_live{process,host}``, ``process_heartbeat_timestamp_seconds{process,host}``: every live
+  ``run`` process sharing the store (its lease), whichever host runs it
 - ``approvals_pending``, ``payment_refusals{reason}``
 - ``wallet_balance_lovelace``, ``wallet_utxos``, ``wallet_reserved_utxos`` (UTxO lanes in use)
 - ``scrape_errors_total{kind}``: chain or database unreachable while scraping
@@ -254,6 +256,26 @@ class AgentCollector:
         yield GaugeMetricFamily(f"{PREFIX}_live_leases", "Workers (in any process) holding a live job lease",
                                 value=leases)
         yield GaugeMetricFamily(f"{PREFIX}_approvals_pending", "Payments waiting for a human", value=pending)
+        yield from self._collect_fleet(now)
+
+    def _collect_fleet(self, now: float) -> Iterator[Any]:
+        """Worker liveness across processes and hosts, from the process leases in the shared store."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            fleet = self.agent.fleet(now)
+        except Exception as exc:  # noqa: BLE001 - an older store without the process registry
+            log.debug("metrics: no process registry: %s", exc)
+            return
+        workers = GaugeMetricFamily(f"{PREFIX}_workers_live", "Worker threads of each live `run` process "
+                                    "(lease not expired)", labels=["process", "host"])
+        beat = GaugeMetricFamily(f"{PREFIX}_process_heartbeat_timestamp_seconds", "When each live `run` "
+                                 "process last renewed its lease (epoch s)", labels=["process", "host"])
+        for p in fleet:
+            workers.add_metric([p["name"], p["host"]], p["workers"])
+            beat.add_metric([p["name"], p["host"]], p["beat_at"])
+        yield workers
+        yield beat
 
     # -- the wallet ---------------------------------------------------------------------------
     def _collect_wallet(self) -> Iterator[Any]:

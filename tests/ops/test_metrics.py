@@ -137,3 +137,20 @@ def test_runner_metrics_count_outcomes_and_errors_by_kind(tmp_path):
     assert m[("cardano_agent_errors_total", (("kind", "policy"),))] == 1
     assert m[("cardano_agent_runner_heartbeat_timestamp_seconds", ())] == 42.0
     assert m[("cardano_agent_jobs", (("state", "failed"),))] == 1
+
+
+def test_worker_liveness_comes_from_process_leases(tmp_path):
+    """A `run` process on another host with a live lease shows its workers; one whose lease ran out does not."""
+    from agent.app import Agent
+    from agent.workers import ProcessRegistry
+
+    (tmp_path / "agent.toml").write_text('[chain]\nnetwork = "devnet"\n')
+    with Agent.open(tmp_path, env={}, clock=lambda: 1000.0) as agent:
+        registry = ProcessRegistry(agent.db, host="this-host")
+        registry.register("other-host:41", workers=4, now=990.0, lease_s=30)
+        registry.register("gone-host:7", workers=2, now=900.0, lease_s=30)
+        m = _samples(render(registry_for(agent, chain=False))[0].decode())
+    assert m[("cardano_agent_workers_live", (("host", "other-host"), ("process", "other-host:41")))] == 4
+    assert m[("cardano_agent_process_heartbeat_timestamp_seconds",
+              (("host", "other-host"), ("process", "other-host:41")))] == 990.0
+    assert not [k for k in m if k[0] == "cardano_agent_workers_live" and ("host", "gone-host") in k[1]]
