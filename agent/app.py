@@ -417,8 +417,7 @@ class Agent:
         from agent.views import approval_view, job_view
 
         job = self.jobs.get(job_id)
-        rows = self.db.execute("SELECT id FROM approvals WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
-        approvals = [approval_view(self.approvals.get(int(r["id"]))) for r in rows]
+        approvals = [approval_view(a) for a in self.approvals.for_job(job_id)]
         return {**job_view(job), "payments": self.payments(job_id=job_id, limit=1_000), "approvals": approvals}
 
     def enqueue(self, kind: str, request: Mapping[str, Any], *, tags: list[str] | tuple[str, ...] = (),

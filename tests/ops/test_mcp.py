@@ -206,3 +206,14 @@ def test_http_without_a_token_is_refused(tmp_path, capsys, monkeypatch):
     assert main(["mcp", "--http", "9", "--home", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert "needs a bearer token" in err and "Traceback" not in err
+
+
+def test_mcp_without_the_sdk_says_which_extra(tmp_path, capsys, monkeypatch):
+    """Without the mcp package, `cardano-agent mcp` says to install the [mcp] extra: one line, non-zero exit."""
+    from agent.cli import main
+
+    (tmp_path / "agent.toml").write_text('[chain]\nnetwork = "devnet"\n')
+    monkeypatch.setitem(sys.modules, "mcp", None)
+    assert main(["mcp", "--home", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "cardano-pay-agent[mcp]" in err and "Traceback" not in err
