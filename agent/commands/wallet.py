@@ -340,14 +340,18 @@ def _pending_for(home: Path, name: str, address: str) -> list[str]:
     Read from the agent's reservation store (keyed by wallet name or address); a home where
     the agent never ran has no database, and then nothing of ours can be pending.
     """
+    import os
+
+    from agent.config import STORE_URL_ENV, load_config
     from agent.store import DB_FILENAME
 
-    if not (home / DB_FILENAME).exists():
+    url = os.environ.get(STORE_URL_ENV) or (load_config(home).store.url if (home / "agent.toml").exists() else None)
+    if not url and not (home / DB_FILENAME).exists():
         return []
     from agent.reservations import SqliteReservations
     from agent.store import Database
 
-    db = Database.in_home(home)
+    db = Database.open(home, url)
     try:
         return sorted({u.ref.tx_id for key in (name, address)
                        for u in SqliteReservations(db, key).pending_change()})
