@@ -81,18 +81,35 @@ register_migrations("approvals", [
 ])
 
 
+EXPIRY_FIELDS = ("expiresAt", "timeout", "maxTimeoutSeconds")
+"""The invoice's own words on its expiry; a relative timeout is bound as stated, not as an instant."""
+
+
 def invoice_terms(invoice: "Invoice", host: str) -> dict[str, Any]:
-    """The terms an approval binds: host, chain, each output (address, asset, amount) and expiry."""
+    """The terms an approval binds: host, chain, each output (address, asset, amount) and expiry.
+
+    The expiry is what the invoice says (``expiresAt``, ``timeout``, ``maxTimeoutSeconds``),
+    so the same invoice presented again later has the same terms; without any, the instant.
+    """
+    raw: Any = invoice.raw
+    stated = raw.get("detail") if isinstance(raw, Mapping) and isinstance(raw.get("detail"), Mapping) else raw
+    expiry: dict[str, str] = {}
+    if isinstance(stated, Mapping):
+        expiry = {k: str(stated[k]) for k in EXPIRY_FIELDS if stated.get(k) is not None}
     return {
         "host": host.lower(),
         "chain": invoice.network.name,
         "outputs": sorted([out.address, out.asset, int(out.amount)] for out in invoice.outputs),
-        "expires_at": invoice.expires_at.isoformat(),
+        "expiry": expiry or {"at": invoice.expires_at.isoformat()},
+        "expires_at": invoice.expires_at.isoformat(),  # shown, not matched: a timeout makes it move
     }
 
 
 def _terms_key(terms: Mapping[str, Any] | None) -> str:
-    return "" if terms is None else json.dumps(dict(terms), sort_keys=True, separators=(",", ":"))
+    """What an approval is matched on: the terms without the computed ``expires_at`` instant."""
+    if terms is None:
+        return ""
+    return json.dumps({k: v for k, v in terms.items() if k != "expires_at"}, sort_keys=True, separators=(",", ":"))
 
 
 def _same_payment(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -209,7 +209,8 @@ class WalletPayer:
                 approval_id = self.approvals.park(
                     invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id, terms=terms,
                     summary={"cost_lovelace": estimated_cost, "payees": sorted(invoice.payees),
-                             "amounts": invoice.total_by_asset(), "expires_at": terms["expires_at"]}, now=now)
+                             "amounts": invoice.total_by_asset(),
+                             "expires_at": invoice.expires_at.isoformat()}, now=now)
                 raise ApprovalRequiredError(
                     f"invoice {invoice.invoice_id} costs about {estimated_cost / 1e6:.6f} ADA, above the "
                     f"approval threshold: run `cardano-agent approve {approval_id}`", approval_id=str(approval_id))

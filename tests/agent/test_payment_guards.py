@@ -72,11 +72,15 @@ def test_approved_invoice_swapped_for_another_payee_and_amount_asks_again(agent_
     assert home.balance() == before
 
 
-def test_approved_invoice_is_paid_on_exactly_its_terms(agent_home_factory):
-    """The approved terms, presented again, are paid once: 2 ADA to payee 1."""
+@pytest.mark.parametrize("expiry", ["timeout", "expiresAt"])
+def test_approved_invoice_is_paid_on_exactly_its_terms(agent_home_factory, expiry):
+    """The approved terms, presented again (a relative timeout too), are paid once: 2 ADA to payee 1."""
     home = agent_home_factory(extra="approve_above_ada = 1\n")
-    shop = Shop(invoice("inv-ok", DEFAULT_PAY_TO, 2, timeout=None,
-                        expiresAt=(datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()))
+    if expiry == "timeout":
+        shop = Shop(invoice("inv-ok", DEFAULT_PAY_TO, 2, timeout=300))
+    else:
+        shop = Shop(invoice("inv-ok", DEFAULT_PAY_TO, 2, timeout=None,
+                            expiresAt=(datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()))
     payee_before = home.balance(DEFAULT_PAY_TO)
     with home.open() as agent:
         with TClient("http://shop.test", auth=agent.x402_auth(), transport=httpx.MockTransport(shop)) as t:
