@@ -127,9 +127,16 @@ def overview(status: Mapping[str, Any], budgets: Sequence[Mapping[str, Any]], sp
     budget_table = table(["Budget", "Scope", "Window", "Limit", "Spent", "Reserved", "Remaining", "Used"],
                          rows, numeric=(3, 4, 5, 6), table_id="budgets")
     queue_rows = [(_e(state), str(n)) for state, n in queue.items()]
+    failures = [(_job_link(j["id"]), _e(j["kind"]), _e(j["updated_at"]), _e((j["last_error"] or "")[:120]))
+                for j in status["recent_failures"]]
+    unfinished = [(str(p["id"]), _e(p["state"]), _e(p["route"] or "-"), ada(p["amount_lovelace"]), _tx(p["tx_id"]))
+                  for p in status["unfinished_payments"]]
     return (cards + "<h2>Budgets</h2>" + budget_table + "<h2>Spend per day (last 30 days)</h2>"
             + spend_svg(spend["lines"]) + "<h2>Queue</h2>" + table(["State", "Jobs"], queue_rows, numeric=(1,),
-                                                                   table_id="queue"))
+                                                                   table_id="queue")
+            + "<h2>Payments in flight</h2>" + table(["Payment", "State", "Route", "Amount", "Transaction"],
+                                                    unfinished, numeric=(3,), table_id="unfinished")
+            + "<h2>Recent failures</h2>" + table(["Job", "Kind", "When", "Error"], failures, table_id="failures"))
 
 
 def _job_link(job_id: Any) -> str:
