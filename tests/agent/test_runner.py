@@ -112,7 +112,7 @@ def test_workers_drain_the_queue_until_idle():
     store = MemoryJobStore()
     jobs = enqueue(store, 40, now=0.0)
     executor = ScriptedExecutor()
-    stats = Runner(store, executor, workers=4, lease_s=0).run(until_idle=True, poll_s=0.01)
+    stats = Runner(store, executor, workers=4, lease_s=60).run(until_idle=True, poll_s=0.01)
     assert stats.done == 40
     assert sorted(executor.calls) == sorted(j.id for j in jobs)
     assert store.counts()["done"] == 40
@@ -121,7 +121,7 @@ def test_workers_drain_the_queue_until_idle():
 def test_stop_lets_workers_finish_and_exit():
     """stop() ends run() without waiting for the queue to empty."""
     store = MemoryJobStore()
-    runner = Runner(store, ScriptedExecutor(), workers=2, lease_s=0)
+    runner = Runner(store, ScriptedExecutor(), workers=2, lease_s=60)
     threading.Timer(0.05, runner.stop).start()
     runner.run(until_idle=False, poll_s=0.01)
     assert runner.stopping
