@@ -171,7 +171,7 @@ INVALID = [
     ("cron fields", '[[schedules]]\nname = "s"\njob = "chat"\ncron = "* * * *"  # <-\n', "expected 5 cron fields"),
     ("cron and every", '[[schedules]]  # <-\nname = "s"\njob = "chat"\ncron = "0 7 * * *"\nevery = "1h"\n', "exactly one of cron or every"),
     ("bad every", '[[schedules]]\nname = "s"\njob = "chat"\nevery = "1w"  # <-\n', r'schedules\[0\].every: expected an interval'),
-    ("unknown job", '[[schedules]]\nname = "s"\nevery = "1h"\njob = "mine"  # <-\n', "expected chat, token-analysis or images-generate"),
+    ("unknown job", '[[schedules]]\nname = "s"\nevery = "1h"\njob = "mine"  # <-\n', "expected chat, token-analysis, images-generate or http"),
     ("bad params", '[[schedules]]\nname = "s"\nevery = "1h"\njob = "chat"\n\n[schedules.params]  # <-\nmesage = "typo"\n',
      r"schedules\[0\].params: chat: missing field 'message'"),
     ("unknown budget", '[[schedules]]\nname = "s"\nevery = "1h"\njob = "chat"\nbudget = "nope"  # <-\nparams = {{ message = "m" }}\n', 'no budget named "nope"'),
