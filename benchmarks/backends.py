@@ -6,7 +6,9 @@ Blockfrost-compatible API, ``sandbox.blockfrost_api``, on loopback). For each ba
 - payment overhead: ``WalletPayer.pay(request, body)`` from a 402 body in hand to the proof,
   p50 and p95 over the same number of payments (interleaved, so machine noise hits both);
 - 8-worker throughput: chat jobs through ``Runner`` with 8 workers, block time 0 (CPU bound);
-- for Blockfrost, the HTTP requests the backend sent, per payment and per paid call.
+- for Blockfrost, the HTTP requests the backend sent, per payment and per paid call;
+- one query (``/blocks/latest``) through ``blockfrost-python`` (a new ``requests`` connection per
+  call) and through the backend's kept-alive httpx connection: why the backend uses httpx.
 
 A real Blockfrost adds a network round trip (tens of ms) to each request and allows 10
 requests per second after a burst of 500: requests per payment, not loopback latency, is the
@@ -42,6 +44,30 @@ def _payer(sandbox: SandboxProcess, root: Any, backend: str, stack: ExitStack) -
     return agent
 
 
+def query_latency_ms(url: str, n: int) -> tuple[float, float]:
+    """p50 of ``n`` latest-block queries: blockfrost-python, then BlockfrostChain (httpx, kept alive)."""
+    from blockfrost import BlockFrostApi
+
+    from wallets.blockfrost import SANDBOX_PROJECT_ID, BlockfrostChain
+
+    api = BlockFrostApi(project_id=SANDBOX_PROJECT_ID, base_url=url.removesuffix("/v0"))
+    chain = BlockfrostChain(url, SANDBOX_PROJECT_ID, network="devnet")
+    samples: dict[str, list[float]] = {"sdk": [], "httpx": []}
+    try:
+        api.block_latest()
+        chain.tip()
+        for _ in range(n):
+            start = time.perf_counter()
+            api.block_latest()
+            samples["sdk"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            chain.tip()
+            samples["httpx"].append(time.perf_counter() - start)
+    finally:
+        chain.close()
+    return percentile(samples["sdk"], 50) * 1000, percentile(samples["httpx"], 50) * 1000
+
+
 def measure(quick: bool) -> dict[str, Any]:
     """Payment overhead and 8-worker throughput per backend; Blockfrost requests per payment."""
     import httpx
@@ -73,6 +99,7 @@ def measure(quick: bool) -> dict[str, Any]:
         on_chain = {b: sum(sandbox.confirmed([r.tx_id or "" for r in paid[b]])) for b in BACKENDS}
         jobs = QUICK_JOBS if quick else FULL_JOBS
         runs = {b: run_workers(sandbox, root, 8, jobs, tag="backends-", backend=b) for b in BACKENDS}
+        sdk_ms, httpx_ms = query_latency_ms(sandbox.blockfrost_url, 20 if quick else 100)
     result: dict[str, Any] = {"payments": n}
     for backend in BACKENDS:
         result[f"{backend}_p50_ms"] = round(percentile(timings[backend], 50) * 1000, 3)
@@ -84,6 +111,8 @@ def measure(quick: bool) -> dict[str, Any]:
         result[f"{backend}_calls_per_s_8"] = round(runs[backend]["calls_per_s"], 2)
     done = runs["blockfrost"]["done"]
     result["blockfrost_requests_per_call_8"] = round((runs["blockfrost"]["requests"] or 0) / done, 2) if done else 0.0
+    result["query_blockfrost_python_p50_ms"] = round(sdk_ms, 3)
+    result["query_httpx_keepalive_p50_ms"] = round(httpx_ms, 3)
     result["payments_on_chain"] = sum(on_chain.values())
     result["failed"] = sum(r["failed"] for r in runs.values())
     result["double_spent"] = sum(r["double_spent"] for r in runs.values())

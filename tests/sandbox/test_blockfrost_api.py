@@ -258,3 +258,22 @@ def test_find_transaction_over_blockfrost_matches_chain_sync(devnet, blockfrost)
     assert not other.landed and dict(other.spent_by) == {second.inputs[0]: second.tx_id}
     with pytest.raises(IntersectionNotFoundError):
         chain.find_transaction(first.tx_id, since=(tip.slot, "ab" * 32))
+
+
+def test_sandbox_up_serves_the_blockfrost_api():
+    """`sandbox up --blockfrost-port 0` adds the Blockfrost URL to the ready line; it answers with the default id."""
+    import json
+    import signal
+
+    from tests.sandbox.test_tapi_cli import _first_line, _start
+
+    proc = _start("--blockfrost-port", "0")
+    try:
+        ready = json.loads(_first_line(proc))
+        assert ready["blockfrost"].startswith("http://127.0.0.1:") and ready["blockfrost"].endswith("/api/v0")
+        latest = httpx.get(ready["blockfrost"] + "/blocks/latest", headers=HEADERS, timeout=30)
+        assert latest.status_code == 200 and latest.json()["height"] >= 1
+        assert httpx.get(ready["blockfrost"] + "/blocks/latest", timeout=30).status_code == 403
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
