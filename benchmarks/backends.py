@@ -27,9 +27,9 @@ from benchmarks.throughput import run_workers
 
 BACKENDS = ("ogmios", "blockfrost")
 FULL_PAYMENTS = 100
-QUICK_PAYMENTS = 10
+QUICK_PAYMENTS = 6
 FULL_JOBS = 80
-QUICK_JOBS = 16
+QUICK_JOBS = 8
 WALLET_LOVELACE = 50_000_000_000
 
 
