@@ -13,7 +13,9 @@ absence of unspent outputs, which a payee's sweep or a chained payment removes):
 - ``landed``: a block holds it (or one of its outputs is on the ledger);
 - ``pending``: it waits in the mempool;
 - ``never``: it can never land: another transaction on the chain spent one of its inputs,
-  or its TTL has passed while it is in no block from the signing point and not in the mempool;
+  or its TTL has passed (the chain read reaches a block at or past it, or the clock is
+  :data:`EXPIRY_GRACE_SLOTS` past it) while it is in no block from the signing point and not
+  in the mempool;
 - ``absent``: no block holds it and it is not in the mempool, but its TTL is open (it may
   still be submitted, byte for byte);
 - ``unknown``: the chain could not be read, or holds no history from the signing point.
@@ -36,6 +38,10 @@ from wallets.types import OutputRef
 log = logging.getLogger(__name__)
 
 LANDED, PENDING, NEVER, ABSENT, UNKNOWN = "landed", "pending", "never", "absent", "unknown"
+EXPIRY_GRACE_SLOTS = 120
+"""Past its TTL by the clock, a transaction counts as never landing only once the chain read
+reaches a block at or past the TTL, or this many slots later (a block made just before the TTL
+may take that long to reach the node or the backend's index)."""
 FOREIGN_OWNER_STALE_S = 3600.0
 """A row owned by a process of another host is taken over once untouched this long."""
 
@@ -123,7 +129,6 @@ def judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
             return Evidence(LANDED, "an output of it is on the ledger")
     except ChainError as exc:
         return Evidence(UNKNOWN, f"the chain could not be read: {exc}")
-    expired = row.ttl_slot is not None and slot_now >= row.ttl_slot
     if row.sync_id is None:
         return Evidence(UNKNOWN, "no signing point recorded to read the chain from")
     try:
@@ -136,7 +141,8 @@ def judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
         ref, other = next(iter(found.spent_by.items()))
         return Evidence(NEVER, f"its input {ref} was spent by transaction {other} "
                                f"(chain read from slot {row.sync_slot} to {found.tip_slot})")
-    if expired or (row.ttl_slot is not None and found.tip_slot >= row.ttl_slot):
+    if row.ttl_slot is not None and (found.tip_slot >= row.ttl_slot
+                                     or slot_now >= row.ttl_slot + EXPIRY_GRACE_SLOTS):
         return Evidence(NEVER, f"TTL slot {row.ttl_slot} passed (now slot {max(slot_now, found.tip_slot)}); "
                                f"in no block from slot {row.sync_slot} and not in the mempool")
     return Evidence(ABSENT, f"in no block from slot {row.sync_slot} to {found.tip_slot}, not in the mempool")

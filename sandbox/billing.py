@@ -9,6 +9,7 @@ optional and falls back to the built-in defaults below, so an empty file is a va
     decimals = 6                      # display only (0 by default for a native token)
     invoice_timeout_s = 300
     accept_mempool = false            # true: an unconfirmed payment is enough
+    sweep = false                     # true: the payee spends each payment it accepts (default pay_to only)
     max_body_bytes = 41943040         # larger request bodies get 413
     max_image_bytes = 26214400        # larger base64 images get 413
 
@@ -158,6 +159,8 @@ class TwinConfig:
     decimals: int = 6
     invoice_timeout_s: int = 300
     accept_mempool: bool = False
+    sweep: bool = False
+    """Once an invoice is consumed, the payee moves its payment on (``sandbox.sweep``): no output stays."""
     max_body_bytes: int = 40 * 1024 * 1024
     max_image_bytes: int = 25 * 1024 * 1024
     prices: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRICES))
@@ -208,6 +211,8 @@ def validate(config: TwinConfig) -> TwinConfig:
     if config.chain != "cardano-devnet":
         raise SandboxConfigError(f"chain: the twin bills on cardano-devnet, not {config.chain!r}")
     _check_address(config.pay_to, "pay_to")
+    if config.sweep and config.pay_to != DEFAULT_PAY_TO:
+        raise SandboxConfigError("sweep: the twin holds only the key of the default pay_to")
     if config.asset != LOVELACE and not _is_asset(config.asset):
         raise SandboxConfigError(f"asset: expected ADA or <policy hex 56>.<name hex>, got {config.asset!r}")
     if config.invoice_timeout_s <= 0:
@@ -272,7 +277,7 @@ def _partner(name: str, raw: Any) -> Partner:
 def parse_twin_config(raw: Mapping[str, Any]) -> TwinConfig:
     """Build a validated TwinConfig from a parsed TOML mapping; missing keys take the defaults."""
     base = TwinConfig()
-    known = {"chain", "pay_to", "asset", "decimals", "invoice_timeout_s", "accept_mempool",
+    known = {"chain", "pay_to", "asset", "decimals", "invoice_timeout_s", "accept_mempool", "sweep",
              "max_body_bytes", "max_image_bytes", "prices", "api_keys", "partners", "faults"}
     unknown = set(raw) - known
     if unknown:
@@ -301,6 +306,9 @@ def parse_twin_config(raw: Mapping[str, Any]) -> TwinConfig:
     accept = raw.get("accept_mempool", False)
     if not isinstance(accept, bool):
         raise SandboxConfigError(f"accept_mempool: expected true or false, got {accept!r}")
+    sweep = raw.get("sweep", False)
+    if not isinstance(sweep, bool):
+        raise SandboxConfigError(f"sweep: expected true or false, got {sweep!r}")
     config = TwinConfig(
         chain=str(raw.get("chain", base.chain)),
         pay_to=_check_address(raw.get("pay_to", base.pay_to), "pay_to"),
@@ -308,6 +316,7 @@ def parse_twin_config(raw: Mapping[str, Any]) -> TwinConfig:
         decimals=_int(raw, "decimals", 6 if asset == LOVELACE else 0, ""),
         invoice_timeout_s=_int(raw, "invoice_timeout_s", base.invoice_timeout_s, ""),
         accept_mempool=accept,
+        sweep=sweep,
         max_body_bytes=_int(raw, "max_body_bytes", base.max_body_bytes, ""),
         max_image_bytes=_int(raw, "max_image_bytes", base.max_image_bytes, ""),
         prices=prices, api_keys=keys, partners=partners, faults=faults,

@@ -92,4 +92,44 @@ def sweep(node: Any, *, key: Any, to_address: str, refs: Iterable[OutputRef] | N
     return str(node.submit(build_sweep_tx(inputs, key=key, to_address=to_address, params=node.params)))
 
 
-__all__ = ["PAYEE_LABEL", "TREASURY_LABEL", "build_sweep_tx", "key_address", "label_signing_key", "sweep"]
+class PayeeSweeper:
+    """The twin's payee: spends each payment it accepted, over Ogmios, to the treasury.
+
+    Args:
+        reader: the twin's ``sandbox.verifier.OgmiosReader``.
+        key: the payee's signing key (default: the key behind ``DEFAULT_PAY_TO``).
+        to_address: where the sweeps go (default: the treasury label's address).
+        params: fee parameters (default: the devnet ledger's).
+    """
+
+    def __init__(self, reader: Any, *, key: Any = None, to_address: str | None = None, params: Any = None) -> None:
+        from sandbox.ledger import LedgerParams
+
+        self.reader = reader
+        self.key = key if key is not None else label_signing_key(PAYEE_LABEL)
+        self.address = key_address(self.key)
+        self.to_address = to_address or key_address(label_signing_key(TREASURY_LABEL))
+        self.params = params if params is not None else LedgerParams()
+
+    def sweep_payment(self, tx_id: str) -> str | None:
+        """Spend ``tx_id``'s unspent outputs held by the payee; return the sweep's id (None: nothing to do).
+
+        A failure is logged, never raised: the payment was accepted whatever becomes of its sweep.
+        """
+        try:
+            held = [(OutputRef(tx_id, index), assets.get("lovelace", 0),
+                     {a: q for a, q in assets.items() if a != "lovelace"})
+                    for index, address, assets in self.reader.unspent_outputs(tx_id) if address == self.address]
+            if not held:
+                return None
+            swept = self.reader.submit(build_sweep_tx(held, key=self.key, to_address=self.to_address,
+                                                      params=self.params))
+        except Exception as exc:  # noqa: BLE001 - the sweep is the payee's business, not the caller's
+            log.warning("payee sweep of %s failed: %s", tx_id, exc)
+            return None
+        log.info("payee swept payment %s in %s", tx_id, swept)
+        return str(swept)
+
+
+__all__ = ["PAYEE_LABEL", "TREASURY_LABEL", "PayeeSweeper", "build_sweep_tx", "key_address", "label_signing_key",
+           "sweep"]

@@ -131,7 +131,13 @@ def create_app(config: TwinConfig, *, ogmios_url: str, clock: Clock | None = Non
         verifier: replaces the Ogmios-backed verifier (unit tests of the HTTP layer only).
     """
     config = validate(config)
-    gate = Gate(config, verifier or Verifier(OgmiosReader(ogmios_url)), clock=clock or utc_now)
+    verifier = verifier or Verifier(OgmiosReader(ogmios_url))
+    sweeper = None
+    if config.sweep:
+        from sandbox.sweep import PayeeSweeper
+
+        sweeper = PayeeSweeper(verifier.reader)
+    gate = Gate(config, verifier, clock=clock or utc_now, sweeper=sweeper)
     app = FastAPI(title="T API twin", version="0.1",
                   description="A local twin of the T API that bills by x402 on the Cardano devnet.")
     app.state.twin = TwinState(gate)

@@ -11,7 +11,7 @@ import random
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from fastapi import HTTPException
 
@@ -51,9 +51,11 @@ class Gate:
     """Decides whether a call may run, issuing and settling x402 invoices as needed."""
 
     def __init__(self, config: TwinConfig, verifier: Verifier, *, clock: Clock,
-                 store: InvoiceStore | None = None, credits: CreditBook | None = None) -> None:
+                 store: InvoiceStore | None = None, credits: CreditBook | None = None,
+                 sweeper: Any = None) -> None:
         self.config = config
         self.verifier = verifier
+        self.sweeper = sweeper  # sandbox.sweep.PayeeSweeper when the payee spends what it receives
         self.clock = clock
         self.store = store or InvoiceStore()
         self.credits = credits or CreditBook()
@@ -207,6 +209,8 @@ class Gate:
             self.credits.credit(partner.name, wallet, partner.batch_target, now=now, validity_s=partner.batch_validity_s)
             self.credits.draw(partner.name, wallet, now=now)
         log.info("invoice %s paid by %s (%s)", invoice_id, tx_id, view.where)
+        if self.sweeper is not None:
+            self.sweeper.sweep_payment(tx_id)
         return Charge("x402", invoice_id, tx_id)
 
     def _progress(self, invoice_id: str, status: str, tx_id: str) -> dict:

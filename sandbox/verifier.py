@@ -172,6 +172,19 @@ class OgmiosReader:
             raise ChainUnavailableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
         return TxView(tx_id, outs, "ledger") if outs else None
 
+    def unspent_outputs(self, tx_id: str) -> list[tuple[int, str, dict[str, int]]]:
+        """The transaction's outputs still unspent on the ledger: (index, address, {asset: quantity})."""
+        refs = [{"transaction": {"id": tx_id}, "index": i} for i in range(self.max_outputs)]
+        with self._session() as ws:
+            reply = self._call(ws, "queryLedgerState/utxo", {"outputReferences": refs})
+        if "error" in reply:
+            raise ChainUnavailableError(f"utxo query refused: {reply['error'].get('message')}")
+        try:
+            return [(int(u["index"]), str(u["address"]), _assets_from_ogmios_value(u["value"]))
+                    for u in reply["result"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ChainUnavailableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
+
     def mempool_tx(self, tx_id: str) -> TxView | None:
         """Return the transaction from a fresh mempool snapshot, or None if it is not there."""
         with self._session() as ws:

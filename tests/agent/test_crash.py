@@ -3,9 +3,12 @@
 The runner runs as a real `cardano-agent run` process against the sandbox (devnet + twin in
 this test process). Half of the restarts die at a named crash point between two steps of a
 payment (reserved, signed, submitted, answered); the other half are killed from outside as
-soon as they have made progress. A last clean run finishes the queue. Then the chain is the
-judge: every invoice the agent paid received exactly one transaction, the payee received
-exactly what the spend ledger says, and the wallet lost exactly that plus the fees.
+soon as they have made progress. Midway a second `run` starts on the same home and works
+beside the others until it is killed too. The payee spends what it receives (the twin sweeps
+every payment it accepts), so whether a payment landed can only be read from the chain's
+blocks, never from its outputs. A last clean run finishes the queue. Then the chain is the
+judge: every invoice the agent paid received exactly one transaction, the transactions
+paying the payee are exactly the ledger's paid rows, and the wallet lost exactly their costs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import pytest
 
 from sandbox.billing import DEFAULT_PAY_TO, TwinConfig
 from tests.fixtures.agent_home import CHAIN_BACKENDS, PASSPHRASE
-from wallets.types import OutputRef
 
 _JOBS = int(os.environ.get("CRASH_TEST_JOBS", "100"))
 _RESTARTS = int(os.environ.get("CRASH_TEST_RESTARTS", "50"))
@@ -39,6 +41,19 @@ def chain_backend(request: pytest.FixtureRequest) -> str:
 def _count(db_path, sql):
     with sqlite3.connect(db_path, timeout=30) as conn:
         return conn.execute(sql).fetchone()[0]
+
+
+def _chain_txs(devnet):
+    """Every transaction in the devnet's blocks: {tx id: [(address, lovelace), ...]}."""
+    from sandbox.txcbor import decode_transaction
+
+    node = devnet.node
+    txs = {}
+    for i in range(node.block_count()):
+        for raw in node.block_at(i)[1]:
+            tx = decode_transaction(raw)
+            txs[tx.tx_id] = [(out.address, out.lovelace) for out in tx.outputs]
+    return txs
 
 
 def _wait_for_progress(proc, db_path, *, beyond, timeout_s):
@@ -62,7 +77,8 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
     JOBS, RESTARTS = (_JOBS, _RESTARTS) if chain_backend == "ogmios" else (max(1, _JOBS // 3), max(2, _RESTARTS // 3))
     # One-hour invoices: on a loaded machine fifty restarts can take longer than the default five
     # minutes, and a proof presented after its invoice expired is (rightly) refused by the server.
-    home = agent_home_factory(TwinConfig(invoice_timeout_s=3600), funds=0, max_per_call_ada="5", real_kdf=True)
+    home = agent_home_factory(TwinConfig(invoice_timeout_s=3600, sweep=True), funds=0, max_per_call_ada="5",
+                              real_kdf=True)
     for _ in range(10):
         home.devnet.fund(home.address, 60_000_000)
     wallet_before = home.balance()
@@ -77,7 +93,12 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
            "--home", str(home.home)]
 
     kills = 0
+    second = None  # the second `run`, started midway beside the others
     for restart in range(RESTARTS):
+        if restart == RESTARTS // 3:
+            second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if restart == 2 * RESTARTS // 3 and second is not None and second.poll() is None:
+            second.send_signal(signal.SIGKILL)
         run_env = dict(env)
         if restart % 2 == 0:
             point = rng.choice(CRASH_POINTS)
@@ -93,6 +114,11 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
             kills += 1
         if _count(db_path, "SELECT count(*) FROM jobs WHERE state != 'done'") == 0:
             break
+    if second is not None:
+        if second.poll() is None:
+            second.send_signal(signal.SIGKILL)
+        second.wait()
+    assert second is not None, "the second run never started"
     assert kills >= min(RESTARTS, 50) // 2, f"only {kills} runs were killed"
 
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -110,15 +136,19 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
     assert {r.state for r in paid} == {"settled"}
     assert len({r.invoice_id for r in paid}) == len(paid), "an invoice has two payments"
     assert len({r.tx_id for r in paid}) == len(paid)
-    ledger = home.devnet.ledger
+    chain = _chain_txs(home.devnet)
     for r in paid:
-        [(ref, out)] = ledger.utxos_by_refs([OutputRef(r.tx_id, 0)])
-        assert out.address == DEFAULT_PAY_TO and out.lovelace == PRICE
+        assert r.tx_id in chain, f"paid row {r.id} is in no block"
+        assert chain[r.tx_id][0] == (DEFAULT_PAY_TO, PRICE)
         assert home.twin.status(r.invoice_id)["txHash"] == r.tx_id
     for r in rows:
         if r.state == "released" and r.tx_id:
-            assert not ledger.utxos_by_refs([OutputRef(r.tx_id, 0)]), "a released payment reached the chain"
-    # The chain agrees with the ledger: the payee got one price per paid invoice, no more.
-    assert home.balance(DEFAULT_PAY_TO) - pay_to_before == PRICE * len(paid)
+            assert r.tx_id not in chain, "a released payment reached the chain"
+    # The chain agrees with the ledger: the transactions paying the payee are exactly the paid
+    # rows, one price each (the payee's sweeps go elsewhere), and the wallet lost their costs.
+    paying = {tx_id for tx_id, outs in chain.items() if any(addr == DEFAULT_PAY_TO for addr, _ in outs)}
+    assert paying == {r.tx_id for r in paid}
+    assert sum(n for tx_id in paying for addr, n in chain[tx_id] if addr == DEFAULT_PAY_TO) == PRICE * len(paid)
     assert wallet_before - home.balance() == sum(r.cost_lovelace for r in paid)
+    assert home.balance(DEFAULT_PAY_TO) - pay_to_before < PRICE * len(paid), "the payee never swept"
     assert len(paid) >= JOBS

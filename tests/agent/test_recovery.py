@@ -59,7 +59,7 @@ def test_signed_but_unsent_payment_is_resubmitted_byte_for_byte(agent_home):
 def test_payment_that_expired_unsent_is_released_and_its_inputs_freed(agent_home):
     """A signed payment whose TTL passed without reaching the chain is released; nothing is paid."""
     with agent_home.open() as agent:
-        row, payment = _signed_row(agent, ttl_offset=-1)
+        row, payment = _signed_row(agent, ttl_offset=-200)  # its TTL passed minutes ago
     before = agent_home.balance()
     with agent_home.open() as agent:
         assert agent.recover() == counts(released=1)
