@@ -19,6 +19,13 @@ from agent.errors import ApprovalRequiredError, InvoiceError, PolicyError
 from agent.payer import JobContext, job_context
 from agent.tapi import TClient
 from sandbox.billing import ACME_ADDRESS, DEFAULT_PAY_TO, GLOBEX_ADDRESS
+from tests.fixtures.agent_home import BLOCKFROST_IN_FULL_TIER
+
+
+@pytest.fixture(params=BLOCKFROST_IN_FULL_TIER)
+def chain_backend(request: pytest.FixtureRequest) -> str:
+    """Every guard here holds over Ogmios and over Blockfrost."""
+    return request.param
 
 
 def paid_rows(agent):

@@ -12,10 +12,17 @@ from agent import x402v2 as v2
 from agent.errors import AgentError
 from sandbox.devnet import DEVNET_TOKEN
 from sandbox.x402_server import DEFAULT_PAY_TO, X402Server
+from tests.fixtures.agent_home import BLOCKFROST_IN_FULL_TIER
 
 TOKENS = f'allowed_assets = ["lovelace", "{DEVNET_TOKEN}"]\n'
 ADA_ENTRY = {"scheme": "exact", "network": "cardano:devnet", "amount": "1000000", "asset": "lovelace",
              "payTo": DEFAULT_PAY_TO, "maxTimeoutSeconds": 600}
+
+
+@pytest.fixture(params=BLOCKFROST_IN_FULL_TIER)
+def chain_backend(request: pytest.FixtureRequest) -> str:
+    """Every v2 payment here runs over Ogmios and over Blockfrost."""
+    return request.param
 
 
 @pytest.fixture
