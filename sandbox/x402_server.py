@@ -71,6 +71,7 @@ class Routes:
     extra_routes: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> dict[str, Any]:
+        from x402.extensions.payment_identifier import PAYMENT_IDENTIFIER, declare_payment_identifier_extension
         from x402.http.types import PaymentOption, RouteConfig
         from x402.schemas import AssetAmount
 
@@ -86,7 +87,8 @@ class Routes:
 
         routes = {
             "GET /premium": RouteConfig(accepts=ada(self.premium_lovelace), description="Premium content",
-                                        mime_type="application/json"),
+                                        mime_type="application/json",
+                                        extensions={PAYMENT_IDENTIFIER: declare_payment_identifier_extension()}),
             "POST /premium": RouteConfig(accepts=ada(self.premium_lovelace), description="Premium content",
                                          mime_type="application/json"),
             "GET /token": RouteConfig(accepts=tokens(self.token_units), description="Paid in DEVNET tokens"),

@@ -45,7 +45,14 @@ def tokens(home: Any, address: str) -> int:
 def test_pays_ada_once_and_records_the_settlement(agent_home: Any, v2_server: X402Server) -> None:
     """GET /premium: one transaction of 1 ADA + fee, the 200 with PAYMENT-RESPONSE, a settled ledger row."""
     before, pay_to_before = agent_home.balance(), agent_home.balance(DEFAULT_PAY_TO)
-    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+    sent: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        if "payment-signature" in request.headers:
+            sent.append(request.headers["payment-signature"])
+
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30,
+                                                  event_hooks={"request": [record]}) as http:
         r = http.get(f"{v2_server.url}/premium")
         assert r.status_code == 200 and r.json()["content"] == "premium"
         answer = v2.parse_payment_response(r.headers)
@@ -59,6 +66,12 @@ def test_pays_ada_once_and_records_the_settlement(agent_home: Any, v2_server: X4
     assert agent_home.balance(DEFAULT_PAY_TO) == pay_to_before + 1_000_000
     assert agent_home.balance() == before - 1_000_000 - row.fee_lovelace
     assert v2_server.facilitator.submissions == 1
+    # The server offered the payment-identifier extension: it is echoed with an id the SDK accepts.
+    from x402.extensions.payment_identifier import validate_payment_identifier
+
+    (header,) = sent
+    extension = v2.decode_b64_json(header, what="sent")["extensions"]["payment-identifier"]
+    assert extension["info"]["id"].startswith("pay_") and validate_payment_identifier(extension).valid
 
 
 def test_pays_in_tokens_with_min_ada(agent_home: Any, v2_server: X402Server) -> None:
