@@ -64,8 +64,8 @@ class DevnetPort:
         self._lock = threading.Lock()
 
     def current_slot(self) -> int:
-        tip = self.node.tip()
-        return int(tip.slot) if tip is not None else int(self.node.current_slot())
+        """The slot the ledger validates against: the wall-clock slot, never behind the tip."""
+        return int(self.node.current_slot())
 
     def utxos(self, refs: list[OutputRef]) -> dict[OutputRef, Any]:
         return dict(self.node.utxos_by_refs(refs))
