@@ -82,8 +82,10 @@ class TApiExecutor:
             try:
                 data = self.call(client, job.kind, request, request_id)
             except PaymentRejectedError:
-                if resumed is None or not self._consumed_by_us(client, resumed.invoice_id, resumed.payment,
-                                                                int(resumed.payment_id)):
+                # x402 v2: the refused re-presentation is recorded (agent.x402v2_payer.refused);
+                # what it paid is decided from the chain, and the call is made afresh.
+                if resumed is None or (resumed.dialect == "t" and not self._consumed_by_us(
+                        client, resumed.invoice_id, resumed.payment, int(resumed.payment_id))):
                     raise
                 log.info("job %s: invoice %s was consumed by our payment before the crash; calling afresh",
                          job.id, resumed.invoice_id)

@@ -446,11 +446,12 @@ class WalletPayer:
     def resume_proof(self, job_id: int) -> Proof | None:
         """The proof of a job's payment that left the wallet but is not settled (resolving rows left behind)."""
         for row in reversed(self.ledger.by_job(job_id)):
-            if row.invoice_id.startswith("x402v2:"):
-                if row.state in (SIGNED, SUBMITTED) and row.tx_id:
-                    from agent import x402v2_payer
+            if row.invoice_id.startswith("x402v2:"):  # decided in agent.x402v2_payer (settled ones too)
+                from agent import x402v2_payer
 
-                    return x402v2_payer.proof_for_row(self, row)
+                proof = x402v2_payer.resume_proof(self, job_id)
+                if proof is not None:
+                    return proof
                 continue
             if row.state in (RESERVED, SIGNED) and self._mine_to_settle(row):
                 self._resolve(self.ledger.get(row.id), {})

@@ -28,7 +28,7 @@ from agent import x402v2 as v2
 from agent.auth import Proof
 from agent.errors import AgentError, ApprovalRequiredError, BudgetExceededError, PaymentError, PolicyError
 from agent.faults import crash_point
-from agent.ledger import SIGNED, SUBMITTED, UNSETTLED, PaymentRow
+from agent.ledger import SETTLED, SIGNED, SUBMITTED, UNSETTLED, PaymentRow
 from agent import x402v2_store  # noqa: F401 - registers the x402v2_payments table
 from wallets.errors import AmountError, InsufficientFundsError, WalletError
 
@@ -50,6 +50,7 @@ class StoredPayload:
     ttl_at: float
     settle_tx: str | None
     settle_status: str | None
+    error_reason: str | None = None
 
     def __repr__(self) -> str:
         return f"StoredPayload(payment_id={self.payment_id}, nonce={self.nonce!r}, ttl_at={self.ttl_at})"
@@ -66,7 +67,7 @@ def stored(db: Any, payment_id: int) -> StoredPayload | None:
     if r is None:
         return None
     return StoredPayload(r["payment_id"], r["header_name"], r["header_value"], r["nonce"], r["ttl_at"],
-                         r["settle_tx"], r["settle_status"])
+                         r["settle_tx"], r["settle_status"], r["error_reason"])
 
 
 def _store(db: Any, payment_id: int, headers: Mapping[str, str], *, nonce: str, network: str, pay_to: str,
@@ -283,6 +284,27 @@ def proof_for_row(payer: Any, row: PaymentRow) -> Proof | None:
     return _proof(row, {payload.header_name: payload.header_value}, payload.ttl_at)
 
 
+def resume_proof(payer: Any, job_id: int) -> Proof | None:
+    """The payload a job's new attempt presents first: its latest v2 payment while the TTL is ahead.
+
+    A payment that may still land (signed, submitted) is always presented again. A settled one
+    is too (a crash after the paid call lost its answer): the server may serve the same paid
+    call again without a second payment; if it refuses that, the refusal is recorded and the
+    next attempt pays afresh, as a new call.
+    """
+    now = payer.clock()
+    for row in reversed(payer.ledger.by_job(job_id)):
+        if not is_v2(row) or row.state not in (SIGNED, SUBMITTED, SETTLED):
+            continue
+        payload = stored(payer.ledger.db, row.id)
+        if payload is None or payload.ttl_at <= now:
+            continue
+        if row.state == SETTLED and payload.error_reason:
+            continue
+        return _proof(row, {payload.header_name: payload.header_value}, payload.ttl_at)
+    return None
+
+
 # --- the answers ------------------------------------------------------------------------------
 
 
@@ -401,5 +423,5 @@ def reconcile(payer: Any) -> dict[str, int]:
     return counts
 
 
-__all__ = ["DIALECT", "StoredPayload", "is_v2", "pay", "pay_requirements", "proof_for_row", "reconcile",
+__all__ = ["DIALECT", "StoredPayload", "is_v2", "pay", "pay_requirements", "proof_for_row", "reconcile", "resume_proof",
            "recover_row", "refused", "refusal_reason", "settled", "stored"]

@@ -377,3 +377,28 @@ def test_pending_until_ttl_is_a_clear_unconfirmed_error_never_a_second_signature
             (row,) = rows(agent)
             assert row.state == "unsettled"  # on chain (decided from the chain), never confirmed by the server
         assert len(signatures) == 1 and server.facilitator.submissions == 1
+
+
+def test_a_job_rerun_after_a_settled_call_presents_the_same_payload(agent_home: Any, v2_server: X402Server) -> None:
+    """A crash after the paid call lost its answer: the re-run presents the settled payload and is served
+    without a second payment; once a server refuses that, the next attempt would pay afresh."""
+    from agent.payer import JobContext, job_context
+
+    with agent_home.open() as agent:
+        auth = agent.x402_auth()
+        with httpx.Client(auth=auth, timeout=30) as http:
+            with job_context(JobContext(job_id=9)):
+                assert http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "job9-a"}).status_code == 200
+            proof = agent.payer().resume_proof(9)
+            assert proof is not None and proof.dialect == "x402v2"
+            auth.remember("job9-b", proof)
+            with job_context(JobContext(job_id=9)):
+                assert http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "job9-b"}).status_code == 200
+            assert v2_server.facilitator.submissions == 1 and len(rows(agent)) == 1
+
+            v2_server.faults.verify_reason = "duplicate_settlement"
+            auth.remember("job9-c", agent.payer().resume_proof(9))
+            with job_context(JobContext(job_id=9)), pytest.raises(AgentError, match="duplicate_settlement"):
+                http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "job9-c"})
+        (row,) = rows(agent)
+        assert row.state == "settled" and agent.payer().resume_proof(9) is None
