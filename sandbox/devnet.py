@@ -2,10 +2,14 @@
 
 ``Devnet.start()`` returns once the Ogmios server is listening in a background thread that
 runs its own asyncio loop. Slots are one second long; the current slot is the wall-clock slot
-or the last block's slot, whichever is later. With ``block_time_s=0`` every accepted
-transaction becomes its own block at once (each block's slot is at least one past the last),
-which is what tests use. The faucet key is deterministic (:func:`faucet_signing_key`), so
-``cardano-agent sandbox fund`` can pay from it in another process.
+or the last block's slot, whichever is later. With ``block_time_s > 0`` the timer makes a block
+every beat, an empty one when nothing waits (the tip keeps up with the clock, as on a real
+chain); a block carries at most ``max_block_body_size`` bytes (mainnet's 90,112) in arrival
+order and the mempool holds two blocks' worth, the rest waiting (see :meth:`DevnetNode.tick`).
+With ``block_time_s=0`` every accepted transaction becomes its own block at once (each block's
+slot is at least one past the last) and no empty blocks are made, which is what tests use.
+The faucet key is deterministic (:func:`faucet_signing_key`), so ``cardano-agent sandbox fund``
+can pay from it in another process.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from sandbox.errors import SandboxConfigError, SandboxError
-from sandbox.ledger import Block, Ledger, TxOut
+from sandbox.ledger import Block, Ledger, MempoolFullError, TxOut
 from sandbox.ogmios_json import Genesis
 from sandbox.ogmios_server import OgmiosServer
 from wallets.types import OutputRef, is_native_asset
@@ -128,6 +132,7 @@ class DevnetNode:
         self.params = ledger.params
         self.block_time_s = block_time_s
         self.lock = threading.RLock()
+        self._room = threading.Condition(self.lock)  # notified when a block frees mempool space
         self.dirty = False
         self._version = 0
         self.on_change: Callable[[], None] = lambda: None
@@ -160,13 +165,51 @@ class DevnetNode:
         with self.lock:
             return self.ledger.utxos_by_refs(refs)
 
-    def all_utxos(self) -> list[tuple[OutputRef, TxOut]]:
-        """The whole confirmed UTxO set (read through the ledger's persistence snapshot)."""
+    def all_utxos(self, point: tuple[int, str] | None = None) -> list[tuple[OutputRef, TxOut]]:
+        """The whole confirmed UTxO set (at a recent ``(slot, block id)`` point when given)."""
         with self.lock:
-            state = self.ledger.to_state(blocks=False)
-        return [(OutputRef(u["tx_id"], u["index"]),
-                 TxOut(u["address"], u["lovelace"], u["assets"], u.get("datum_hash"), u.get("datum")))
-                for u in state["utxo"]]
+            if point is not None:
+                return self.ledger.at_point(*point).all_utxos()
+            return [(ref, entry[0]) for ref, entry in self.ledger._utxo.items()]
+
+    def utxos_at_point(self, point: tuple[int, str], addresses: Iterable[str]) -> list[tuple[OutputRef, TxOut]]:
+        """Outputs at ``addresses`` as they were right after block ``point``.
+
+        Raises:
+            PointNotFoundError: the point is no longer (or never was) in the recent history.
+        """
+        with self.lock:
+            return self.ledger.at_point(*point).utxos_at(addresses)
+
+    def utxos_by_refs_at_point(self, point: tuple[int, str], refs: Iterable[OutputRef]) -> list[tuple[OutputRef, TxOut]]:
+        """The unspent outputs among ``refs`` as they were right after block ``point``."""
+        with self.lock:
+            return self.ledger.at_point(*point).utxos_by_refs(refs)
+
+    def has_point(self, point: tuple[int, str]) -> bool:
+        """Whether ``(slot, block id)`` is the tip or a block within the kept history."""
+        with self.lock:
+            return self.ledger.has_point(*point)
+
+    def check_point(self, point: tuple[int, str]) -> None:
+        """Raise PointNotFoundError (with Ogmios's reason) unless the point can be acquired."""
+        with self.lock:
+            self.ledger.at_point(*point)
+
+    def created_at(self, ref: OutputRef) -> tuple[int, str, int] | None:
+        """(slot, block id, transaction index) of the block that made an unspent output."""
+        with self.lock:
+            return self.ledger.created_at(ref)
+
+    def datum(self, datum_hash: str) -> str | None:
+        """The CBOR hex of a datum seen inline on chain, by its hash."""
+        with self.lock:
+            return self.ledger.datums.get(datum_hash)
+
+    def script(self, script_hash: str) -> str | None:
+        """The ``[language, script]`` CBOR hex of a reference script seen on chain, by its hash."""
+        with self.lock:
+            return self.ledger.scripts.get(script_hash)
 
     def block_count(self) -> int:
         """Blocks in the chain history (for chain sync)."""
@@ -192,15 +235,28 @@ class DevnetNode:
         """A counter that moves whenever the mempool changes (a submission or a block)."""
         return self._version
 
-    def submit(self, cbor: bytes) -> str:
+    def submit(self, cbor: bytes, *, wait_s: float = 0.0) -> str:
         """Validate and queue ``cbor`` (a block at once when ``block_time_s`` is 0); return its id.
+
+        When the mempool is full, waits up to ``wait_s`` for a block to make room, as a node's
+        local submission does (the Ogmios server waits on its own loop instead).
 
         Raises:
             LedgerRejection: the Ogmios error of the rule that failed; the ledger is unchanged.
+            MempoolFullError: still no room after ``wait_s``.
         """
+        deadline = time.monotonic() + wait_s
         with self.lock:
-            self.ledger.advance_to(self._slot_locked())
-            tx_id = self.ledger.submit(cbor)
+            while True:
+                self.ledger.advance_to(self._slot_locked())
+                try:
+                    tx_id = self.ledger.submit(cbor)
+                    break
+                except MempoolFullError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    self._room.wait(left)
             if self.block_time_s == 0:
                 self.ledger.produce_block(self._slot_locked())
             self.dirty = True
@@ -214,16 +270,38 @@ class DevnetNode:
             return self.ledger.evaluate(cbor)
 
     def produce_block(self, *, force: bool = False) -> Block | None:
-        """Turn the mempool into a block at the current slot (None if empty and not forced)."""
+        """Turn what fits of the mempool into a block at the current slot (None if empty and not forced)."""
         with self.lock:
             had_mempool = bool(self.ledger.mempool())
             block = self.ledger.produce_block(self._slot_locked(), force=force)
             if block is not None or had_mempool:
                 self.dirty = True
                 self._version += 1
+                self._room.notify_all()
         if block is not None or had_mempool:
             self.on_change()
         return block
+
+    def tick(self) -> Block | None:
+        """One beat of the block timer: a block of what the mempool holds, or an empty one.
+
+        An empty block is made once the wall clock has passed the tip's slot, so the tip keeps
+        up with time as a real chain's does (and never runs ahead of it on sub-second timers).
+        """
+        with self.lock:
+            tip = self.ledger.tip
+            due = tip is None or self.genesis.slot_at(self._clock()) > tip.slot
+        return self.produce_block(force=due)
+
+    def mempool_has_room(self, size_bytes: int) -> bool:
+        """Whether a transaction of ``size_bytes`` fits in the mempool now."""
+        with self.lock:
+            return self.ledger.mempool_has_room(size_bytes)
+
+    def mempool_bytes(self) -> int:
+        """Bytes waiting in the mempool."""
+        with self.lock:
+            return self.ledger.mempool_bytes
 
     def snapshot(self) -> dict[str, Any]:
         """The ledger state for persistence (JSON-able); clears the dirty flag."""
@@ -364,7 +442,7 @@ class Devnet:
             inputs = self._faucet_inputs()
             cbor, change = build_faucet_tx(inputs, to_address=address, lovelace=lovelace,
                                            assets=dict(assets or {}), params=self._node.params)
-            tx_id = self._node.submit(cbor)
+            tx_id = self._node.submit(cbor, wait_s=max(30.0, 3 * self._node.block_time_s))
             self._faucet_change = (OutputRef(tx_id, change[0]), change[1], change[2])
         return tx_id
 
@@ -457,7 +535,7 @@ class Devnet:
             except asyncio.TimeoutError:
                 pass
             if block_time > 0 and not self._stop_event.is_set():
-                self._node.produce_block()
+                self._node.tick()
             if self._node.dirty and time.monotonic() - last_save >= SAVE_INTERVAL_S:
                 last_save = time.monotonic()
                 try:  # writing a large state off the loop keeps requests flowing meanwhile

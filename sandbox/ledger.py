@@ -9,15 +9,18 @@ Work per transaction is proportional to its inputs and outputs, never to the UTx
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import cbor2
 
-from sandbox.errors import LedgerRejection, SandboxConfigError
+from sandbox.errors import LedgerRejection, SandboxConfigError, SandboxError
+from sandbox.ogmios_messages import MESSAGES
 from sandbox.rules import RuleParams, Spent, decode_rejection, validate
 from sandbox.txcbor import (
     Credential,
+    script_ref,
     DecodedTx,
     DecodeError,
     address_from_str,
@@ -41,6 +44,14 @@ class LedgerParams:
     coins_per_utxo_byte: int = 4310
     max_tx_size: int = 16384
     max_value_size: int = 5000
+    max_block_body_size: int = 90112
+    min_fee_ref_script_cost_per_byte: int = 15
+    max_ref_scripts_size: int = 204800
+
+    @property
+    def mempool_capacity_bytes(self) -> int:
+        """Two blocks' worth of transactions, as a node sizes its mempool."""
+        return 2 * self.max_block_body_size
 
     def rule_params(self) -> RuleParams:
         """The same values as the rules module reads them."""
@@ -51,6 +62,8 @@ class LedgerParams:
             coins_per_utxo_byte=self.coins_per_utxo_byte,
             max_tx_size=self.max_tx_size,
             max_value_size=self.max_value_size,
+            min_fee_ref_script_cost_per_byte=self.min_fee_ref_script_cost_per_byte,
+            max_ref_scripts_size=self.max_ref_scripts_size,
         )
 
 
@@ -58,7 +71,8 @@ class LedgerParams:
 class TxOut:
     """An unspent output: bech32 address, lovelace, native assets (``policy.name`` → qty), datum.
 
-    ``datum`` (hex CBOR of an inline datum) is an addition to the contract; it defaults to None.
+    ``datum`` (hex CBOR of an inline datum) and ``script`` (hex CBOR ``[language, script]`` of a
+    reference script) are additions to the contract; they default to None.
     """
 
     address: str
@@ -66,6 +80,7 @@ class TxOut:
     assets: Mapping[str, int] = field(default_factory=dict)
     datum_hash: str | None = None
     datum: str | None = None
+    script: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,35 @@ class _Pending:
     produced: tuple[OutputRef, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Undo:
+    """What a block changed in the UTxO set, kept to answer queries at recent points."""
+
+    block: Block
+    spent: tuple[tuple[OutputRef, TxOut], ...]
+    produced: frozenset[OutputRef]
+
+
+class MempoolFullError(SandboxError):
+    """The mempool cannot take the transaction until a block makes room (a node's submit waits)."""
+
+    def __init__(self, size_bytes: int, capacity_bytes: int) -> None:
+        super().__init__(f"the mempool is full ({size_bytes} of {capacity_bytes} bytes)")
+        self.size_bytes = size_bytes
+        self.capacity_bytes = capacity_bytes
+
+
+class PointNotFoundError(SandboxError):
+    """A point that is not (or no longer) in the devnet's recent history."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+HISTORY_BLOCKS = 2160  # the security parameter k: how far back ledger states can be acquired
+
+
 class Ledger:
     """UTxO set, mempool and chain of blocks of the devnet. Not thread-safe: callers lock."""
 
@@ -98,10 +142,16 @@ class Ledger:
         self._mempool: dict[str, _Pending] = {}
         self._mempool_outputs: dict[OutputRef, tuple[TxOut, Credential]] = {}
         self._mempool_spent: dict[OutputRef, str] = {}
+        self._mempool_bytes = 0
         self._genesis_count = 0
         # Every block with its transactions (raw CBOR), for chain sync; index by block id.
         self._blocks: list[tuple[Block, tuple[bytes, ...]]] = []
         self._block_index: dict[str, int] = {}
+        self._history: deque[_Undo] = deque(maxlen=HISTORY_BLOCKS)
+        self._created: dict[OutputRef, tuple[int, str, int]] = {}  # ref -> (slot, block id, tx index in block)
+        self._unstamped: list[OutputRef] = []  # genesis outputs, stamped with the next block
+        self.datums: dict[str, str] = {}  # datum hash -> datum CBOR hex, every inline datum seen on chain
+        self.scripts: dict[str, str] = {}  # script hash -> [language, script] CBOR hex, every reference script
 
     # --- clock and chain --------------------------------------------------------------------
 
@@ -131,6 +181,8 @@ class Ledger:
         seed = cbor2.dumps(["genesis", self._genesis_count, raw, lovelace, sorted(clean_assets.items())])
         ref = OutputRef(hashlib.blake2b(seed, digest_size=32).hexdigest(), 0)
         self._add_confirmed(ref, TxOut(address_to_str(raw), lovelace, clean_assets), payment_credential(raw))
+        self._created[ref] = (self.slot, "", 0)
+        self._unstamped.append(ref)
         return ref
 
     # --- submission ---------------------------------------------------------------------------
@@ -142,7 +194,7 @@ class Ledger:
         if entry is None:
             return None
         out, credential = entry
-        return Spent(out.lovelace, out.assets, credential)
+        return Spent(out.lovelace, out.assets, credential, _script_size(out.script))
 
     def _decode(self, cbor: bytes) -> DecodedTx:
         if not isinstance(cbor, (bytes, bytearray, memoryview)):
@@ -163,20 +215,33 @@ class Ledger:
         """
         tx = self._decode(cbor)
         validate(tx, resolve=self._resolve, slot=self.slot, params=self._rule_params)
+        capacity = self.params.mempool_capacity_bytes
+        if self._mempool_bytes + len(tx.raw) > capacity:
+            raise MempoolFullError(self._mempool_bytes, capacity)
         self._add_to_mempool(tx)
         return tx.tx_id
+
+    def mempool_has_room(self, size_bytes: int) -> bool:
+        """Whether a transaction of ``size_bytes`` would fit in the mempool now."""
+        return self._mempool_bytes + size_bytes <= self.params.mempool_capacity_bytes
+
+    @property
+    def mempool_bytes(self) -> int:
+        """Total size of the transactions waiting in the mempool."""
+        return self._mempool_bytes
 
     def _add_to_mempool(self, tx: DecodedTx) -> None:
         spent = tuple(OutputRef(tx_id, index) for tx_id, index in tx.inputs)
         produced = []
         for index, out in enumerate(tx.outputs):
             ref = OutputRef(tx.tx_id, index)
-            txout = TxOut(out.address, out.lovelace, out.assets, out.datum_hash, out.datum)
+            txout = TxOut(out.address, out.lovelace, out.assets, out.datum_hash, out.datum, out.script)
             self._mempool_outputs[ref] = (txout, out.credential)
             produced.append(ref)
         for ref in spent:
             self._mempool_spent[ref] = tx.tx_id
         self._mempool[tx.tx_id] = _Pending(tx, spent, tuple(produced))
+        self._mempool_bytes += len(tx.raw)
 
     def evaluate(self, cbor: bytes) -> list[Any]:
         """Script execution budgets: always ``[]`` (the devnet runs no Plutus scripts).
@@ -188,7 +253,7 @@ class Ledger:
         if tx.redeemers:
             raise LedgerRejection(
                 3004,
-                "Cannot evaluate: the devnet runs no Plutus scripts.",
+                MESSAGES[3004],
                 {"reason": "the devnet does not execute Plutus scripts"},
             )
         return []
@@ -196,43 +261,82 @@ class Ledger:
     # --- blocks ---------------------------------------------------------------------------------
 
     def produce_block(self, slot: int | None = None, *, force: bool = False) -> Block | None:
-        """Move the mempool into a new block at ``max(slot or current, tip slot + 1)``.
+        """Move the mempool, in arrival order, into a new block at ``max(slot or current, tip slot + 1)``.
 
-        Transactions whose TTL has passed at the block's slot are dropped, and with them any
+        The block takes the longest run of waiting transactions whose sizes fit in
+        ``max_block_body_size``; the rest stays in the mempool for the next block. Transactions
+        whose validity interval excludes the block's slot are dropped, and with them any
         transaction spending their outputs. Returns None (and makes no block) when nothing is
-        left to include, unless ``force`` is set.
+        included, unless ``force`` is set (an empty block, as a real chain makes on schedule).
         """
         block_slot = self.slot if slot is None else slot
         if self.tip is not None:
             block_slot = max(block_slot, self.tip.slot + 1)
-        included: list[str] = []
-        raws: list[bytes] = []
-        for tx_id, pending in self._mempool.items():
+        included: list[_Pending] = []
+        kept: list[_Pending] = []
+        body_bytes, full = 0, False
+        dropped_outputs: set[OutputRef] = set()
+        kept_outputs: set[OutputRef] = set()
+        for pending in self._mempool.values():
             tx = pending.tx
-            if (tx.ttl is not None and block_slot >= tx.ttl) or (tx.valid_from or 0) > block_slot:
-                continue  # outside its validity interval at the block's slot
-            referenced = (OutputRef(t, i) for t, i in tx.reference_inputs + tx.collateral_inputs)
-            if not all(ref in self._utxo for ref in pending.spent) or not all(r in self._utxo for r in referenced):
-                continue  # a transaction it depends on was dropped
+            needs = pending.spent + tuple(OutputRef(t, i) for t, i in tx.reference_inputs + tx.collateral_inputs)
+            if (tx.ttl is not None and block_slot >= tx.ttl) or any(r in dropped_outputs for r in needs):
+                dropped_outputs.update(pending.produced)  # expired, or needs what an expired one made
+                continue
+            fits = body_bytes + len(tx.raw) <= self.params.max_block_body_size
+            if full or not fits or (tx.valid_from or 0) > block_slot or any(r in kept_outputs for r in needs):
+                full = full or not fits  # arrival order: once one does not fit, nothing jumps the queue
+                kept.append(pending)
+                kept_outputs.update(pending.produced)
+                continue
+            body_bytes += len(tx.raw)
+            included.append(pending)
+        if not included and not force:
+            self._keep_in_mempool(kept)
+            return None
+        spent: list[tuple[OutputRef, TxOut]] = []
+        produced: set[OutputRef] = set()
+        for position, pending in enumerate(included):
             for ref in pending.spent:
+                if ref in produced:  # made and spent within this block: no trace in the undo log
+                    produced.discard(ref)
+                else:
+                    spent.append((ref, self._utxo[ref][0]))
                 self._remove_confirmed(ref)
             for ref in pending.produced:
                 out, credential = self._mempool_outputs[ref]
                 self._add_confirmed(ref, out, credential)
-            included.append(tx_id)
-            raws.append(pending.tx.raw)
-        self._mempool.clear()
-        self._mempool_outputs.clear()
-        self._mempool_spent.clear()
-        if not included and not force:
-            return None
+                self._created[ref] = (block_slot, "", position)
+                self._index_output(out)
+                produced.add(ref)
+        tx_ids = tuple(p.tx.tx_id for p in included)
         height = self.height + 1
         previous = bytes.fromhex(self.tip.id) if self.tip else b""
-        header = cbor2.dumps([previous, height, block_slot, [bytes.fromhex(t) for t in included]])
-        self.tip = Block(height, block_slot, hashlib.blake2b(header, digest_size=32).hexdigest(), tuple(included))
-        self._append_block(self.tip, tuple(raws))
+        header = cbor2.dumps([previous, height, block_slot, [bytes.fromhex(t) for t in tx_ids]])
+        self.tip = Block(height, block_slot, hashlib.blake2b(header, digest_size=32).hexdigest(), tx_ids)
+        for ref in list(produced) + self._unstamped:
+            if ref in self._created:
+                slot_no, _, position = self._created[ref]
+                self._created[ref] = (slot_no, self.tip.id, position)
+        self._unstamped.clear()
+        self._history.append(_Undo(self.tip, tuple(spent), frozenset(produced)))
+        self._append_block(self.tip, tuple(p.tx.raw for p in included))
+        self._keep_in_mempool(kept)
         self.advance_to(block_slot)
         return self.tip
+
+    def _keep_in_mempool(self, kept: list[_Pending]) -> None:
+        """Make ``kept`` (in order) the whole mempool, with their outputs and spends."""
+        self._mempool = {p.tx.tx_id: p for p in kept}
+        self._mempool_outputs = {ref: self._mempool_outputs[ref] for p in kept for ref in p.produced}
+        self._mempool_spent = {ref: p.tx.tx_id for p in kept for ref in p.spent}
+        self._mempool_bytes = sum(len(p.tx.raw) for p in kept)
+
+    def _index_output(self, out: TxOut) -> None:
+        if out.datum is not None:
+            self.datums[hashlib.blake2b(bytes.fromhex(out.datum), digest_size=32).hexdigest()] = out.datum
+        if out.script is not None:
+            self.scripts[script_ref(out.script).hash] = out.script
 
     def _append_block(self, block: Block, raws: tuple[bytes, ...]) -> None:
         self._block_index[block.id] = len(self._blocks)
@@ -257,6 +361,7 @@ class Ledger:
         self._by_address.setdefault(out.address, set()).add(ref)
 
     def _remove_confirmed(self, ref: OutputRef) -> None:
+        self._created.pop(ref, None)
         out, _credential = self._utxo.pop(ref)
         refs = self._by_address[out.address]
         refs.discard(ref)
@@ -280,6 +385,36 @@ class Ledger:
             if entry is not None:
                 found.append((ref, entry[0]))
         return found
+
+    def created_at(self, ref: OutputRef) -> tuple[int, str, int] | None:
+        """(slot, block id, index of its transaction in the block) of an unspent output's block."""
+        return self._created.get(ref)
+
+    def at_point(self, slot: int, block_id: str) -> LedgerView:
+        """A read-only view of the UTxO set as it was right after block ``(slot, block_id)``.
+
+        Raises:
+            PointNotFoundError: the point is older than the kept history, or not on this chain.
+        """
+        if self.tip is not None and (slot, block_id) == (self.tip.slot, self.tip.id):
+            return LedgerView(self, [])
+        undo: list[_Undo] = []
+        for entry in reversed(self._history):
+            if (entry.block.slot, entry.block.id) == (slot, block_id):
+                return LedgerView(self, undo)
+            undo.append(entry)
+        oldest = self._history[0].block.slot if self._history else None
+        if oldest is not None and slot < oldest:
+            raise PointNotFoundError("Target point is too old.")
+        raise PointNotFoundError("Target doesn't or no longer exist.")
+
+    def has_point(self, slot: int, block_id: str) -> bool:
+        """Whether block ``(slot, block_id)`` is the tip or within the kept history."""
+        try:
+            self.at_point(slot, block_id)
+        except PointNotFoundError:
+            return False
+        return True
 
     def mempool(self) -> list[tuple[str, bytes]]:
         """The transactions waiting for a block: (id, cbor) in arrival order."""
@@ -315,6 +450,11 @@ class Ledger:
                 item["datum_hash"] = out.datum_hash
             if out.datum is not None:
                 item["datum"] = out.datum
+            if out.script is not None:
+                item["script"] = out.script
+            created = self._created.get(ref)
+            if created is not None:
+                item["created"] = list(created)
             utxo.append(item)
         tip = None
         if self.tip is not None:
@@ -329,6 +469,8 @@ class Ledger:
             "mempool": [pending.tx.raw.hex() for pending in self._mempool.values()],
             **({"blocks": [{"height": b.height, "slot": b.slot, "id": b.id, "txs": [raw.hex() for raw in raws]}
                            for b, raws in self._blocks]} if blocks else {}),
+            "datums": dict(self.datums),
+            "scripts": dict(self.scripts),
         }
 
     @classmethod
@@ -352,9 +494,14 @@ class Ledger:
                     raise ValueError(f"bad credential {item['credential']!r}")
                 assets = {str(a): int(q) for a, q in item["assets"].items()}
                 out = TxOut(str(item["address"]), int(item["lovelace"]), assets,
-                            item.get("datum_hash"), item.get("datum"))
+                            item.get("datum_hash"), item.get("datum"), item.get("script"))
                 ref = OutputRef(str(item["tx_id"]), int(item["index"]))
                 ledger._add_confirmed(ref, out, Credential(kind, key_hash))
+                if "created" in item:
+                    slot_no, block_id, position = item["created"]
+                    ledger._created[ref] = (int(slot_no), str(block_id), int(position))
+            ledger.datums = {str(h): str(d) for h, d in state.get("datums", {}).items()}
+            ledger.scripts = {str(h): str(c) for h, c in state.get("scripts", {}).items()}
             mempool = list(state["mempool"])
             for item in state.get("blocks", ()):  # absent in states written before chain sync
                 raws = tuple(bytes.fromhex(h) for h in item["txs"])
@@ -365,8 +512,51 @@ class Ledger:
         for cbor_hex in mempool:
             try:
                 ledger.submit(bytes.fromhex(cbor_hex))
-            except LedgerRejection:
+            except (LedgerRejection, MempoolFullError):
                 continue  # no longer valid (e.g. its TTL passed while the devnet was down)
         return ledger
 
 
+
+def _script_size(script: str | None) -> int:
+    return script_ref(script).size if script is not None else 0
+
+
+class LedgerView:
+    """The confirmed UTxO set at a recent point: the current set with later blocks undone."""
+
+    def __init__(self, ledger: Ledger, undo: list[_Undo]) -> None:
+        self._ledger = ledger
+        self._undo = undo  # newest first
+        self._added: dict[OutputRef, TxOut] = {}
+        self._removed: set[OutputRef] = set()
+        for entry in undo:
+            for ref in entry.produced:
+                self._removed.add(ref)
+                self._added.pop(ref, None)
+            for ref, out in entry.spent:
+                self._added[ref] = out
+                self._removed.discard(ref)
+
+    def utxos_at(self, addresses: Iterable[str]) -> list[tuple[OutputRef, TxOut]]:
+        """Unspent outputs at ``addresses`` at this point, sorted by reference."""
+        wanted = set(addresses)
+        found = {ref: out for ref, out in self._ledger.utxos_at(wanted) if ref not in self._removed}
+        found.update({ref: out for ref, out in self._added.items() if out.address in wanted})
+        return sorted(found.items(), key=lambda kv: (kv[0].tx_id, kv[0].index))
+
+    def all_utxos(self) -> list[tuple[OutputRef, TxOut]]:
+        """The whole UTxO set at this point, sorted by reference."""
+        found = {ref: entry[0] for ref, entry in self._ledger._utxo.items() if ref not in self._removed}
+        found.update(self._added)
+        return sorted(found.items(), key=lambda kv: (kv[0].tx_id, kv[0].index))
+
+    def utxos_by_refs(self, refs: Iterable[OutputRef]) -> list[tuple[OutputRef, TxOut]]:
+        """The unspent outputs among ``refs`` at this point."""
+        found = []
+        for ref in dict.fromkeys(refs):
+            if ref in self._added:
+                found.append((ref, self._added[ref]))
+            elif ref not in self._removed:
+                found.extend(self._ledger.utxos_by_refs([ref]))
+        return found

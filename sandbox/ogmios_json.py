@@ -83,7 +83,34 @@ def utxo_json(ref: Any, out: Any) -> dict[str, Any]:
     }
     if getattr(out, "datum_hash", None):
         item["datumHash"] = out.datum_hash
+    if getattr(out, "datum", None):
+        item["datum"] = out.datum
+    if getattr(out, "script", None):
+        item["script"] = script_json(out.script)
     return item
+
+
+def native_script_json(script: Any) -> dict[str, Any]:
+    """``Script<Native>`` from a decoded native script (CBOR arrays)."""
+    kind = script[0]
+    if kind == 0:
+        return {"clause": "signature", "from": script[1].hex()}
+    if kind in (1, 2):
+        return {"clause": "all" if kind == 1 else "any", "from": [native_script_json(s) for s in script[1]]}
+    if kind == 3:
+        return {"clause": "some", "atLeast": script[1], "from": [native_script_json(s) for s in script[2]]}
+    return {"clause": "after" if kind == 4 else "before", "slot": script[1]}
+
+
+def script_json(inner_hex: str) -> dict[str, Any]:
+    """``Script`` from a reference script's ``[language, script]`` CBOR hex (native scripts also as JSON)."""
+    from sandbox.txcbor import script_ref
+
+    ref = script_ref(inner_hex)
+    if ref.language == "native":
+        return {"language": "native", "json": native_script_json(cbor2.loads(bytes.fromhex(ref.cbor))),
+                "cbor": ref.cbor}
+    return {"language": ref.language, "cbor": ref.cbor}
 
 
 def point_json(block: Any) -> Any:
@@ -110,21 +137,47 @@ def rpc_error(code: int, message: str, data: Any = None) -> dict[str, Any]:
 
 def deserialisation_error(reason: str) -> dict[str, Any]:
     """Ogmios's -32602 for CBOR that no era can decode: one reason per era."""
+    from sandbox.ogmios_messages import MESSAGES
+
     per_era = {era: reason for era in ERAS[1:]}
-    return rpc_error(-32602, "Invalid request: failed to deserialise the transaction in any era.", per_era)
+    return rpc_error(-32602, MESSAGES[-32602], per_era)
 
 
 # --- protocol parameters ---------------------------------------------------------------------------
 
 
+PLUTUS_V3_COST_MODEL: tuple[int, ...] = (
+    100788, 420, 1, 1, 1000, 173, 0, 1, 1000, 59957, 4, 1, 11183, 32, 201305, 8356, 4, 16000, 100,
+    16000, 100, 16000, 100, 16000, 100, 16000, 100, 16000, 100, 100, 100, 16000, 100, 94375, 32,
+    132994, 32, 61462, 4, 72010, 178, 0, 1, 22151, 32, 91189, 769, 4, 2, 85848, 123203, 7305, -900,
+    1716, 549, 57, 85848, 0, 1, 1, 1000, 42921, 4, 2, 24548, 29498, 38, 1, 898148, 27279, 1, 51775,
+    558, 1, 39184, 1000, 60594, 1, 141895, 32, 83150, 32, 15299, 32, 76049, 1, 13169, 4, 22100, 10,
+    28999, 74, 1, 28999, 74, 1, 43285, 552, 1, 44749, 541, 1, 33852, 32, 68246, 32, 72362, 32, 7243,
+    32, 7391, 32, 11546, 32, 85848, 123203, 7305, -900, 1716, 549, 57, 85848, 0, 1, 90434, 519, 0,
+    1, 74433, 32, 85848, 123203, 7305, -900, 1716, 549, 57, 85848, 0, 1, 1, 85848, 123203, 7305,
+    -900, 1716, 549, 57, 85848, 0, 1, 955506, 213312, 0, 2, 270652, 22588, 4, 1457325, 64566, 4,
+    20467, 1, 4, 0, 141992, 32, 100788, 420, 1, 1, 81663, 32, 59498, 32, 20142, 32, 24588, 32,
+    20744, 32, 25933, 32, 24623, 32, 43053543, 10, 53384111, 14333, 10, 43574283, 26308, 10, 16000,
+    100, 16000, 100, 962335, 18, 2780678, 6, 442008, 1, 52538055, 3756, 18, 267929, 18, 76433006,
+    8868, 18, 52948122, 18, 1995836, 36, 3227919, 12, 901022, 1, 166917843, 4307, 36, 284546, 36,
+    158221314, 26549, 36, 74698472, 36, 333849714, 1, 254006273, 72, 2174038, 72, 2261318, 64571, 4,
+    207616, 8310, 4, 1293828, 28716, 63, 0, 1, 1006041, 43623, 251, 0, 1, 100181, 726, 719, 0, 1,
+    100181, 726, 719, 0, 1, 100181, 726, 719, 0, 1, 107878, 680, 0, 1, 95336, 1, 281145, 18848, 0,
+    1, 180194, 159, 1, 1, 158519, 8942, 0, 1, 159378, 8813, 0, 1, 107490, 3298, 1, 106057, 655, 1,
+    1964219, 24520, 3
+)
+"""Mainnet's Plutus V3 cost model at protocol version 10 (297 parameters, in the ledger's order)."""
+
+
 @functools.lru_cache(maxsize=1)
 def _cost_models() -> dict[str, list[int]]:
-    """Mainnet Plutus V1/V2 cost models, ordered as pycardano reads them back (sorted names)."""
+    """Mainnet Plutus V1/V2 (ordered as pycardano reads them back: sorted names) and V3 cost models."""
     from pycardano.plutus import PLUTUS_V1_COST_MODEL, PLUTUS_V2_COST_MODEL
 
     return {
         "plutus:v1": [PLUTUS_V1_COST_MODEL[k] for k in sorted(PLUTUS_V1_COST_MODEL)],
         "plutus:v2": [PLUTUS_V2_COST_MODEL[k] for k in sorted(PLUTUS_V2_COST_MODEL)],
+        "plutus:v3": list(PLUTUS_V3_COST_MODEL),
     }
 
 
@@ -169,14 +222,15 @@ def protocol_parameters_json(params: Any) -> dict[str, Any]:
     return {
         "minFeeCoefficient": params.min_fee_coefficient,
         "minFeeConstant": lovelace_json(params.min_fee_constant),
-        "minFeeReferenceScripts": {"range": 25600, "base": 15.0, "multiplier": 1.2},
+        "minFeeReferenceScripts": {"range": 25600, "base": float(params.min_fee_ref_script_cost_per_byte),
+                                   "multiplier": 1.2},
         "minUtxoDepositCoefficient": params.coins_per_utxo_byte,
         "minUtxoDepositConstant": lovelace_json(0),
-        "maxBlockBodySize": {"bytes": 90112},
+        "maxBlockBodySize": {"bytes": params.max_block_body_size},
         "maxBlockHeaderSize": {"bytes": 1100},
         "maxTransactionSize": {"bytes": params.max_tx_size},
         "maxValueSize": {"bytes": params.max_value_size},
-        "maxReferenceScriptsSize": {"bytes": 204800},
+        "maxReferenceScriptsSize": {"bytes": params.max_ref_scripts_size},
         "extraEntropy": "neutral",
         "stakeCredentialDeposit": lovelace_json(2_000_000),
         "stakePoolDeposit": lovelace_json(500_000_000),
@@ -331,17 +385,67 @@ def genesis_configuration_json(era: str, genesis: Genesis, params: Any) -> dict[
     if era == "conway":
         return {
             "era": "conway",
-            "constitution": {
-                "metadata": {
-                    "url": "ipfs://bafkreifnwj6zpu3ixa4siz2lndqybyc5wnnt3jkwyutci4e2tmbnj3xrdm",
-                    "hash": "ca41a91f399259bcefe57f9858e91f6d00e1a38d6d9c63d4052914ea7bd70cb2",
-                },
-                "guardrails": {"hash": "fa24fb305126805cf2164c161d852a0e7330cf988f1fe558cf7d4a64"},
-            },
+            "constitution": constitution_json(),
             "constitutionalCommittee": {"members": [], "quorum": "2/3"},
             "updatableParameters": dict(_CONWAY_UPDATABLE),
         }
     raise ValueError(f"no genesis configuration for era {era!r}")
+
+
+def constitution_json() -> dict[str, Any]:
+    """``Constitution``: mainnet's (anchor and guardrails script hash); the devnet enacts no other."""
+    return {
+        "metadata": {
+            "url": "ipfs://bafkreifnwj6zpu3ixa4siz2lndqybyc5wnnt3jkwyutci4e2tmbnj3xrdm",
+            "hash": "ca41a91f399259bcefe57f9858e91f6d00e1a38d6d9c63d4052914ea7bd70cb2",
+        },
+        "guardrails": {"hash": "fa24fb305126805cf2164c161d852a0e7330cf988f1fe558cf7d4a64"},
+    }
+
+
+SYNCED_WITHIN_S = 120  # a tip this recent counts as fully synchronised
+
+
+def _utc_text(unix_s: float) -> str:
+    moment = datetime.fromtimestamp(unix_s, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def health_json(node: Any, *, started_at: float, version: str, connections: tuple[int, int, int],
+                now: float) -> dict[str, Any]:
+    """Ogmios's ``GET /health`` body for the devnet node.
+
+    ``connections`` is (active, total, messages). ``networkSynchronization`` is 1 when the tip
+    is at most ``SYNCED_WITHIN_S`` behind ``now``, else the tip's share of the time since genesis.
+    """
+    genesis: Genesis = node.genesis
+    tip = node.tip()
+    tip_time = genesis.system_start + (tip.slot if tip else 0) * genesis.slot_length_ms / 1000
+    elapsed = max(now - genesis.system_start, 1e-9)
+    behind = now - tip_time
+    sync = 1 if behind <= SYNCED_WITHIN_S else round(max(0.0, tip_time - genesis.system_start) / elapsed, 5)
+    current_slot = genesis.slot_at(now)
+    active, total, messages = connections
+    return {
+        "startTime": _utc_text(started_at),
+        "lastKnownTip": {"slot": tip.slot, "id": tip.id, "height": tip.height} if tip else "origin",
+        "lastTipUpdate": _utc_text(tip_time) if tip else None,
+        "networkSynchronization": sync,
+        "currentEra": "conway",
+        "metrics": {
+            "activeConnections": active,
+            "runtimeStats": {"cpuTime": 0, "currentHeapSize": 0, "gcCpuTime": 0, "maxHeapSize": 0},
+            "sessionDurations": {"max": 0, "mean": 0, "min": 0},
+            "totalConnections": total,
+            "totalMessages": messages,
+            "totalUnrouted": 0,
+        },
+        "connectionStatus": "connected",
+        "currentEpoch": genesis.epoch_of(current_slot),
+        "slotInEpoch": current_slot % genesis.epoch_length,
+        "version": version,
+        "network": "devnet",
+    }
 
 
 # --- transactions (mempool monitor, fields=all) --------------------------------------------------

@@ -8,12 +8,14 @@ scripts, metadata), then output too small, size, fee, and value conservation las
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Iterable, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sandbox.errors import LedgerRejection
+from sandbox.ogmios_messages import MESSAGES
 from sandbox.txcbor import (
     ASSET_SEP,
     Credential,
@@ -40,6 +42,8 @@ class RuleParams:
     coins_per_utxo_byte: int
     max_tx_size: int
     max_value_size: int
+    min_fee_ref_script_cost_per_byte: int = 15
+    max_ref_scripts_size: int = 204800
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class Spent:
     lovelace: int
     assets: Mapping[str, int]
     credential: Credential
+    script_size: int = 0  # size of the reference script the output carries (0: none)
 
 
 # --- Ogmios JSON shapes ---------------------------------------------------------------------
@@ -88,9 +93,30 @@ def min_utxo_lovelace(output_size: int, coins_per_utxo_byte: int) -> int:
     return (UTXO_ENTRY_OVERHEAD_BYTES + output_size) * coins_per_utxo_byte
 
 
-def min_fee(size: int, params: RuleParams) -> int:
-    """The minimum fee of a transaction measuring ``size`` bytes (without its is-valid flag)."""
-    return params.min_fee_coefficient * size + params.min_fee_constant
+REF_SCRIPT_FEE_RANGE_BYTES = 25_600
+REF_SCRIPT_FEE_MULTIPLIER = Fraction(6, 5)
+
+
+def ref_script_fee(total_size: int, cost_per_byte: int) -> int:
+    """Conway's tiered reference-script fee: each 25,600-byte tier costs 1.2x the one before.
+
+    ``total_size`` counts every reference script of the inputs and reference inputs, with
+    repeats; the result is rounded down, as the ledger does.
+    """
+    price, fee, left = Fraction(cost_per_byte), Fraction(0), total_size
+    while left >= REF_SCRIPT_FEE_RANGE_BYTES:
+        fee += REF_SCRIPT_FEE_RANGE_BYTES * price
+        price *= REF_SCRIPT_FEE_MULTIPLIER
+        left -= REF_SCRIPT_FEE_RANGE_BYTES
+    return int(fee + left * price)  # int() floors a non-negative Fraction
+
+
+def min_fee(size: int, params: RuleParams, ref_scripts_size: int = 0) -> int:
+    """The minimum fee of a transaction of ``size`` bytes (without its is-valid flag) and its reference scripts."""
+    fee = params.min_fee_coefficient * size + params.min_fee_constant
+    if ref_scripts_size:
+        fee += ref_script_fee(ref_scripts_size, params.min_fee_ref_script_cost_per_byte)
+    return fee
 
 
 # --- the rules ------------------------------------------------------------------------------
@@ -106,24 +132,31 @@ def validate(
     """Raise :class:`LedgerRejection` for the first failing rule; return if ``tx`` is valid."""
     check_validity_interval(tx, slot)
     if not tx.inputs:
-        raise LedgerRejection(3121, "The transaction has no inputs; at least one is required.")
+        raise LedgerRejection(3121, MESSAGES[3121])
     check_network(tx, params)
     check_unsupported(tx)
-    spent, collateral = resolve_inputs(tx, resolve)
+    spent, collateral, ref_scripts_size = resolve_inputs(tx, resolve)
     check_witnesses(tx, spent + collateral)
     check_metadata(tx)
     check_outputs(tx, params)
     if tx.size > params.max_tx_size:
         raise LedgerRejection(
             3119,
-            "The transaction exceeds the maximum transaction size.",
+            MESSAGES[3119],
             {"measuredTransactionSize": {"bytes": tx.size}, "maximumTransactionSize": {"bytes": params.max_tx_size}},
         )
-    required = min_fee(tx.size, params)
+    if ref_scripts_size > params.max_ref_scripts_size:
+        raise LedgerRejection(
+            3166,
+            MESSAGES[3166],
+            {"measuredReferenceScriptsSize": {"bytes": ref_scripts_size},
+             "maximumReferenceScriptsSize": {"bytes": params.max_ref_scripts_size}},
+        )
+    required = min_fee(tx.size, params, ref_scripts_size)
     if tx.fee < required:
         raise LedgerRejection(
             3122,
-            "Insufficient fee: the transaction pays less than the minimum fee for its size.",
+            MESSAGES[3122],
             {"minimumRequiredFee": ada_json(required), "providedFee": ada_json(tx.fee)},
         )
     check_value_conserved(tx, spent)
@@ -140,7 +173,7 @@ def check_validity_interval(tx: DecodedTx, slot: int) -> None:
         interval["invalidAfter"] = tx.ttl
     raise LedgerRejection(
         3118,
-        "The transaction is outside of its validity interval.",
+        MESSAGES[3118],
         {"validityInterval": interval, "currentSlot": slot},
     )
 
@@ -162,20 +195,20 @@ def check_network(tx: DecodedTx, params: RuleParams) -> None:
     if wrong:
         raise LedgerRejection(
             3124,
-            "Some output addresses belong to another network.",
+            MESSAGES[3124],
             {"expectedNetwork": expected, "discriminatedType": "address", "invalidEntities": wrong},
         )
     accounts = [reward_account_to_str(a) for a in tx.withdrawals if a[0] & 0x0F != params.network_id]
     if accounts:
         raise LedgerRejection(
             3124,
-            "Some reward accounts belong to another network.",
+            MESSAGES[3124],
             {"expectedNetwork": expected, "discriminatedType": "rewardAccount", "invalidEntities": accounts},
         )
     if tx.network_id is not None and tx.network_id != params.network_id:
         raise LedgerRejection(
             3124,
-            "The transaction's network id is another network's.",
+            MESSAGES[3124],
             {"expectedNetwork": expected, "discriminatedType": "transaction"},
         )
 
@@ -183,45 +216,58 @@ def check_network(tx: DecodedTx, params: RuleParams) -> None:
 def check_unsupported(tx: DecodedTx) -> None:
     """Refuse what the devnet does not model: certificates, withdrawals, governance, Plutus."""
     if tx.has_certificates:
-        raise LedgerRejection(3998, "The devnet does not model certificates (no stake or pool state).")
+        raise LedgerRejection(3997, MESSAGES[3997],
+                              {"error": "the devnet does not model certificates (no stake or pool state)"})
     if tx.unsupported:
-        raise LedgerRejection(3998, f"The devnet does not model {', '.join(tx.unsupported)}.")
+        raise LedgerRejection(3997, MESSAGES[3997],
+                              {"error": f"the devnet does not model {', '.join(tx.unsupported)}"})
     if tx.withdrawals:
         raise LedgerRejection(
             3141,
-            "Withdrawals must empty their reward account; the devnet has no rewards (every balance is 0).",
+            MESSAGES[3141],
             {"incompleteWithdrawals": {reward_account_to_str(a): ada_json(0) for a in tx.withdrawals}},
         )
 
 
-def resolve_inputs(tx: DecodedTx, resolve: Callable[[OutputRef], Spent | None]) -> tuple[list[Spent], list[Spent]]:
+def resolve_inputs(
+    tx: DecodedTx, resolve: Callable[[OutputRef], Spent | None]
+) -> tuple[list[Spent], list[Spent], int]:
     """3117 for inputs, reference or collateral inputs that are unknown or already spent.
 
     Returns:
-        What the spent inputs and the collateral inputs resolve to.
+        What the spent inputs and the collateral inputs resolve to, and the total size of the
+        reference scripts carried by the inputs and reference inputs (Conway counts both).
     """
     spent: list[Spent] = []
     collateral: list[Spent] = []
     unknown: list[dict[str, Any]] = []
+    ref_scripts_size = 0
     for tx_id, index in tx.inputs:
         entry = resolve(OutputRef(tx_id, index))
         if entry is None:
             unknown.append(ref_json(tx_id, index))
         else:
             spent.append(entry)
-    for tx_id, index in tx.reference_inputs + tx.collateral_inputs:
+            ref_scripts_size += entry.script_size
+    for tx_id, index in tx.reference_inputs:
         entry = resolve(OutputRef(tx_id, index))
         if entry is None:
             unknown.append(ref_json(tx_id, index))
-        elif (tx_id, index) in tx.collateral_inputs:
+        else:
+            ref_scripts_size += entry.script_size
+    for tx_id, index in tx.collateral_inputs:
+        entry = resolve(OutputRef(tx_id, index))
+        if entry is None:
+            unknown.append(ref_json(tx_id, index))
+        else:
             collateral.append(entry)
     if unknown:
         raise LedgerRejection(
             3117,
-            "Some inputs are unknown or already spent (on chain or by a transaction in the mempool).",
+            MESSAGES[3117],
             {"unknownOutputReferences": sorted(unknown, key=lambda r: (r["transaction"]["id"], r["index"]))},
         )
-    return spent, collateral
+    return spent, collateral, ref_scripts_size
 
 
 def _verifies(vkey: bytes, signature: bytes, message: bytes) -> bool:
@@ -259,7 +305,7 @@ def check_witnesses(tx: DecodedTx, spent: Iterable[Spent]) -> None:
     if invalid:
         raise LedgerRejection(
             3100,
-            "Some signatures are invalid; only the transaction body must be signed.",
+            MESSAGES[3100],
             {"invalidSignatories": sorted(set(invalid))},
         )
     signers = {blake2b_224(vk).hex() for vk, _sig in tx.vkey_witnesses}
@@ -276,30 +322,29 @@ def check_witnesses(tx: DecodedTx, spent: Iterable[Spent]) -> None:
             needed_keys.add(cred.hash)
     missing = sorted(needed_keys - signers - roots)
     if missing:
-        raise LedgerRejection(3101, "Some signatures are missing.", {"missingSignatories": missing})
+        raise LedgerRejection(3101, MESSAGES[3101], {"missingSignatories": missing})
     provided = set(tx.native_scripts) | set(tx.plutus_scripts)
     missing_scripts = sorted(needed_scripts - provided)
     if missing_scripts:
-        raise LedgerRejection(3102, "Some script witnesses are missing.", {"missingScripts": missing_scripts})
+        raise LedgerRejection(3102, MESSAGES[3102], {"missingScripts": missing_scripts})
     extraneous = sorted(provided - needed_scripts)
     if extraneous:
-        raise LedgerRejection(
-            3104, "Some scripts are not needed by the transaction.", {"extraneousScripts": extraneous}
+        raise LedgerRejection(3104, MESSAGES[3104], {"extraneousScripts": extraneous}
         )
     if tx.plutus_scripts:
-        raise LedgerRejection(3998, "The devnet does not run Plutus scripts.")
+        raise LedgerRejection(3997, MESSAGES[3997], {"error": "the devnet does not run Plutus scripts"})
     failing = sorted(h for h, s in tx.native_scripts.items() if not eval_native_script(s, signers, tx))
     if failing:
-        raise LedgerRejection(3103, "Some native scripts fail.", {"failingNativeScripts": failing})
+        raise LedgerRejection(3103, MESSAGES[3103], {"failingNativeScripts": failing})
     if tx.redeemers:
         pointers = [{"purpose": purpose, "index": index} for purpose, index in tx.redeemers]
-        raise LedgerRejection(3110, "Redeemers without Plutus scripts.", {"extraneousRedeemers": pointers})
+        raise LedgerRejection(3110, MESSAGES[3110], {"extraneousRedeemers": pointers})
     if tx.datums:
-        raise LedgerRejection(3112, "Datums not needed by any script.", {"extraneousDatums": sorted(tx.datums)})
+        raise LedgerRejection(3112, MESSAGES[3112], {"extraneousDatums": sorted(tx.datums)})
     if tx.script_data_hash is not None:
         raise LedgerRejection(
             3113,
-            "A script integrity hash without scripts.",
+            MESSAGES[3113],
             {"providedScriptIntegrity": tx.script_data_hash, "computedScriptIntegrity": None},
         )
 
@@ -339,19 +384,19 @@ def check_metadata(tx: DecodedTx) -> None:
     if tx.aux_computed_hash is not None and tx.aux_hash is None:
         raise LedgerRejection(
             3105,
-            "The transaction has metadata but no metadata hash in its body.",
+            MESSAGES[3105],
             {"metadata": {"hash": tx.aux_computed_hash}},
         )
     if tx.aux_hash is not None and tx.aux_computed_hash is None:
         raise LedgerRejection(
             3106,
-            "The body has a metadata hash but the transaction has no metadata.",
+            MESSAGES[3106],
             {"metadata": {"hash": tx.aux_hash}},
         )
     if tx.aux_hash != tx.aux_computed_hash:
         raise LedgerRejection(
             3107,
-            "The metadata hash in the body does not match the metadata.",
+            MESSAGES[3107],
             {"provided": {"hash": tx.aux_hash}, "computed": {"hash": tx.aux_computed_hash}},
         )
     if tx.aux_data is not None:
@@ -359,7 +404,7 @@ def check_metadata(tx: DecodedTx) -> None:
         if not isinstance(metadata, dict) or not all(
             type(k) is int and 0 <= k < 2**64 and _metadatum_ok(v) for k, v in metadata.items()
         ):
-            raise LedgerRejection(3108, "Invalid metadatum: strings and bytes must be at most 64 bytes.")
+            raise LedgerRejection(3108, MESSAGES[3108])
 
 
 def check_outputs(tx: DecodedTx, params: RuleParams) -> None:
@@ -370,12 +415,11 @@ def check_outputs(tx: DecodedTx, params: RuleParams) -> None:
         if out.lovelace < minimum:
             poor.append({"output": output_json(out), "minimumRequiredValue": ada_json(minimum)})
     if poor:
-        raise LedgerRejection(
-            3125, "Some outputs hold less than the minimum lovelace deposit.", {"insufficientlyFundedOutputs": poor}
+        raise LedgerRejection(3125, MESSAGES[3125], {"insufficientlyFundedOutputs": poor}
         )
     large = [output_json(out) for out in tx.outputs if out.value_size > params.max_value_size]
     if large:
-        raise LedgerRejection(3120, "Some output values are too large.", {"excessivelyLargeOutputs": large})
+        raise LedgerRejection(3120, MESSAGES[3120], {"excessivelyLargeOutputs": large})
 
 
 def _add(total: dict[str, int], assets: Mapping[str, int], sign: int = 1) -> None:
@@ -401,7 +445,7 @@ def check_value_conserved(tx: DecodedTx, spent: Iterable[Spent]) -> None:
     if consumed_ada != produced_ada or consumed != produced:
         raise LedgerRejection(
             3123,
-            "Value is not conserved: inputs must equal outputs plus fee.",
+            MESSAGES[3123],
             {"valueConsumed": value_json(consumed_ada, consumed), "valueProduced": value_json(produced_ada, produced)},
         )
 
@@ -413,5 +457,5 @@ def _decode_data(reason: str) -> dict[str, str]:
 def decode_rejection(reason: str) -> LedgerRejection:
     """The -32602 rejection Ogmios sends for bytes that decode as no transaction."""
     return LedgerRejection(
-        -32602, f"Invalid transaction: failed to deserialise the CBOR ({reason}).", _decode_data(reason)
+        -32602, MESSAGES[-32602], _decode_data(reason)
     )

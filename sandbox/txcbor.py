@@ -122,6 +122,7 @@ class DecodedOutput:
     datum: str | None
     size: int
     value_size: int
+    script: str | None = None  # hex CBOR of the reference script [language, script]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,7 @@ def _value(value: Any) -> tuple[int, dict[str, int]]:
 def _decode_output(raw: bytes, start: int, end: int) -> DecodedOutput:
     span = raw[start:end]
     out = cbor2.loads(span)
-    datum_hash = datum = None
+    datum_hash = datum = script = None
     if isinstance(out, (list, tuple)):  # legacy shape: [address, value, datum hash?]
         if len(out) not in (2, 3):
             raise DecodeError("a legacy output is [address, value, datum hash?]")
@@ -261,6 +262,8 @@ def _decode_output(raw: bytes, start: int, end: int) -> DecodedOutput:
                 if not isinstance(tag, cbor2.CBORTag) or tag.tag != 24 or not isinstance(tag.value, bytes):
                     raise DecodeError("an inline datum is tag 24 around bytes")
                 datum = tag.value.hex()
+        if 3 in out:
+            script = _script_ref(out[3])
         items, _ = container_items(raw, start, 5)
         value_span = next(items[i + 1] for i in range(0, len(items), 2) if raw[items[i][0]] == 0x01)
     else:
@@ -277,7 +280,54 @@ def _decode_output(raw: bytes, start: int, end: int) -> DecodedOutput:
         datum=datum,
         size=end - start,
         value_size=value_span[1] - value_span[0],
+        script=script,
     )
+
+
+SCRIPT_LANGUAGES = ("native", "plutus:v1", "plutus:v2", "plutus:v3")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRef:
+    """A reference script as an output carries it: language, hash, bytes and size as the fee counts it."""
+
+    language: str  # one of SCRIPT_LANGUAGES
+    hash: str  # blake2b-224 of the language tag and the script bytes
+    cbor: str  # hex: the native script's CBOR, or the Plutus script's bytes
+    size: int  # bytes counted by Conway's reference-script fee
+
+
+def _script_ref(tag: Any) -> str:
+    """Check a script_ref output field (tag 24 around ``[language, script]``); return the inner CBOR hex."""
+    if not isinstance(tag, cbor2.CBORTag) or tag.tag != 24 or not isinstance(tag.value, bytes):
+        raise DecodeError("a reference script is tag 24 around bytes")
+    script_ref(tag.value.hex())
+    return tag.value.hex()
+
+
+def script_ref(inner_hex: str) -> ScriptRef:
+    """Decode the ``[language, script]`` CBOR (hex) of a reference script.
+
+    Raises:
+        DecodeError: it is not a script in a known language.
+    """
+    try:
+        decoded = cbor2.loads(bytes.fromhex(inner_hex))
+    except (cbor2.CBORDecodeError, ValueError) as exc:
+        raise DecodeError(f"bad reference script: {exc}") from None
+    if (not isinstance(decoded, (list, tuple)) or len(decoded) != 2 or type(decoded[0]) is not int
+            or not 0 <= decoded[0] < len(SCRIPT_LANGUAGES)):
+        raise DecodeError("a reference script is [language 0-3, script]")
+    language, script = decoded
+    if language == 0:
+        if not isinstance(script, (list, tuple)):
+            raise DecodeError("a native script is an array")
+        body = bytes.fromhex(inner_hex)[2:]  # as received: after the array head 0x82 and the tag 0x00
+    else:
+        if not isinstance(script, bytes):
+            raise DecodeError("a Plutus script is a bytestring")
+        body = script
+    return ScriptRef(SCRIPT_LANGUAGES[language], blake2b_224(bytes([language]) + body).hex(), body.hex(), len(body))
 
 
 def _witness_hashes(raw: bytes, wit_start: int) -> tuple[dict[str, Any], list[str], list[str]]:

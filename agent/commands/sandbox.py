@@ -1,8 +1,9 @@
 """``cardano-agent sandbox``: run the local devnet (``up``) and pay from its faucet (``fund``).
 
 ``sandbox up`` starts its services in order (see :data:`SERVICES`: the devnet, the Blockfrost
-API on ``--blockfrost-port`` if given, then the T API twin on ``--api-port``), prints one line
-with their URLs when every one is ready, and stops them in reverse order on SIGINT or SIGTERM.
+API on ``--blockfrost-port`` and the Kupo API on ``--kupo-port`` if given, then the T API twin
+on ``--api-port``), prints one line with their URLs when every one is ready, and stops them in
+reverse order on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Running:
 
 
 def _start_devnet(args: argparse.Namespace, running: Running) -> None:
+    from sandbox.errors import require_web_extra
+
+    require_web_extra("the devnet's Ogmios server")
     from sandbox.devnet import Devnet
 
     devnet = Devnet.start(host=args.host, ogmios_port=args.ogmios_port, block_time_s=args.block_time,
@@ -63,6 +67,17 @@ def _start_blockfrost(args: argparse.Namespace, running: Running) -> None:
     running.stoppers.append(server.stop)
 
 
+def _start_kupo(args: argparse.Namespace, running: Running) -> None:
+    if args.kupo_port is None:
+        return
+    from sandbox.kupo_api import KupoApi
+
+    kupo = KupoApi.start(running.handles["devnet"].node, host=args.host, port=args.kupo_port)
+    running.handles["kupo"] = kupo
+    running.urls["kupo"] = kupo.url
+    running.stoppers.append(kupo.stop)
+
+
 def _start_twin(args: argparse.Namespace, running: Running) -> None:
     from sandbox.errors import require_web_extra
 
@@ -88,8 +103,8 @@ def _start_x402(args: argparse.Namespace, running: Running) -> None:
     running.stoppers.append(server.stop)
 
 
-SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet, _start_blockfrost, _start_twin,
-                                                                _start_x402]
+SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet, _start_blockfrost, _start_kupo,
+                                                                  _start_twin, _start_x402]
 """Service starters run in order by ``sandbox up``; each records its URL and its stopper."""
 
 
@@ -121,7 +136,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     up.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                     help="persist the chain here; a restart continues from it")
     up.add_argument("--block-time", type=float, default=1.0, metavar="S",
-                    help="seconds between blocks (0: one block per transaction at once)")
+                    help="seconds between blocks, empty ones too (20: mainnet-like; 0: one block per "
+                         "transaction at once)")
+    up.add_argument("--kupo-port", type=int, default=None, metavar="PORT",
+                    help="also serve a Kupo-compatible API on this port (e.g. 1442; 0: any free port)")
     up.add_argument("--api-port", type=int, default=8402, metavar="PORT",
                     help="T API twin port (default 8402; 0: any free port)")
     up.add_argument("--api-config", type=Path, default=None, metavar="FILE",

@@ -213,7 +213,8 @@ def test_cli_sandbox_up_prints_its_url_and_stops_on_signal(tmp_path, stop_signal
     key = new_key()
     port = _free_port()
     cmd = [sys.executable, "-m", "agent.cli", "sandbox", "up", "--ogmios-port", str(port),
-           "--state-dir", str(tmp_path / "chain"), "--block-time", "0", "--fund", f"{key.address}=25000000", "--api-port", "0"]
+           "--state-dir", str(tmp_path / "chain"), "--block-time", "0", "--fund", f"{key.address}=25000000", "--api-port", "0",
+           "--kupo-port", "0"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -222,6 +223,11 @@ def test_cli_sandbox_up_prints_its_url_and_stops_on_signal(tmp_path, stop_signal
         with connect(f"ws://127.0.0.1:{port}") as ws:
             utxos = _call(ws, "queryLedgerState/utxo", {"addresses": [key.address]})["result"]
         assert [u["value"]["ada"]["lovelace"] for u in utxos] == [25_000_000]
+        kupo_url = line.split(" kupo=")[1].split()[0]
+        import httpx
+
+        matches = httpx.get(f"{kupo_url}/matches/{key.address}?unspent").json()
+        assert [m["value"]["coins"] for m in matches] == [25_000_000]
         proc.send_signal(stop_signal)
         assert proc.wait(timeout=30) == 0
         assert proc.stdout.read() == "" and "Traceback" not in proc.stderr.read()

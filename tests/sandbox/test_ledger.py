@@ -29,7 +29,7 @@ from sandbox.ledger import Block, Ledger, LedgerParams, TxOut
 from wallets.types import OutputRef
 
 PARAMS = LedgerParams()
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "ogmios" / "schemas" / "v6.6"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "ogmios" / "schemas" / "v6.14"
 TOKEN = "ab" * 28 + ".746f6b656e"
 
 
@@ -492,14 +492,14 @@ def test_undecodable_cbor_refused_32602(ledger, cbor):
     assert info.value.code == -32602
 
 
-def test_certificates_refused_3998(ledger, alice):
-    """Certificates are not modelled: a clear 3998 refusal."""
+def test_certificates_refused_3997(ledger, alice):
+    """Certificates are not modelled: Ogmios's 3997 (custom mempool rule) says so in data.error."""
     from pycardano import StakeCredential, StakeRegistration
 
     inp = fund(ledger, alice)
     cert = StakeRegistration(StakeCredential(alice.key.to_verification_key().hash()))
     err = rejection(ledger, balanced([inp], [alice.key], [], alice.address, certificates=[cert]))
-    assert err.code == 3998 and "certificates" in err.message
+    assert err.code == 3997 and "certificates" in err.data["error"]
 
 
 def test_withdrawals_refused_3141(ledger, alice):
