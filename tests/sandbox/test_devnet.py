@@ -260,7 +260,7 @@ def test_cli_sandbox_fund_reports_bad_input_without_traceback(devnet, capsys):
 
     mainnet = Address(new_key().verification_key.hash(), network=Network.MAINNET).encode()
     assert main(["sandbox", "fund", mainnet, "6000000", "--ogmios-url", devnet.ogmios_url]) == 1
-    assert "belong to another network" in capsys.readouterr().err
+    assert "configured for another network" in capsys.readouterr().err
     assert main(["sandbox", "fund", "addr_test1nonsense", "6000000", "--ogmios-url", devnet.ogmios_url]) == 1
     assert capsys.readouterr().err.startswith("error: not a bech32 payment address")
     with pytest.raises(SystemExit):
