@@ -131,6 +131,7 @@ class OgmiosServer:
             "queryLedgerState/nonces": self._nonces,
             "queryLedgerState/operationalCertificates": self._operational_certificates,
             "queryLedgerState/projectedRewards": self._projected_rewards,
+            "queryLedgerState/proposedProtocolParameters": self._proposed_protocol_parameters,
             "queryLedgerState/rewardAccountSummaries": self._reward_account_summaries,
             "queryLedgerState/rewardsProvenance": self._rewards_provenance,
             "queryLedgerState/stakePools": self._stake_pools,
@@ -461,17 +462,18 @@ class OgmiosServer:
         amounts = [str(v.get("ada", {}).get("lovelace", 0)) for v in stake]
         return {key: {} for key in amounts + keys}  # no stake pool to delegate to: nothing to earn
 
+    async def _proposed_protocol_parameters(self, params: dict[str, Any], session: _Session) -> Any:
+        self._acquired_point(session)
+        return []  # v6.6's query (the `ogmios` 1.4 client has it): no update is proposed on the devnet
+
     async def _reward_account_summaries(self, params: dict[str, Any], session: _Session) -> Any:
         self._acquired_point(session)
         _credential_lists(params, ("keys", "scripts"))
-        return []  # no stake credential is registered on the devnet
+        return {}  # v6.6 wire format (an object by credential; v6.14 made it an array): none is registered
 
     async def _rewards_provenance(self, params: dict[str, Any], session: _Session) -> Any:
-        self._acquired_point(session)
-        zero = oj.lovelace_json(0)
-        return {"totalStake": oj.lovelace_json(self._circulating()), "activeStake": zero, "fees": zero,
-                "incentives": zero, "treasuryTax": zero, "totalRewards": zero, "efficiency": "0/1",
-                "stakePools": {}}
+        # v6.6 wire format: v6.6's rewardsProvenance is what v6.14 renamed stakePoolsPerformances
+        return await self._stake_pools_performances(params, session)
 
     async def _stake_pools(self, params: dict[str, Any], session: _Session) -> Any:
         self._acquired_point(session)

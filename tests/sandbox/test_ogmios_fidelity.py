@@ -17,14 +17,12 @@ from websockets.sync.client import connect
 from tests.fixtures.devnet import GENESIS_LOVELACE, DevnetKey, new_key
 from tests.sandbox.test_ogmios_server import _call, _genesis_input
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "ogmios" / "schemas" / "v6.14"
+SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "ogmios" / "schemas"
 
 
-@pytest.fixture(scope="module")
-def validate():
-    """validate(name, response): check ``response`` against ``ogmios.json#/properties/<name>`` (v6.14)."""
-    cardano = json.loads((SCHEMA_DIR / "cardano.json").read_text())
-    ogmios = json.loads((SCHEMA_DIR / "ogmios.json").read_text())
+def _registry(version: str) -> tuple[Registry, set[str]]:
+    cardano = json.loads((SCHEMAS / version / "cardano.json").read_text())
+    ogmios = json.loads((SCHEMAS / version / "ogmios.json").read_text())
     cardano["definitions"]["Value"]["propertyNames"] = {"pattern": "^(ada|[0-9a-f]{56})$"}  # see the README
     rpc = ogmios["properties"]["RpcError"]
     rpc["properties"]["error"]["required"] = ["code", "message"]
@@ -33,8 +31,18 @@ def validate():
         ("cardano.json", Resource.from_contents(cardano, default_specification=DRAFT7)),
         ("ogmios.json", Resource.from_contents(ogmios, default_specification=DRAFT7)),
     ])
+    return registry, set(ogmios["properties"])
+
+
+@pytest.fixture(scope="module")
+def validate():
+    """validate(name, response): check ``response`` against ``ogmios.json#/properties/<name>`` of v6.6
+    (the wire format) when v6.6 has the method, else of v6.14 (the methods)."""
+    v66, v66_names = _registry("v6.6")
+    v614, _ = _registry("v6.14")
 
     def check(name: str, response: dict[str, Any]) -> None:
+        registry = v66 if name in v66_names else v614
         errors = list(Draft7Validator({"$ref": f"ogmios.json#/properties/{name}"}, registry=registry)
                       .iter_errors(response))
         assert not errors, f"{name}: {errors[0].message} at {list(errors[0].absolute_path)}"
@@ -147,6 +155,7 @@ LEDGER_QUERIES = [
     ("queryLedgerState/stakePools", {"includeStake": True}, "QueryLedgerStateStakePoolsResponse"),
     ("queryLedgerState/stakePoolsPerformances", None, "QueryLedgerStateStakePoolsPerformancesResponse"),
     ("queryLedgerState/treasuryAndReserves", None, "QueryLedgerStateTreasuryAndReservesResponse"),
+    ("queryLedgerState/proposedProtocolParameters", None, "QueryLedgerStateProposedProtocolParametersResponse"),
     ("queryLedgerState/protocolParameters", None, "QueryLedgerStateProtocolParametersResponse"),
     ("queryLedgerState/utxo", {}, "QueryLedgerStateUtxoResponse"),
     ("queryLedgerState/tip", None, "QueryLedgerStateTipResponse"),
@@ -156,8 +165,8 @@ LEDGER_QUERIES = [
 ]
 
 
-def test_every_ledger_state_query_answers_and_validates_against_v6_14(devnet, validate):
-    """No v6.14 ledger-state query is an unknown method; each answer matches its v6.14 schema."""
+def test_every_ledger_state_query_answers_and_validates(devnet, validate):
+    """No v6.14 ledger-state query is an unknown method; each answer matches its schema (v6.6 where it has one)."""
     with connect(devnet.ogmios_url, max_size=None) as ws:
         for method, params, schema in LEDGER_QUERIES:
             reply = _rpc(ws, method, params)
@@ -170,13 +179,38 @@ def test_empty_answers_where_the_devnet_has_nothing(devnet):
     with connect(devnet.ogmios_url) as ws:
         assert _rpc(ws, "queryLedgerState/stakePools")["result"] == {}
         assert _rpc(ws, "queryLedgerState/governanceProposals")["result"] == []
-        assert _rpc(ws, "queryLedgerState/rewardAccountSummaries", {"keys": ["ab" * 28]})["result"] == []
+        assert _rpc(ws, "queryLedgerState/rewardAccountSummaries", {"keys": ["ab" * 28]})["result"] == {}
         assert _rpc(ws, "queryLedgerState/delegateRepresentatives")["result"] == []
         money = _rpc(ws, "queryLedgerState/treasuryAndReserves")["result"]
         held = sum(out.lovelace for _, out in devnet.node.all_utxos())
         assert money["reserves"]["ada"]["lovelace"] == 45_000_000_000_000_000 - held
         bad = _rpc(ws, "queryLedgerState/rewardAccountSummaries", {"keys": "ab"})
         assert bad["error"]["code"] == -32602
+
+
+def test_ogmios_client_pays_sees_the_payment_and_reads_governance_and_stake(devnet, devnet_key):
+    """The `ogmios` 1.4 client, unchanged: submit, then see the payee's output; the new queries parse."""
+    from ogmios import Address, Client
+
+    from tests.fixtures.devnet import ogmios_host_port
+    from tests.sandbox.test_ogmios_server import make_tx
+
+    payee = new_key().address
+    cbor, tx_id, _ = make_tx(devnet_key, [_genesis_input(devnet, devnet_key)], payee, 6_000_000)
+    host, port = ogmios_host_port(devnet)
+    with Client(host, port) as client:
+        assert client.submit_transaction.execute(cbor.hex())[0] == tx_id
+        (utxo,), _ = client.query_utxo.execute([Address(payee)])
+        assert (utxo.tx_id, utxo.value["ada"]["lovelace"]) == (tx_id, 6_000_000)
+        guardrails, anchor, _ = client.query_constitution.execute()
+        assert anchor["url"].startswith("ipfs://")
+        assert client.query_constitutional_committee.execute()[0] == {"members": [], "quorum": "2/3"}
+        summaries, _ = client.query_reward_account_summaries.execute(keys=["ab" * 28])
+        assert not summaries
+        treasury, reserves, _ = client.query_treasury_and_reserves.execute()
+        assert treasury.lovelace == 0 and reserves.lovelace > 0
+        tip, _ = client.query_ledger_tip.execute()
+        assert client.acquire_ledger_state.execute(tip)[0].id == tip.id
 
 
 def test_protocol_parameters_carry_plutus_v3_at_protocol_version_10(devnet):
