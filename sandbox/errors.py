@@ -2,6 +2,8 @@
 
 SandboxError
 ├── LedgerRejection   the ledger refused a transaction; Ogmios ``code``, ``message`` and ``data``
+├── MempoolFullError  no room in the mempool until a block makes some (a node's submit waits)
+├── PointNotFoundError  a chain point outside the devnet's recent history
 └── SandboxConfigError  bad sandbox options or billing config
 """
 
@@ -39,3 +41,20 @@ def require_web_extra(service: str) -> None:
         raise SandboxConfigError(
             f"{service} needs the sandbox's web servers ({', '.join(missing)} missing): "
             "pip install 'cardano-pay-agent[sandbox]'")
+
+
+class MempoolFullError(SandboxError):
+    """The mempool cannot take the transaction until a block makes room (a node's submit waits)."""
+
+    def __init__(self, size_bytes: int, capacity_bytes: int) -> None:
+        super().__init__(f"the mempool is full ({size_bytes} of {capacity_bytes} bytes)")
+        self.size_bytes = size_bytes
+        self.capacity_bytes = capacity_bytes
+
+
+class PointNotFoundError(SandboxError):
+    """A point that is not (or no longer) in the devnet's recent history."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import cbor2
 
-from sandbox.errors import LedgerRejection, SandboxConfigError, SandboxError
+from sandbox.errors import LedgerRejection, MempoolFullError, PointNotFoundError, SandboxConfigError
 from sandbox.ogmios_messages import MESSAGES
 from sandbox.rules import RuleParams, Spent, decode_rejection, validate
 from sandbox.txcbor import (
@@ -107,23 +107,6 @@ class _Undo:
     block: Block
     spent: tuple[tuple[OutputRef, TxOut], ...]
     produced: frozenset[OutputRef]
-
-
-class MempoolFullError(SandboxError):
-    """The mempool cannot take the transaction until a block makes room (a node's submit waits)."""
-
-    def __init__(self, size_bytes: int, capacity_bytes: int) -> None:
-        super().__init__(f"the mempool is full ({size_bytes} of {capacity_bytes} bytes)")
-        self.size_bytes = size_bytes
-        self.capacity_bytes = capacity_bytes
-
-
-class PointNotFoundError(SandboxError):
-    """A point that is not (or no longer) in the devnet's recent history."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 HISTORY_BLOCKS = 2160  # the security parameter k: how far back ledger states can be acquired
