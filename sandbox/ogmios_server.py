@@ -631,7 +631,8 @@ def _credential_lists(params: dict[str, Any], names: tuple[str, ...]) -> list[st
 
 
 async def _respond(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, body: bytes) -> None:
-    headers = [(b"access-control-allow-origin", b"*"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-headers", b"*"),
+               (b"access-control-allow-methods", b"GET, POST, OPTIONS"), (b"content-length", str(len(body)).encode())]
     if body:
         headers.append((b"content-type", b"application/json; charset=utf-8"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
