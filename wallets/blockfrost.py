@@ -204,6 +204,7 @@ class BlockfrostChain:
         rate_per_s: float = 10.0,
         burst: int = 500,
         params_ttl_s: float = 60.0,
+        tip_ttl_s: float = 1.0,
         max_tip_lag_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -220,6 +221,8 @@ class BlockfrostChain:
                 up to ``max_backoff_s``).
             rate_per_s, burst: the client-side token bucket (Blockfrost allows 10/s, bursts of 500).
             params_ttl_s: how long protocol parameters are reused.
+            tip_ttl_s: how long the latest block is reused (a payment asks for it twice within
+                milliseconds; an older tip is still a correct lower bound for every use).
             max_tip_lag_s: refuse (retryably) a latest block older than this: Blockfrost's index lags.
             clock, wall_clock, sleep: injectable for tests; ``transport`` an ``httpx`` transport.
         """
@@ -233,6 +236,8 @@ class BlockfrostChain:
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._params_ttl_s = params_ttl_s
+        self._tip_ttl_s = tip_ttl_s
+        self._latest: tuple[float, dict[str, Any]] | None = None
         self._max_tip_lag_s = max_tip_lag_s
         self._clock = clock
         self._wall_clock = wall_clock
@@ -366,15 +371,23 @@ class BlockfrostChain:
 
     # --- Chain -------------------------------------------------------------------------------
 
-    def _latest_block(self) -> dict[str, Any]:
+    def _latest_block(self, *, fresh: bool = False) -> dict[str, Any]:
+        with self._lock:
+            if not fresh and self._latest is not None and self._clock() - self._latest[0] < self._tip_ttl_s:
+                return self._latest[1]
         block = self._get("/blocks/latest")
         if not isinstance(block, dict):
             raise ChainProtocolError("Blockfrost has no latest block")
+        with self._lock:
+            self._latest = (self._clock(), block)
         return block
 
-    def tip(self) -> Tip:
-        """The latest block Blockfrost has indexed (ChainUnavailableError if older than ``max_tip_lag_s``)."""
-        block = self._latest_block()
+    def tip(self, *, fresh: bool = False) -> Tip:
+        """The latest block Blockfrost has indexed (ChainUnavailableError if older than ``max_tip_lag_s``).
+
+        Reused for ``tip_ttl_s`` unless ``fresh``.
+        """
+        block = self._latest_block(fresh=fresh)
         block_id = _field(block, "hash", "block")
         if not isinstance(block_id, str) or not _HEX64.fullmatch(block_id):
             raise ChainProtocolError("bad block hash in the latest block")
@@ -496,7 +509,7 @@ class BlockfrostChain:
             if block is None:
                 raise IntersectionNotFoundError(f"Blockfrost has no block {since[1][:16]} at slot {since[0]}")
             floor = _nat(_field(block, "height", "block"), "height")
-        tip = self.tip()
+        tip = self.tip(fresh=True)
         found = self._landed(tx_id, floor)
         if found is not None:
             return TxLookup(tx_id, found, max(tip.slot, found[0]))

@@ -312,3 +312,15 @@ def test_utxos_by_refs_reads_transaction_outputs_and_who_consumed_them():
     chain, _, _ = make_chain(handler)
     found = chain.utxos_by_refs([OutputRef(TX, 0), OutputRef(TX, 1), OutputRef(other, 0)])
     assert [(u.ref, u.lovelace) for u in found] == [(OutputRef(TX, 0), 3)]
+
+
+def test_the_latest_block_is_reused_for_a_second():
+    """Two tips within tip_ttl_s cost one request; a tip after it asks again."""
+    block = {"hash": BLOCK, "slot": 100, "time": 1_800_000_000, "height": 5}
+    chain, seen, time_ = make_chain(lambda r: httpx.Response(200, json=block))
+    chain.tip()
+    chain.tip()
+    assert len(seen) == 1
+    time_.now += 1.5
+    chain.tip()
+    assert len(seen) == 2
