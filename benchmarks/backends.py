@@ -61,7 +61,7 @@ def query_latency_ms(url: str, n: int) -> tuple[float, float]:
             api.block_latest()
             samples["sdk"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            chain.tip()
+            chain.tip(fresh=True)  # not the second-long reuse: one real request, as the SDK's
             samples["httpx"].append(time.perf_counter() - start)
     finally:
         chain.close()
