@@ -25,9 +25,8 @@ import re
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from wallets.chain import IntersectionNotFoundError, TxLookup
 from wallets.errors import (
     ChainError,
     ChainProtocolError,
@@ -38,6 +37,9 @@ from wallets.errors import (
     submit_error,
 )
 from wallets.types import LOVELACE, OutputRef, ProtocolParams, Tip, Utxo
+
+if TYPE_CHECKING:
+    from wallets.chain import TxLookup
 
 log = logging.getLogger(__name__)
 
@@ -503,6 +505,8 @@ class BlockfrostChain:
             IntersectionNotFoundError: Blockfrost does not know ``since`` (no conclusion possible).
             ChainUnavailableError, ChainProtocolError: Blockfrost could not be read.
         """
+        from wallets.chain import IntersectionNotFoundError, TxLookup
+
         floor = 0
         if since is not None:
             block = self._get(f"/blocks/{since[1]}")
