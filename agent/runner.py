@@ -30,6 +30,7 @@ from typing import Any, Callable, Protocol
 
 from agent.errors import AgentError, StopRequestedError, StoreError, TransientApiError
 from agent.faults import crash_point
+from agent.queue import LeaseLostError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ class JobStoreLike(Protocol):
 
     def claim(self, worker_id: str, *, now: float, lease_s: float) -> Any: ...
     def heartbeat(self, job_id: Any, worker_id: str, *, now: float, lease_s: float) -> Any: ...
-    def complete(self, job_id: Any, *, result: Any, result_path: str | None, now: float) -> Any: ...
-    def fail(self, job_id: Any, error: str, *, now: float, retry_at: float | None) -> Any: ...
+    def complete(self, job_id: Any, *, result: Any, result_path: str | None, now: float,
+                 worker_id: str | None = None) -> Any: ...
+    def fail(self, job_id: Any, error: str, *, now: float, retry_at: float | None,
+             worker_id: str | None = None) -> Any: ...
     def counts(self) -> dict[str, int]: ...
 
 
@@ -147,14 +150,28 @@ class Runner:
             try:
                 outcome = self.executor.execute(job, worker_id=worker_id)
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
-                self._record_failure(job, exc)
+                try:
+                    self._record_failure(job, exc, worker_id)
+                except LeaseLostError as lost:
+                    self._lost(job, lost)
                 return
-        self.store.complete(job.id, result=outcome.result, result_path=outcome.result_path, now=self.clock())
+        try:
+            self.store.complete(job.id, result=outcome.result, result_path=outcome.result_path, now=self.clock(),
+                                worker_id=worker_id)
+        except LeaseLostError as lost:
+            self._lost(job, lost)
+            return
         with self._stats_lock:
             self.stats.done += 1
         log.info("job %s done", job.id)
 
-    def _record_failure(self, job: Any, exc: Exception) -> None:
+    @staticmethod
+    def _lost(job: Any, exc: Exception) -> None:
+        # Our lease ran out (a stalled heartbeat) and another worker, maybe on another host,
+        # holds the job now: its outcome is that worker's to record, never ours.
+        log.warning("job %s: %s; leaving it to the worker that holds it", job.id, exc)
+
+    def _record_failure(self, job: Any, exc: Exception, worker_id: str | None = None) -> None:
         message = _one_line(exc)
         if isinstance(exc, StopRequestedError) or self._abandoned.is_set():
             # A job abandoned at the end of the grace time fails only because the process is
@@ -166,7 +183,7 @@ class Runner:
         if is_transient(exc) and job.attempts < job.max_attempts:
             retry_at = now + self.backoff.delay(job.attempts, self.rng)
             log.warning("job %s: %s; retrying in %.1fs", job.id, message, retry_at - now)
-            self.store.fail(job.id, message, now=now, retry_at=retry_at)
+            self.store.fail(job.id, message, now=now, retry_at=retry_at, worker_id=worker_id)
             with self._stats_lock:
                 self.stats.retried += 1
             return
@@ -174,7 +191,7 @@ class Runner:
             log.exception("job %s failed with an unexpected error", job.id)
         else:
             log.error("job %s failed: %s", job.id, message)
-        self.store.fail(job.id, message, now=now, retry_at=None)
+        self.store.fail(job.id, message, now=now, retry_at=None, worker_id=worker_id)
         with self._stats_lock:
             self.stats.failed += 1
             self.stats.errors.append(f"job {job.id}: {message}")

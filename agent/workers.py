@@ -20,7 +20,7 @@ from agent.store import Database, register_migrations
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_S = 30.0
+DEFAULT_LEASE_S = 60.0
 
 register_migrations("workers", [
     """

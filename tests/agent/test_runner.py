@@ -189,3 +189,20 @@ def test_a_locked_database_makes_the_runner_wait_and_loses_nothing(tmp_path, mon
     assert jobs.get(job.id).state == "queued"
     assert runner.run_once().id == job.id
     assert jobs.get(job.id).state == "done"
+
+
+@pytest.mark.parametrize("script", [{}, {"chat": [PolicyError("no", reason="x")]},
+                                    {"chat": [TransientApiError("5xx", status=503)]}])
+def test_a_worker_whose_lease_was_taken_never_records_the_jobs_outcome(script):
+    """A stalled worker (its lease ran out; another host's worker took the job) neither completes
+    nor fails the job: it stays with the worker that holds it."""
+    store = MemoryJobStore()
+    [job] = enqueue(store)
+    stale = store.claim("hostA:1-0", now=1_000_000.0, lease_s=10)
+    taken = store.claim("hostB:2-0", now=1_000_011.0, lease_s=60)
+    assert taken.id == stale.id
+    runner = Runner(store, ScriptedExecutor(script), clock=Clock(1_000_012.0), lease_s=0)
+    runner._execute(stale, "hostA:1-0")
+    now = store.get(job.id)
+    assert (now.state, now.lease_owner) == ("running", "hostB:2-0")
+    assert runner.stats.done == runner.stats.failed == runner.stats.retried == 0
