@@ -402,3 +402,43 @@ def test_a_job_rerun_after_a_settled_call_presents_the_same_payload(agent_home: 
                 http.get(f"{v2_server.url}/premium", headers={"X-Request-Id": "job9-c"})
         (row,) = rows(agent)
         assert row.state == "settled" and agent.payer().resume_proof(9) is None
+
+
+def test_payee_outside_the_allowlist_is_refused(agent_home: Any, v2_server: X402Server) -> None:
+    """A payTo the host's allowlist does not name is rejected (named in the line); nothing paid."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(v2_server.url).netloc
+    agent_home.configure(extra=f'\n[policy.payees]\n"{host}" = ["{agent_home.address}"]\n')
+    before = agent_home.balance()
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        with pytest.raises(v2.NoAcceptableOptionError, match="not an allowed payee"):
+            http.get(f"{v2_server.url}/premium")
+        (row,) = rows(agent)
+        assert row.state == "refused"
+    assert agent_home.balance() == before and v2_server.facilitator.submissions == 0
+
+
+def test_v1_body_is_paid_with_x_payment(agent_home: Any) -> None:
+    """A v1 402 (requirements in the body) is answered with X-PAYMENT carrying the signed transaction."""
+    import base64
+
+    seen: list[dict] = []
+    body = {"x402Version": 1, "error": "", "accepts": [
+        {"scheme": "exact", "network": "cardano-devnet", "maxAmountRequired": "1000000", "asset": "lovelace",
+         "payTo": DEFAULT_PAY_TO, "maxTimeoutSeconds": 600, "resource": "http://127.0.0.1:9/v1"}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "x-payment" not in request.headers:
+            return httpx.Response(402, json=body)
+        seen.append(json.loads(base64.b64decode(request.headers["x-payment"])))
+        return httpx.Response(200, json={"ok": True})
+
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(),
+                                                  transport=httpx.MockTransport(handler)) as http:
+        assert http.get("http://127.0.0.1:9/v1").status_code == 200
+        (row,) = rows(agent)
+    (payload,) = seen
+    assert payload["x402Version"] == 1 and payload["scheme"] == "exact" and payload["network"] == "cardano-devnet"
+    assert payload["payload"]["nonce"].split("#")[0] in {r.tx_id for r in row.inputs}
+    assert base64.b64decode(payload["payload"]["transaction"]) == row.cbor
