@@ -43,6 +43,7 @@ TOKEN_ONLY_LOVELACE = 10_000_000  # lovelace carried by a genesis output asked f
 STATE_FILE = "devnet.json"
 STATE_VERSION = 1
 SAVE_INTERVAL_S = 1.0
+IDLE_SAVE_INTERVAL_S = 60.0  # when only empty blocks came: the state file is not rewritten every beat
 
 
 def faucet_signing_key() -> Any:
@@ -133,7 +134,8 @@ class DevnetNode:
         self.block_time_s = block_time_s
         self.lock = threading.RLock()
         self._room = threading.Condition(self.lock)  # notified when a block frees mempool space
-        self.dirty = False
+        self.dirty = False  # anything changed since the last snapshot (empty blocks included)
+        self.dirty_transactions = False  # a transaction was accepted or confirmed since then
         self._version = 0
         self.on_change: Callable[[], None] = lambda: None
         self._clock = clock
@@ -259,7 +261,7 @@ class DevnetNode:
                     self._room.wait(left)
             if self.block_time_s == 0:
                 self.ledger.produce_block(self._slot_locked())
-            self.dirty = True
+            self.dirty = self.dirty_transactions = True
             self._version += 1
         self.on_change()
         return tx_id
@@ -276,6 +278,7 @@ class DevnetNode:
             block = self.ledger.produce_block(self._slot_locked(), force=force)
             if block is not None or had_mempool:
                 self.dirty = True
+                self.dirty_transactions = self.dirty_transactions or had_mempool
                 self._version += 1
                 self._room.notify_all()
         if block is not None or had_mempool:
@@ -306,7 +309,7 @@ class DevnetNode:
     def snapshot(self) -> dict[str, Any]:
         """The ledger state for persistence (JSON-able); clears the dirty flag."""
         with self.lock:
-            self.dirty = False
+            self.dirty = self.dirty_transactions = False
             return self.ledger.to_state()
 
 
@@ -536,7 +539,9 @@ class Devnet:
                 pass
             if block_time > 0 and not self._stop_event.is_set():
                 self._node.tick()
-            if self._node.dirty and time.monotonic() - last_save >= SAVE_INTERVAL_S:
+            since = time.monotonic() - last_save
+            if (self._node.dirty_transactions and since >= SAVE_INTERVAL_S
+                    or self._node.dirty and since >= IDLE_SAVE_INTERVAL_S):
                 last_save = time.monotonic()
                 try:  # writing a large state off the loop keeps requests flowing meanwhile
                     await asyncio.get_running_loop().run_in_executor(None, self.save)

@@ -154,6 +154,20 @@ def test_empty_blocks_keep_the_tip_moving_with_the_clock(devnet_factory):
     assert devnet.node.tick().slot == tip.slot + 60
 
 
+def test_empty_blocks_alone_do_not_rewrite_the_state_file_every_beat(devnet_factory, tmp_path):
+    """Only empty blocks: the state is saved at the idle cadence; a transaction marks it for the next save."""
+    now = [1_800_000_000.0]
+    devnet = devnet_factory(block_time_s=3600, clock=lambda: now[0], state_dir=tmp_path)
+    devnet.node.snapshot()
+    now[0] += 20
+    assert devnet.node.tick() is not None
+    assert devnet.node.dirty and not devnet.node.dirty_transactions
+    devnet.fund(new_key().address, 2_000_000)
+    assert devnet.node.dirty_transactions
+    devnet.save()
+    assert not devnet.node.dirty and not devnet.node.dirty_transactions
+
+
 def test_a_timer_beat_with_transactions_makes_a_block_of_them(devnet_factory):
     """A beat makes a block of what waits, even when the clock has not moved (slot tip + 1)."""
     now = [1_800_000_000.0]
