@@ -25,6 +25,8 @@ from typing import Iterator
 SUPERUSER = "postgres"
 PASSWORD_USER = "agent_pw"
 PASSWORD = "s3cret-pg-pw"
+SUPERUSER_PASSWORD = "unused-superuser-pw"
+"""Set by initdb: the superuser can log in over TCP from the first moment the server runs."""
 
 
 def find_bindir() -> Path | None:
@@ -82,14 +84,14 @@ class PgCluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, bindir: Path | None = None) -> "PgCluster":
-        """initdb a new cluster in a temp directory and start it; RuntimeError if that fails."""
+    def start(cls, bindir: Path | None = None, *, port: int | None = None) -> "PgCluster":
+        """initdb a new cluster in a temp directory and start it (on ``port``, default a free one)."""
         bindir = bindir or find_bindir()
         if bindir is None:
             raise RuntimeError("no PostgreSQL binaries (initdb, pg_ctl, postgres) found")
         root = Path(tempfile.mkdtemp(prefix="agentpg-", dir="/tmp"))
         user = _run_as()
-        cluster = cls(bindir, root, _free_port(), user)
+        cluster = cls(bindir, root, port or _free_port(), user)
         try:
             cluster._init()
             cluster._start()
@@ -110,7 +112,7 @@ class PgCluster:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
             os.chown(self.socket_dir, pw.pw_uid, pw.pw_gid)
         pwfile = self.root / "pw"
-        pwfile.write_text("unused-superuser-pw\n")
+        pwfile.write_text(SUPERUSER_PASSWORD + "\n")
         if self.user:
             os.chown(pwfile, pwd.getpwnam(self.user).pw_uid, -1)
         subprocess.run(

@@ -139,6 +139,24 @@ def _open(args: argparse.Namespace, *, passphrase: bool = False, secret: str | N
     return Agent.open(args.home, passphrase=prompt)
 
 
+def _open_waiting(args: argparse.Namespace, *, secret: str | None, max_wait_s: float = 60.0) -> Any:
+    """Open the agent for ``run``; while its database is unreachable, wait with backoff and retry.
+
+    A shared database that is down when a host starts is waited for (one line each try);
+    a wrong URL or password (a ConfigError) stops at once. SIGTERM or SIGINT end the wait.
+    """
+    from agent.errors import StoreError
+
+    wait_s = 1.0
+    while True:
+        try:
+            return _open(args, passphrase=True, secret=secret)
+        except StoreError as exc:  # unreachable or lost; a wrong URL or password is a ConfigError
+            print(f"waiting for the database: {exc}; retrying in {wait_s:.0f}s", file=sys.stderr, flush=True)
+            time.sleep(wait_s)  # the process has nothing else to do until the database answers
+            wait_s = min(max_wait_s, wait_s * 2)
+
+
 def _job_dict(job: Any) -> dict[str, Any]:
     return {
         "id": job.id, "kind": job.kind, "state": job.state, "tags": list(job.tags), "budget": job.budget,
@@ -250,7 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A long-lived process keeps the passphrase in memory only: out of its environment, so
     # neither a child process nor a dump of the environment carries it.
     env_secret = os.environ.pop("CARDANO_AGENT_PASSPHRASE", None)
-    with _open(args, passphrase=True, secret=env_secret) as agent:
+    with _open_waiting(args, secret=env_secret) as agent:
         if not agent.config.api.api_key or agent.config.api.partner:
             agent.payer()  # unlock now: a wrong passphrase is one line at start, not a failure per job
         from agent.workers import ProcessLease, ProcessRegistry

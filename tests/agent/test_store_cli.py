@@ -111,3 +111,35 @@ def test_status_with_the_database_down_is_one_line(tmp_path, capsys, monkeypatch
     code, out, err = cli(capsys, "status", "--home", str(tmp_path), "--offline")
     assert code != 0 and err.count("\n") == 1 and "unreachable" in err
     assert "pw-xyz-1" not in err + out and "Traceback" not in err
+
+
+def test_run_waits_for_a_database_that_is_down_at_start(tmp_path):
+    """run with its PostgreSQL down: one line per try on stderr, then it connects once the server is up."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.pgcluster import SUPERUSER_PASSWORD, PgCluster, _free_port, find_bindir
+
+    if find_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries")
+    port = _free_port()
+    # The superuser's password is set by initdb, so it works from the server's first moment.
+    url = f"postgresql://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{port}/postgres"
+    env = {**os.environ, "CARDANO_AGENT_STORE_URL": url, "T_API_KEY": "test-key"}
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--until-idle", "--home", str(tmp_path)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cluster = None
+    try:
+        first = proc.stderr.readline()
+        assert first.startswith("waiting for the database: ") and SUPERUSER_PASSWORD not in first, first
+        cluster = PgCluster.start(port=port)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert SUPERUSER_PASSWORD not in out + err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if cluster is not None:
+            cluster.stop()
