@@ -444,7 +444,11 @@ class WalletPayer:
         return row
 
     def resume_proof(self, job_id: int) -> Proof | None:
-        """The proof of a job's payment that left the wallet but is not settled (resolving rows left behind)."""
+        """The proof of a job's payment that left the wallet but is not settled (resolving rows left behind).
+
+        Raises PaymentInFlightError while one of the job's payments is signed and its fate not
+        yet known (or another live process works on it): the job must not pay a new invoice then.
+        """
         for row in reversed(self.ledger.by_job(job_id)):
             if row.invoice_id.startswith("x402v2:"):  # decided in agent.x402v2_payer (settled ones too)
                 from agent import x402v2_payer
@@ -456,6 +460,10 @@ class WalletPayer:
             if row.state in (RESERVED, SIGNED) and self._mine_to_settle(row):
                 self._resolve(self.ledger.get(row.id), {})
                 row = self.ledger.get(row.id)
+            if row.state in (RESERVED, SIGNED):
+                raise PaymentInFlightError(
+                    f"job {job_id}: payment {row.id} for invoice {row.invoice_id} is {row.state} and whether it "
+                    "landed is not known yet; the job waits rather than paying a new invoice")
             if row.state == SUBMITTED and row.tx_id:
                 expires = datetime.fromtimestamp(self.clock() + 300, tz=timezone.utc)
                 return self._proof(row, expires)

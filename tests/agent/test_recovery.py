@@ -297,3 +297,27 @@ def test_a_refused_proof_of_an_unsent_payment_is_not_recorded_as_paid(agent_home
                                     expires_at=None, payment_id=str(row.id)), refusal)
         assert agent.ledger.get(row.id).state == "signed"
         assert agent.ledger.total_paid() == 0
+
+
+def test_a_job_whose_payment_fate_is_unknown_waits_instead_of_paying_anew(agent_home):
+    """Resuming a job whose signed payment can be neither sent nor judged raises PaymentInFlightError (retryable)."""
+    from agent.errors import PaymentInFlightError
+    from agent.runner import is_transient
+    from wallets.errors import ChainUnavailableError
+
+    with agent_home.open() as agent:
+        job = agent.jobs.enqueue("chat", {"message": "x"}, now=time.time())
+        row, payment = _signed_row(agent, invoice="inv-unknown", job_id=job.id)
+    with agent_home.open() as agent:
+        def unreachable(cbor):
+            raise ChainUnavailableError("the node is down")
+
+        agent.chain.submit = unreachable
+        with pytest.raises(PaymentInFlightError) as info:
+            agent.payer().resume_proof(job.id)
+        assert is_transient(info.value)
+        assert agent.ledger.get(row.id).state == "signed"
+        agent.chain.submit = type(agent.chain).submit.__get__(agent.chain)
+        proof = agent.payer().resume_proof(job.id)  # the node is back: the same bytes go out
+        assert proof is not None and proof.payment == payment.tx_id
+    assert _on_chain(agent_home, payment.tx_id)
