@@ -26,9 +26,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncGenerator, Awaitable, Callable, Generator, Mapping, Protocol, Union
+from typing import Any, AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping, Protocol, Union
 
 import httpx
 
@@ -252,6 +253,38 @@ class _Pay:
 @dataclass
 class _Sleep:
     seconds: float
+    invoice_id: str = ""
+    request_id: str = ""
+
+
+class SettlementPendingError(AgentError):
+    """Raised instead of waiting when the server says a paid call's payment is still pending.
+
+    Only inside :func:`parking` (the job runner): the proof stays remembered under the call's
+    request id (and durable in the ledger), so the call resumes later presenting the same
+    proof, never paying again, while the thread goes on with other work.
+    """
+
+    def __init__(self, message: str, *, invoice_id: str, request_id: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.invoice_id = invoice_id
+        self.request_id = request_id
+        self.retry_after_s = retry_after_s
+
+
+_parking = threading.local()
+
+
+@contextmanager
+def parking() -> Iterator[None]:
+    """In this thread, inside the block, a paid call whose payment is pending raises
+    :class:`SettlementPendingError` instead of sleeping until it settles."""
+    previous = getattr(_parking, "on", False)
+    _parking.on = True
+    try:
+        yield
+    finally:
+        _parking.on = previous
 
 
 @dataclass
@@ -516,7 +549,7 @@ class X402Auth(httpx.Auth):
                 polls += 1
                 delay_s = min(self._pending_backoff.backoff_s(polls, rng=self._rng), remaining_s)
                 logger.info("invoice=%s pending; re-sending proof in %.2fs", proof.invoice_id, delay_s)
-                yield _Sleep(delay_s)
+                yield _Sleep(delay_s, proof.invoice_id, key)
                 response = yield _Send(request, proof.invoice_id)
                 continue
             yield _Notify("refused", proof, response)
@@ -546,6 +579,10 @@ class X402Auth(httpx.Auth):
                 elif isinstance(op, _Pay):
                     result = _pay_v2_or_t(self._handler, op)
                 elif isinstance(op, _Sleep):
+                    if getattr(_parking, "on", False):
+                        raise SettlementPendingError(
+                            f"invoice {op.invoice_id}: payment sent, waiting for it to settle",
+                            invoice_id=op.invoice_id, request_id=op.request_id, retry_after_s=op.seconds)
                     self._sleep(op.seconds)
                 else:
                     getattr(self._handler, op.verdict)(op.proof, op.response)

@@ -5,6 +5,10 @@ transaction for the same call): the stored proof is handed to the x402 auth unde
 request id, so the first request already carries ``X-Invoice-Id`` and ``X-Payment``. If the
 server says that invoice was already consumed by our own transaction, the payment is marked
 settled and the call is made afresh (the answer was lost in the crash, not the money).
+
+A paid call the server answers "pending" does not wait in the worker: the executor raises
+:class:`agent.runner.JobParked` and the runner parks the job. Resumed, the job sends the same
+call (same request id) with the same proof: from the auth's memory, else from the ledger.
 """
 
 from __future__ import annotations
@@ -62,36 +66,50 @@ class TApiExecutor:
 
     def execute(self, job: Any, *, worker_id: str) -> JobOutcome:
         """Run ``job`` and return its outcome; raise to fail or retry it (the runner decides)."""
-        from agent.auth import PaymentRejectedError
+        from agent.auth import SettlementPendingError, parking
+        from agent.queue import AWAITING
+        from agent.runner import JobParked
 
         request = dict(job.request)
         schedule = request.pop("_schedule", None)
         partner = request.pop("partner", None)
         client = self.client_for(partner)
-        request_id = f"job{job.id}-{uuid.uuid4().hex[:12]}"
+        # A parked job resumes the very call it made: same request id, same proof.
+        resuming = job.state == AWAITING and bool(job.request_id)
+        request_id = job.request_id if resuming else f"job{job.id}-{uuid.uuid4().hex[:12]}"
         self._reconcile_unsettled(client, job.id)
-        resumed = self._resume(client, job.id, request_id)
+        resumed = (self._held_proof(client, request_id) if resuming else None) or self._resume(client, job.id, request_id)
         store = self.agent.jobs
 
         def on_state(state: str) -> None:
             store.set_state(job.id, state, worker_id=worker_id, now=self.agent.clock())
 
-        store.set_state(job.id, "running", worker_id=worker_id, now=self.agent.clock(), request_id=request_id)
+        store.set_state(job.id, AWAITING if resuming else "running", worker_id=worker_id, now=self.agent.clock(),
+                        request_id=request_id)
         ctx = JobContext(job_id=job.id, tags=tuple(job.tags), budget=job.budget, on_state=on_state)
-        with job_context(ctx):
-            try:
-                data = self.call(client, job.kind, request, request_id)
-            except PaymentRejectedError:
-                # x402 v2: the refused re-presentation is recorded (agent.x402v2_payer.refused);
-                # what it paid is decided from the chain, and the call is made afresh.
-                if resumed is None or (resumed.dialect == "t" and not self._consumed_by_us(
-                        client, resumed.invoice_id, resumed.payment, int(resumed.payment_id))):
-                    raise
-                log.info("job %s: invoice %s was consumed by our payment before the crash; calling afresh",
-                         job.id, resumed.invoice_id)
-                data = self.call(client, job.kind, request, f"job{job.id}-{uuid.uuid4().hex[:12]}")
+        try:
+            with job_context(ctx), parking():
+                data = self._call_resuming(client, job, request, request_id, resumed)
+        except SettlementPendingError as exc:
+            raise JobParked(str(exc), retry_after_s=exc.retry_after_s) from None
         crash_point("after_call")
         return self._outcome(job, data, schedule=schedule)
+
+    def _call_resuming(self, client: Any, job: Any, request: dict[str, Any], request_id: str,
+                       resumed: Any) -> dict[str, Any]:
+        from agent.auth import PaymentRejectedError
+
+        try:
+            return self.call(client, job.kind, request, request_id)
+        except PaymentRejectedError:
+            # x402 v2: the refused re-presentation is recorded (agent.x402v2_payer.refused);
+            # what it paid is decided from the chain, and the call is made afresh.
+            if resumed is None or (resumed.dialect == "t" and not self._consumed_by_us(
+                    client, resumed.invoice_id, resumed.payment, int(resumed.payment_id))):
+                raise
+            log.info("job %s: invoice %s was consumed by our payment before the crash; calling afresh",
+                     job.id, resumed.invoice_id)
+            return self.call(client, job.kind, request, f"job{job.id}-{uuid.uuid4().hex[:12]}")
 
     # -- the call ---------------------------------------------------------------------------
     def call(self, client: Any, kind: str, request: dict[str, Any], request_id: str) -> dict[str, Any]:
@@ -121,6 +139,12 @@ class TApiExecutor:
 
             return http_call(self.agent, request, request_id, transport=self._client_kwargs.get("transport"))
         raise ValueError(f"unknown job kind {kind!r}")
+
+    def _held_proof(self, client: Any, request_id: str) -> Any:
+        """The proof the auth still remembers for the call sent as ``request_id``, if any."""
+        if client.mode != "x402":
+            return None
+        return self.agent.x402_auth(partner=client._partner).proof_for(request_id)
 
     def _resume(self, client: Any, job_id: int, request_id: str) -> Any:
         if client.mode != "x402":

@@ -118,8 +118,12 @@ class _CountingExecutor:
         self._metrics = metrics
 
     def execute(self, job: Any, *, worker_id: str) -> Any:
+        from agent.runner import JobParked
+
         try:
             return self._inner.execute(job, worker_id=worker_id)
+        except JobParked:
+            raise  # waiting for settlement: no error
         except Exception as exc:
             self._metrics.error(exc)
             raise

@@ -7,6 +7,13 @@ States::
       └──fail(retry_at)─┘                                                        │
     queued / failed ──cancel──► cancelled;   failed / cancelled ──retry──► queued ◄┘
 
+    (any active state) ──park(retry_at)──► awaiting_settlement, no lease ──claim──► (resumed)
+
+A *parked* job (``awaiting_settlement`` without a lease) has sent its payment and waits for
+it to settle without holding a worker: it is claimed again once ``run_at`` comes (or
+:meth:`JobStore.wake_parked` makes it due at a new block), keeps its state and ``request_id``
+when claimed, and such a claim is not a new attempt.
+
 A claimed job carries a lease (``lease_owner``, ``lease_expires_at``). A worker that dies
 leaves its lease to expire; :meth:`JobStore.claim` then hands the job to another worker.
 Time is always a ``now`` parameter (epoch seconds). Two backends share one contract:
@@ -101,7 +108,9 @@ class JobStore(Protocol):
     def enqueue(self, kind: str, request: Mapping[str, Any], *, tags: Iterable[str] = (),
                 budget: str | None = None, unique_key: str | None = None,
                 run_at: float | None = None, max_attempts: int = 5, now: float) -> Job: ...
-    def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None: ...
+    def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Job | None: ...
+    def park(self, job_id: int, *, retry_at: float, now: float, worker_id: str | None = None) -> Job: ...
+    def wake_parked(self, *, now: float) -> int: ...
     def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job: ...
     def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
                   request_id: str | None = None) -> Job: ...
@@ -128,6 +137,24 @@ def _check_owner(job: Job, worker_id: str | None) -> None:
 def _claimed(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
     return replace(job, state=RUNNING, attempts=job.attempts + 1, lease_owner=worker_id,
                    lease_expires_at=now + lease_s, updated_at=now)
+
+
+def _resumed(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
+    """A parked job claimed again: same state, same attempt (waiting for settlement is no new try)."""
+    return replace(job, lease_owner=worker_id, lease_expires_at=now + lease_s, updated_at=now)
+
+
+def is_parked(job: Job) -> bool:
+    """True for a job waiting for its payment to settle without holding a worker."""
+    return job.state == AWAITING and job.lease_owner is None
+
+
+def _park(job: Job, retry_at: float, now: float, worker_id: str | None) -> Job:
+    if job.state not in ACTIVE:
+        raise JobError(f"job {job.id} is {job.state}; only a running job parks")
+    _check_owner(job, worker_id)
+    return replace(job, state=AWAITING, run_at=float(retry_at), lease_owner=None, lease_expires_at=None,
+                   updated_at=now)
 
 
 def _heartbeat(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
@@ -244,6 +271,10 @@ class _Transitions(abc.ABC):
         """Move a claimed job between running, paying and awaiting_settlement."""
         return self._change(job_id, lambda j: _set_state(j, state, worker_id, now, request_id))
 
+    def park(self, job_id: int, *, retry_at: float, now: float, worker_id: str | None = None) -> Job:
+        """Release a claimed job's lease while its payment settles; it is claimable again at ``retry_at``."""
+        return self._change(job_id, lambda j: _park(j, retry_at, now, worker_id))
+
     def complete(self, job_id: int, *, result: Mapping[str, Any] | None, result_path: str | None,
                  now: float, worker_id: str | None = None) -> Job:
         """Mark a claimed job done with its summary and result location."""
@@ -290,29 +321,43 @@ class SqlJobStore(_Transitions):
             )
             return replace(job, id=_rowid(cur))
 
-    def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None:
-        """Take the job whose lease expired longest ago, else the oldest due queued job.
+    def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Job | None:
+        """Take the job whose lease expired longest ago, else a due parked job, else the oldest due queued job.
 
-        One statement. On an engine with row locks (PostgreSQL) it runs on its own and skips
-        rows other workers are claiming (``FOR UPDATE SKIP LOCKED``): claims from many hosts
-        never wait for each other nor take the same job. On SQLite it holds the write lock.
+        With ``fresh=False`` no queued job is started (the caller has enough calls in flight):
+        only expired leases and parked jobs are taken. One statement. On an engine with row
+        locks (PostgreSQL) it runs on its own and skips rows other workers are claiming
+        (``FOR UPDATE SKIP LOCKED``): claims from many hosts never wait for each other nor
+        take the same job. On SQLite it holds the write lock.
         """
         dialect = self.db.dialect
+        parked = "state = 'awaiting_settlement' AND lease_owner IS NULL"
         sql = (
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,"
+            f"UPDATE jobs SET state = CASE WHEN {parked} THEN state ELSE 'running' END,"
+            f" attempts = attempts + CASE WHEN {parked} THEN 0 ELSE 1 END, lease_owner = ?,"
             " lease_expires_at = ?, updated_at = ? WHERE id = COALESCE("
             " (SELECT id FROM jobs WHERE state IN ('running', 'paying', 'awaiting_settlement')"
             "  AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT 1" + dialect.skip_locked + "),"
-            " (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT 1"
-            + dialect.skip_locked + ")) RETURNING *"
+            f" (SELECT id FROM jobs WHERE {parked} AND run_at <= ? ORDER BY run_at, id LIMIT 1"
+            + dialect.skip_locked + ")"
+            + (", (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT 1"
+               + dialect.skip_locked + ")" if fresh else "")
+            + ") RETURNING *"
         )
-        params = (worker_id, now + lease_s, now, now, now)
+        params = (worker_id, now + lease_s, now, now, now) + ((now,) if fresh else ())
         if dialect.row_locks:
             r = self.db.execute(sql, params).fetchone()
         else:
             with self.db.atomic() as conn:
                 r = conn.execute(sql, params).fetchone()
         return _from_row(r) if r is not None else None
+
+    def wake_parked(self, *, now: float) -> int:
+        """Make every parked job due now (a new block came: its payment may have settled); return how many."""
+        with self.db.atomic() as conn:
+            cur = conn.execute("UPDATE jobs SET run_at = ? WHERE state = 'awaiting_settlement'"
+                               " AND lease_owner IS NULL AND run_at > ?", (now, now))
+            return max(0, cur.rowcount or 0)
 
     def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self.db.atomic() as conn:
@@ -374,6 +419,7 @@ class SqlJobStore(_Transitions):
         r = self.db.execute(
             "SELECT min(t) AS t FROM ("
             " SELECT min(run_at) AS t FROM jobs WHERE state = 'queued'"
+            " OR (state = 'awaiting_settlement' AND lease_owner IS NULL)"
             " UNION ALL SELECT min(lease_expires_at) FROM jobs"
             " WHERE state IN ('running', 'paying', 'awaiting_settlement')) AS due"
         ).fetchone()
@@ -413,24 +459,40 @@ class MemoryJobStore(_Transitions):
                 self._unique[unique_key] = job.id
             return job
 
-    def claim(self, worker_id: str, *, now: float, lease_s: float) -> Job | None:
-        """Take the job whose lease expired longest ago, else the oldest due queued job."""
+    def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Job | None:
+        """Take the job whose lease expired longest ago, else a due parked job, else the oldest due queued job."""
         with self._lock:
             expired: Job | None = None
+            parked: Job | None = None
             due: Job | None = None
             for j in self._jobs.values():
-                if j.state == QUEUED and j.run_at <= now:
-                    if due is None or (j.run_at, j.id) < (due.run_at, due.id):
+                if is_parked(j):
+                    if j.run_at <= now and (parked is None or (j.run_at, j.id) < (parked.run_at, parked.id)):
+                        parked = j
+                elif j.state == QUEUED and j.run_at <= now:
+                    if fresh and (due is None or (j.run_at, j.id) < (due.run_at, due.id)):
                         due = j
                 elif (j.state in ACTIVE and j.lease_expires_at is not None and j.lease_expires_at <= now
                       and (expired is None or (j.lease_expires_at, j.id) < (expired.lease_expires_at or 0, expired.id))):
                     expired = j
-            pick = expired or due
-            if pick is None:
+            if expired is not None:
+                job = _claimed(expired, worker_id, now, lease_s)
+            elif parked is not None:
+                job = _resumed(parked, worker_id, now, lease_s)
+            elif due is not None:
+                job = _claimed(due, worker_id, now, lease_s)
+            else:
                 return None
-            job = _claimed(pick, worker_id, now, lease_s)
             self._jobs[job.id] = job
             return job
+
+    def wake_parked(self, *, now: float) -> int:
+        """Make every parked job due now (a new block came: its payment may have settled); return how many."""
+        with self._lock:
+            woken = [j for j in self._jobs.values() if is_parked(j) and j.run_at > now]
+            for job in woken:
+                self._jobs[job.id] = replace(job, run_at=now)
+        return len(woken)
 
     def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self._lock:
@@ -477,7 +539,7 @@ class MemoryJobStore(_Transitions):
     def next_run_at(self) -> float | None:
         """Return the earliest time a claim could succeed: a queued job due or a lease expiring."""
         with self._lock:
-            times = [j.run_at for j in self._jobs.values() if j.state == QUEUED]
+            times = [j.run_at for j in self._jobs.values() if j.state == QUEUED or is_parked(j)]
             times += [j.lease_expires_at for j in self._jobs.values()
                       if j.state in ACTIVE and j.lease_expires_at is not None]
         return min(times) if times else None

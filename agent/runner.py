@@ -12,6 +12,13 @@ On :meth:`Runner.stop` (SIGTERM) no new job is claimed; the jobs in hand get
 returns whatever is still busy. A job stopped mid-way keeps its lease; the next start takes
 it back (its owner is gone) and resumes its payment from the ledger.
 
+Waiting costs nothing: a job whose payment is sent and awaits settlement raises
+:class:`JobParked`; the runner *parks* it (``awaiting_settlement``, durable, lease released,
+due again at ``retry_at``) and the worker goes on with other jobs. A watcher thread following
+the chain tip makes parked jobs due at each new block; resumed, a job presents the proof it
+already holds (never a new payment). ``concurrency`` bounds the calls in flight (held by a
+worker or parked); ``workers`` is only how many run at once.
+
 Errors are told apart by type: transient ones (a 5xx, a timeout, the chain or the database
 unavailable) are retried with exponential backoff and jitter up to the job's attempt limit;
 everything else fails the job at once with its one-line reason.
@@ -38,7 +45,9 @@ log = logging.getLogger(__name__)
 class JobStoreLike(Protocol):
     """The part of ``agent.queue.JobStore`` the runner uses."""
 
-    def claim(self, worker_id: str, *, now: float, lease_s: float) -> Any: ...
+    def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Any: ...
+    def park(self, job_id: Any, *, retry_at: float, now: float, worker_id: str | None = None) -> Any: ...
+    def wake_parked(self, *, now: float) -> int: ...
     def heartbeat(self, job_id: Any, worker_id: str, *, now: float, lease_s: float) -> Any: ...
     def complete(self, job_id: Any, *, result: Any, result_path: str | None, now: float,
                  worker_id: str | None = None) -> Any: ...
@@ -53,6 +62,18 @@ class JobOutcome:
 
     result: dict[str, Any]
     result_path: str | None = None
+
+
+class JobParked(Exception):
+    """Raised by an executor: the job's payment is sent and settles later; park it, free the worker.
+
+    Not a failure: the job keeps its state and proof, and is claimed again at ``retry_after_s``
+    or sooner when a new block comes (:meth:`Runner.watch_chain`).
+    """
+
+    def __init__(self, reason: str, *, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
 
 
 class JobExecutor(Protocol):
@@ -88,6 +109,7 @@ class RunStats:
     """Counts of what a run did, for the progress line and the final summary."""
 
     done: int = 0
+    parked: int = 0
     retried: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -106,14 +128,21 @@ class Runner:
         clock: epoch seconds (injected so tests control time).
         rng: jitter source.
         stop_grace_s: after :meth:`stop`, how long :meth:`run` waits for the jobs in hand.
+        concurrency: calls in flight at most (held by a worker or parked); default ``workers``.
+        tip: optional chain-tip reader (any value that changes at each block); with it,
+            :meth:`run` starts a watcher thread that wakes parked jobs at each new block.
+        tip_poll_s: how often the watcher reads the tip.
     """
 
     def __init__(self, store: JobStoreLike, executor: JobExecutor, *, scheduler: Any = None,
                  workers: int = 1, lease_s: float = 120.0, backoff: Backoff = Backoff(),
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 name: str = "runner", stop_grace_s: float = 10.0) -> None:
+                 name: str = "runner", stop_grace_s: float = 10.0, concurrency: int | None = None,
+                 tip: Callable[[], Any] | None = None, tip_poll_s: float = 0.25) -> None:
         if workers < 1:
             raise AgentError("workers must be at least 1")
+        if concurrency is not None and concurrency < 1:
+            raise AgentError("concurrency must be at least 1")
         self.store = store
         self.executor = executor
         self.scheduler = scheduler
@@ -129,6 +158,19 @@ class Runner:
         self._stop = threading.Event()
         self._abandoned = threading.Event()
         """Set when :meth:`run` returned with jobs still in hand: they are left for the next start."""
+        self.concurrency = concurrency if concurrency is not None else workers
+        self.tip = tip
+        self.tip_poll_s = tip_poll_s
+        self._wake = threading.Event()
+        self._flight_lock = threading.Lock()
+        self._in_flight: set[Any] = set()  # jobs this runner holds or parked
+        self._slots_taken = 0  # claims under way that may start a new call
+
+    @property
+    def in_flight(self) -> int:
+        """Calls in flight: jobs held by a worker or parked by this runner."""
+        with self._flight_lock:
+            return len(self._in_flight)
 
     # -- one step -----------------------------------------------------------------------
     def run_once(self, now: float | None = None, *, worker_id: str | None = None) -> Any:
@@ -137,33 +179,73 @@ class Runner:
         worker_id = worker_id or f"{self.name}-0"
         if self.scheduler is not None:
             self.scheduler.run_once(now)
-        job = self.store.claim(worker_id, now=now, lease_s=self.lease_s)
+        with self._flight_lock:
+            fresh = len(self._in_flight) + self._slots_taken < self.concurrency
+            self._slots_taken += fresh
+        try:
+            job = self.store.claim(worker_id, now=now, lease_s=self.lease_s, fresh=fresh)
+            if job is not None:
+                with self._flight_lock:
+                    self._in_flight.add(job.id)
+        finally:
+            with self._flight_lock:
+                self._slots_taken -= fresh
         if job is None:
             return None
         crash_point("after_claim")
-        self._execute(job, worker_id)
+        try:
+            parked = self._execute(job, worker_id)
+        except BaseException:
+            self._release_slot(job.id)
+            raise
+        if not parked:
+            self._release_slot(job.id)
         return job
 
-    def _execute(self, job: Any, worker_id: str) -> None:
+    def _release_slot(self, job_id: Any) -> None:
+        with self._flight_lock:
+            self._in_flight.discard(job_id)
+
+    def _park(self, job: Any, worker_id: str, parked: JobParked) -> None:
+        now = self.clock()
+        retry_at = now + max(0.0, parked.retry_after_s)
+        self.store.park(job.id, retry_at=retry_at, now=now, worker_id=worker_id)
+        with self._stats_lock:
+            self.stats.parked += 1
+        log.info("job %s parked: %s; resumes at the next block or in %.1fs", job.id, parked, retry_at - now)
+
+    def _execute(self, job: Any, worker_id: str) -> bool:
+        """Run ``job`` and record its outcome; True if it was parked (still in flight)."""
         log.info("job %s (%s) started by %s, attempt %s", job.id, job.kind, worker_id, job.attempts)
+        parked: JobParked | None = None
         with _Heartbeat(self, job.id, worker_id):
             try:
                 outcome = self.executor.execute(job, worker_id=worker_id)
+            except JobParked as exc:
+                parked = exc
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
                 try:
                     self._record_failure(job, exc, worker_id)
                 except LeaseLostError as lost:
                     self._lost(job, lost)
-                return
+                return False
+        if parked is not None:
+            try:
+                self._park(job, worker_id, parked)  # durable: when stopping, the next start resumes it
+            except LeaseLostError as lost:
+                self._lost(job, lost)
+                return False
+            return True
         try:
             self.store.complete(job.id, result=outcome.result, result_path=outcome.result_path, now=self.clock(),
                                 worker_id=worker_id)
         except LeaseLostError as lost:
             self._lost(job, lost)
-            return
+            return False
         with self._stats_lock:
             self.stats.done += 1
         log.info("job %s done", job.id)
+        return False
 
     @staticmethod
     def _lost(job: Any, exc: Exception) -> None:
@@ -200,6 +282,32 @@ class Runner:
     def stop(self) -> None:
         """Claim no more jobs; :meth:`run` returns once the jobs in hand end or ``stop_grace_s`` passes."""
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Make parked jobs due now and wake idle workers (a new block came)."""
+        try:
+            self.store.wake_parked(now=self.clock())
+        except StoreError as exc:
+            log.warning("could not wake parked jobs: %s", exc)
+        self._wake.set()
+
+    def watch_chain(self, done: threading.Event | None = None) -> None:
+        """Follow the chain tip until stopped (or ``done``); at each new block, wake the parked jobs."""
+        assert self.tip is not None
+        done = done or threading.Event()
+        last: Any = None
+        while not self._stop.is_set() and not done.is_set():
+            try:
+                tip = self.tip()
+            except Exception as exc:  # noqa: BLE001 - parked jobs still resume at their retry_at
+                log.debug("settlement watcher: tip unavailable: %s", exc)
+                tip = last
+            if tip != last:
+                if last is not None:
+                    self.wake()
+                last = tip
+            done.wait(self.tip_poll_s)
 
     @property
     def stopping(self) -> bool:
@@ -211,6 +319,10 @@ class Runner:
         threads = [threading.Thread(target=self._worker, args=(f"{self.name}-{n}", until_idle, poll_s),
                                     name=f"{self.name}-{n}", daemon=True)
                    for n in range(self.workers)]
+        watch_done = threading.Event()
+        if self.tip is not None:
+            threading.Thread(target=self.watch_chain, args=(watch_done,), name=f"{self.name}-watch",
+                             daemon=True).start()
         for t in threads:
             t.start()
         stop_deadline: float | None = None
@@ -234,6 +346,7 @@ class Runner:
             self.stop()
             for t in threads:
                 t.join(timeout=self.stop_grace_s)
+        watch_done.set()
         if on_progress is not None:
             on_progress(self.store.counts(), self.stats)
         return self.stats
@@ -256,7 +369,8 @@ class Runner:
                 continue
             if until_idle and _idle(self.store.counts()):
                 return
-            self._stop.wait(poll_s)
+            if self._wake.wait(poll_s):
+                self._wake.clear()
 
 
 ACTIVE_STATES = ("queued", "running", "paying", "awaiting_settlement")

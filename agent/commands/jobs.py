@@ -54,7 +54,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.set_defaults(func=func)
 
     run = sub.add_parser("run", help="run workers and schedules until SIGTERM (or until idle)", parents=[common])
-    run.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
+    run.add_argument("--workers", type=int, default=1, help="worker threads, for the CPU work (default 1)")
+    run.add_argument("--concurrency", type=int, default=None, metavar="N",
+                     help="paid calls in flight at most, running or waiting for settlement "
+                          f"(default {DEFAULT_CONCURRENCY}, at least --workers); capped by the wallet and budgets")
     run.add_argument("--until-idle", action="store_true", help="exit when no job is left to run")
     run.add_argument("--lease-s", type=float, default=120.0, help=argparse.SUPPRESS)
     run.add_argument("--stop-grace-s", type=float, default=10.0, metavar="S",
@@ -253,6 +256,37 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_CONCURRENCY = 64
+"""Calls in flight by default: waiting for a block holds no worker, so many more than workers."""
+
+
+def concurrency_cap(agent: Any, requested: int, *, now: float) -> tuple[int, str | None]:
+    """``requested``, or fewer with the one-line reason when the wallet or a budget cannot pay that many at once.
+
+    Judged at the per-call maximum (``[policy] max_per_call_ada``): the wallet's balance and
+    every budget that covers all calls must hold that much per call in flight.
+    """
+    per_call = agent.config.policy.max_per_call_lovelace
+    if not per_call:
+        return requested, None
+    limits: list[tuple[int, str]] = []
+    wallet = agent.wallet_status()
+    if "balance_lovelace" in wallet:
+        limits.append((wallet["balance_lovelace"] // per_call,
+                       f"the wallet holds {wallet['balance_lovelace'] / 1e6:g} ADA"))
+    for b in agent.budget_usage(now):
+        if b.get("scope", "all") == "all" and b.get("asset") == "lovelace":
+            limits.append((b["remaining"] // per_call, f"budget {b['name']} has {b['remaining'] / 1e6:g} ADA left"))
+    if not limits:
+        return requested, None
+    cap, why = min(limits)
+    cap = max(1, cap)
+    if cap >= requested:
+        return requested, None
+    return cap, (f"--concurrency {requested} capped to {cap}: {why}, enough for {cap} call(s) in flight at the "
+                 f"per-call maximum of {per_call / 1e6:g} ADA")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.errors import AgentError
     from agent.executor import TApiExecutor
@@ -262,6 +296,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise AgentError("--workers must be at least 1")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise AgentError("--concurrency must be at least 1")
     if not 0 <= args.stop_grace_s <= 3600:
         raise AgentError("--stop-grace-s must be between 0 and 3600 seconds")
     setup_logging(args.home, verbose=getattr(args, "verbose", 0), json_lines=args.log_json)
@@ -281,13 +317,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         recovered = agent.recover()  # only payments whose owner is gone; "busy" ones are another process's
         if freed or any(v for k, v in recovered.items() if k != "busy"):
             print(f"recovered after a crash: {freed} job(s) taken back, payments {recovered}", file=sys.stderr)
+        concurrency = args.concurrency if args.concurrency is not None else max(DEFAULT_CONCURRENCY, args.workers)
+        if not agent.config.api.api_key or agent.config.api.partner:
+            concurrency, why = concurrency_cap(agent, concurrency, now=time.time())
+            if why:
+                print(why, file=sys.stderr)
+        concurrency = max(concurrency, 1)
         executor = TApiExecutor(agent)
         metrics = _start_metrics(agent, args.metrics_port, args.workers)
         if metrics is not None:
             executor = metrics.instrument(executor)
         scheduler = Scheduler(agent.db, agent.jobs, agent.config.schedules) if agent.config.schedules else None
         runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s,
-                        name=process_worker_name(), stop_grace_s=args.stop_grace_s)
+                        name=process_worker_name(), stop_grace_s=args.stop_grace_s, concurrency=concurrency,
+                        tip=_tip_reader(agent))
 
         def on_signal(signum: int, frame: Any) -> None:
             print(f"stopping: no new jobs; payments in hand get up to {args.stop_grace_s:g}s…", file=sys.stderr)
@@ -317,6 +360,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     emit(args.json, data, human)
     return 0 if not stats.failed else 1
+
+
+def _tip_reader(agent: Any) -> Any:
+    """What the settlement watcher follows: the chain tip (a new block may settle parked calls)."""
+    def tip() -> Any:
+        t = agent.chain.tip()
+        return (t.slot, t.id)
+
+    return tip
 
 
 def _start_metrics(agent: Any, port: int | None, workers: int) -> Any:

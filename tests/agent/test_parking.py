@@ -1,0 +1,206 @@
+"""Waiting costs nothing: a paid call waiting for settlement is parked, not held by a worker.
+
+Unit tests drive :class:`agent.runner.Runner` one step at a time on both job stores; the
+end-to-end tests pay on the sandbox devnet (blocks only when the test makes one) and check
+the ledger: ten jobs in flight on one worker before a single block, each paid once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from agent.queue import AWAITING, MemoryJobStore, SqlJobStore, is_parked
+from agent.runner import JobOutcome, JobParked, Runner
+from tests.fixtures.postgres import open_db
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    if request.param == "memory":
+        yield MemoryJobStore()
+        return
+    for db in open_db(request, request.param, tmp_path):
+        yield SqlJobStore(db)
+
+
+class ParkOnce:
+    """Parks every job the first time it runs (its payment "sent"); completes it when resumed."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, str]] = []
+
+    def execute(self, job: Any, *, worker_id: str) -> JobOutcome:
+        self.runs.append((job.id, job.state))
+        if job.state != AWAITING:
+            raise JobParked("payment sent, waiting for a block", retry_after_s=30)
+        return JobOutcome({"ok": job.id})
+
+
+def test_a_parked_job_frees_its_worker_and_resumes_once_woken(store):
+    """Parked: awaiting_settlement without a lease, due at retry_at; woken by a block, resumed, no new attempt."""
+    clock = Clock()
+    a = store.enqueue("chat", {"message": "a"}, now=clock())
+    b = store.enqueue("chat", {"message": "b"}, now=clock())
+    executor = ParkOnce()
+    runner = Runner(store, executor, clock=clock, lease_s=60, concurrency=10)
+    assert runner.run_once().id == a.id
+    parked = store.get(a.id)
+    assert is_parked(parked) and parked.run_at == clock() + 30 and parked.attempts == 1
+    assert runner.run_once().id == b.id  # the one worker went on with the next job
+    assert runner.run_once() is None  # both wait; nothing due
+    assert runner.in_flight == 2 and store.counts()[AWAITING] == 2
+    assert store.next_run_at() == clock() + 30
+    assert store.wake_parked(now=clock()) == 2  # a new block
+    assert {runner.run_once().id, runner.run_once().id} == {a.id, b.id}
+    assert [store.get(j.id).state for j in (a, b)] == ["done", "done"]
+    assert store.get(a.id).attempts == 1  # resuming is no new attempt
+    assert executor.runs == [(a.id, "running"), (b.id, "running"), (a.id, AWAITING), (b.id, AWAITING)]
+    assert runner.in_flight == 0 and runner.stats.parked == 2 and runner.stats.done == 2
+
+
+def test_concurrency_bounds_calls_in_flight_not_workers(store):
+    """With concurrency 3, a fourth job is not started while three are parked; a parked one still resumes."""
+    clock = Clock()
+    jobs = [store.enqueue("chat", {"message": str(n)}, now=clock()) for n in range(5)]
+    runner = Runner(store, ParkOnce(), clock=clock, lease_s=60, concurrency=3)
+    assert [runner.run_once().id for _ in range(3)] == [j.id for j in jobs[:3]]
+    assert runner.run_once() is None  # three in flight: no new call
+    assert store.counts()["queued"] == 2
+    store.wake_parked(now=clock())
+    assert runner.run_once().id == jobs[0].id  # resumed, done: a slot frees
+    assert runner.run_once().id == jobs[1].id
+    assert runner.run_once().id == jobs[2].id
+    assert runner.run_once().id == jobs[3].id  # now fresh jobs start again
+    assert runner.in_flight == 1
+
+
+def test_a_parked_job_is_not_heartbeaten_nor_expired(store):
+    """A parked job has no lease: expiring dead owners' leases and claims of expired leases skip it."""
+    clock = Clock()
+    job = store.enqueue("chat", {"message": "x"}, now=clock())
+    Runner(store, ParkOnce(), clock=clock, lease_s=60).run_once()
+    assert store.expire_leases(lambda owner: True, now=clock()) == 0
+    clock.t += 29
+    assert store.claim("other", now=clock(), lease_s=60) is None
+    clock.t += 1
+    resumed = store.claim("other", now=clock(), lease_s=60)
+    assert resumed.id == job.id and resumed.state == AWAITING and resumed.lease_owner == "other"
+
+
+def test_run_with_one_worker_parks_ten_and_the_watcher_wakes_them(store):
+    """Threads: 1 worker, concurrency 10; all ten are parked before the 'block'; the tip watcher wakes them."""
+    jobs = [store.enqueue("chat", {"message": str(n)}, now=time.time()) for n in range(10)]
+    tip = {"block": 0}
+    all_parked = threading.Event()
+
+    class Executor(ParkOnce):
+        def execute(self, job: Any, *, worker_id: str) -> JobOutcome:
+            try:
+                return super().execute(job, worker_id=worker_id)
+            except JobParked as exc:
+                exc.retry_after_s = 3600  # only the watcher can bring it back in time
+                raise
+            finally:
+                if sum(1 for _, state in self.runs if state != AWAITING) == 10:
+                    all_parked.set()
+
+    runner = Runner(store, Executor(), workers=1, concurrency=10, lease_s=60, tip=lambda: tip["block"],
+                    tip_poll_s=0.01)
+    thread = threading.Thread(target=runner.run, kwargs={"until_idle": True, "poll_s": 0.01})
+    thread.start()
+    try:
+        assert all_parked.wait(60)
+        deadline = time.monotonic() + 60
+        while store.counts()[AWAITING] < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)  # waits for the last park to be recorded, not for time to pass
+        assert store.counts()[AWAITING] == 10 and store.counts()["done"] == 0
+        tip["block"] = 1
+        thread.join(60)
+    finally:
+        runner.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert [store.get(j.id).state for j in jobs] == ["done"] * 10
+
+
+# -- on the sandbox ledger ------------------------------------------------------------------------
+
+def test_ten_paid_jobs_in_flight_on_one_worker_before_one_block(slow_agent_home):
+    """One worker, concurrency 10: ten chat calls are paid and parked before any block; one block
+    settles them all; each job paid exactly once (devnet ledger), every call answered."""
+    from agent.executor import TApiExecutor
+
+    home = slow_agent_home
+    before = home.balance()
+    with home.open() as agent:
+        jobs = [agent.jobs.enqueue("chat", {"message": f"m{n}"}, now=time.time()) for n in range(10)]
+        executor = TApiExecutor(agent)
+        runner = Runner(agent.jobs, executor, workers=1, concurrency=10, lease_s=60,
+                        tip=lambda: agent.chain.tip(), tip_poll_s=0.05)
+        thread = threading.Thread(target=runner.run, kwargs={"until_idle": True, "poll_s": 0.05})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 120
+            while agent.jobs.counts()[AWAITING] < 10 and time.monotonic() < deadline:
+                assert thread.is_alive()
+                time.sleep(0.02)  # polls a condition; no time needs to pass for it
+            counts = agent.jobs.counts()
+            assert counts[AWAITING] == 10 and counts["done"] == 0
+            assert len(home.devnet.node.mempool()) == 10  # all ten payments sent before one block
+            home.devnet.produce_block()
+            thread.join(120)
+        finally:
+            runner.stop()
+            thread.join(10)
+            executor.close()
+        assert not thread.is_alive()
+        assert [agent.jobs.get(j.id).state for j in jobs] == ["done"] * 10
+        rows = [r for r in agent.ledger.rows() if r.paid]
+        assert sorted(r.job_id for r in rows) == [j.id for j in jobs]  # one payment per job
+        assert all(r.state == "settled" for r in rows)
+        fees = sum(r.fee_lovelace for r in rows)
+        assert runner.stats.parked >= 10 and runner.stats.failed == 0
+    assert before - home.balance() == 10 * 2_000_000 + fees  # the chain agrees: ten payments
+
+
+def test_a_parked_job_resumed_in_a_new_process_presents_the_stored_proof(slow_agent_home):
+    """Parked, then the process ends; a new runner (fresh auth memory) resumes with the ledger's proof: paid once."""
+    from agent.executor import TApiExecutor
+
+    home = slow_agent_home
+    before = home.balance()
+    with home.open() as agent:
+        job = agent.jobs.enqueue("chat", {"message": "park me"}, now=time.time())
+        executor = TApiExecutor(agent)
+        try:
+            assert Runner(agent.jobs, executor, lease_s=60).run_once().id == job.id
+        finally:
+            executor.close()
+        parked = agent.jobs.get(job.id)
+        assert is_parked(parked) and parked.request_id
+        [row] = [r for r in agent.ledger.rows() if r.paid]
+        assert row.state == "submitted"
+    home.devnet.produce_block()
+    with home.open() as agent:
+        agent.jobs.wake_parked(now=time.time())
+        executor = TApiExecutor(agent)
+        try:
+            assert Runner(agent.jobs, executor, lease_s=60).run_once().id == job.id
+        finally:
+            executor.close()
+        assert agent.jobs.get(job.id).state == "done"
+        [again] = [r for r in agent.ledger.rows() if r.paid]
+        assert again.id == row.id and again.state == "settled"
+    assert before - home.balance() == 2_000_000 + row.fee_lovelace
