@@ -13,7 +13,7 @@ import os
 import random
 import signal
 
-POINTS = ("after_reserve", "after_sign", "after_submit", "after_call", "after_claim")
+POINTS = ("after_reserve", "after_sign", "after_submit", "after_call", "after_claim", "after_park")
 
 
 def _parse(spec: str) -> dict[str, float]:

@@ -210,6 +210,7 @@ class Runner:
         now = self.clock()
         retry_at = now + max(0.0, parked.retry_after_s)
         self.store.park(job.id, retry_at=retry_at, now=now, worker_id=worker_id)
+        crash_point("after_park")
         with self._stats_lock:
             self.stats.parked += 1
         log.info("job %s parked: %s; resumes at the next block or in %.1fs", job.id, parked, retry_at - now)

@@ -3,7 +3,8 @@
 The runner runs as a real `cardano-agent run` process against the sandbox (devnet + twin in
 this test process). Half of the restarts die at a named crash point between two steps of a
 payment (reserved, signed, submitted, answered); the other half are killed from outside as
-soon as they have made progress. Midway a second `run` starts on the same home and works
+soon as they have made progress. Up to 100 calls are in flight (``--concurrency 100``): paid
+calls wait for their block parked, not in a worker. Midway a second `run` starts on the same home and works
 beside the others until it is killed too. The payee spends what it receives (the twin sweeps
 every payment it accepts), so whether a payment landed can only be read from the chain's
 blocks, never from its outputs. A last clean run finishes the queue. Then the chain is the
@@ -28,7 +29,7 @@ from tests.fixtures.agent_home import CHAIN_BACKENDS, PASSPHRASE
 
 _JOBS = int(os.environ.get("CRASH_TEST_JOBS", "100"))
 _RESTARTS = int(os.environ.get("CRASH_TEST_RESTARTS", "50"))
-CRASH_POINTS = ("after_claim", "after_reserve", "after_sign", "after_submit", "after_call")
+CRASH_POINTS = ("after_claim", "after_reserve", "after_sign", "after_submit", "after_park", "after_call")
 PRICE = 2_000_000
 
 
@@ -89,7 +90,7 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
     db_path = home.home / "agent.db"
     rng = random.Random(20261129)
     env = {**os.environ, "CARDANO_AGENT_PASSPHRASE": PASSPHRASE}
-    cmd = [sys.executable, "-m", "agent.cli", "run", "--until-idle", "--workers", "4", "--lease-s", "60",
+    cmd = [sys.executable, "-m", "agent.cli", "run", "--until-idle", "--workers", "4", "--concurrency", "100", "--lease-s", "60",
            "--home", str(home.home)]
 
     kills = 0

@@ -204,3 +204,56 @@ def test_a_parked_job_resumed_in_a_new_process_presents_the_stored_proof(slow_ag
         [again] = [r for r in agent.ledger.rows() if r.paid]
         assert again.id == row.id and again.state == "settled"
     assert before - home.balance() == 2_000_000 + row.fee_lovelace
+
+
+# -- the concurrency cap ---------------------------------------------------------------------------
+
+@pytest.fixture
+def passphrase_env(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Sets the passphrase now; call it again before each `run` (which takes it out of the environment)."""
+    from tests.fixtures.agent_home import PASSPHRASE
+
+    def put() -> None:
+        monkeypatch.setenv("CARDANO_AGENT_PASSPHRASE", PASSPHRASE)
+
+    put()
+    return put
+
+
+def test_concurrency_beyond_the_wallet_is_capped_with_one_line(agent_home, passphrase_env, capsys):
+    """500 ADA at a 10 ADA per-call maximum: --concurrency 500 runs with 50, saying why in one line."""
+    from agent.cli import main
+
+    code = main(["run", "--until-idle", "--concurrency", "500", "--home", str(agent_home.home)])
+    err = capsys.readouterr().err
+    assert code == 0
+    [line] = [x for x in err.splitlines() if "--concurrency" in x]
+    assert line == ("--concurrency 500 capped to 50: the wallet holds 500 ADA, enough for 50 call(s) in flight "
+                    "at the per-call maximum of 10 ADA")
+    passphrase_env()
+    assert main(["run", "--until-idle", "--concurrency", "20", "--home", str(agent_home.home)]) == 0
+    assert "capped" not in capsys.readouterr().err
+
+
+def test_concurrency_beyond_a_budget_is_capped(agent_home_factory, passphrase_env, capsys):
+    """An all-calls budget with 30 ADA left at a 10 ADA maximum allows three calls in flight."""
+    from agent.cli import main
+
+    home = agent_home_factory(extra="""
+        [[budgets]]
+        name = "daily"
+        limit_ada = 30
+        window = "1d"
+        """)
+    assert main(["run", "--until-idle", "--concurrency", "8", "--home", str(home.home)]) == 0
+    err = capsys.readouterr().err
+    assert "--concurrency 8 capped to 3: budget daily has 30 ADA left" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_concurrency_below_one_is_one_clear_line(agent_home, passphrase_env, capsys, value):
+    from agent.cli import main
+
+    assert main(["run", "--until-idle", "--concurrency", value, "--home", str(agent_home.home)]) != 0
+    err = capsys.readouterr().err
+    assert "--concurrency must be at least 1" in err and "Traceback" not in err
