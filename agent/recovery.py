@@ -20,6 +20,9 @@ absence of unspent outputs, which a payee's sweep or a chained payment removes):
   still be submitted, byte for byte);
 - ``unknown``: the chain could not be read, or holds no history from the signing point.
 
+Rows signed before signing points were recorded are judged by their inputs instead: one still
+unspent proves the transaction is in no block (a landed transaction spent them all).
+
 Only ``never`` lets a payment go (its budget charge dropped, its invoice payable again).
 """
 
@@ -130,7 +133,7 @@ def judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
     except ChainError as exc:
         return Evidence(UNKNOWN, f"the chain could not be read: {exc}")
     if row.sync_id is None:
-        return Evidence(UNKNOWN, "no signing point recorded to read the chain from")
+        return _judge_by_inputs(chain, row, slot_now=slot_now)
     try:
         found = chain.find_transaction(tx_id, since=(row.sync_slot, row.sync_id), inputs=row.inputs)
     except ChainError as exc:  # IntersectionNotFoundError included: no conclusion either way
@@ -146,3 +149,22 @@ def judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
         return Evidence(NEVER, f"TTL slot {row.ttl_slot} passed (now slot {max(slot_now, found.tip_slot)}); "
                                f"in no block from slot {row.sync_slot} and not in the mempool")
     return Evidence(ABSENT, f"in no block from slot {row.sync_slot} to {found.tip_slot}, not in the mempool")
+
+
+def _judge_by_inputs(chain: Any, row: Any, *, slot_now: int) -> Evidence:
+    """Without a signing point (rows written before chain sync): an input still unspent proves it is not in a block.
+
+    A transaction that landed spent every one of its inputs, so one of them unspent on the
+    ledger, read after the tip, means no block up to that tip holds it; past its TTL, never.
+    """
+    try:
+        tip_slot = chain.tip().slot
+        unspent = chain.utxos_by_refs(list(row.inputs)) if row.inputs else []
+    except ChainError as exc:
+        return Evidence(UNKNOWN, f"the chain could not be read: {exc}")
+    if not unspent:
+        return Evidence(UNKNOWN, "no signing point recorded, and its inputs are spent: only history could tell")
+    held = unspent[0].ref
+    if row.ttl_slot is not None and (tip_slot >= row.ttl_slot or slot_now >= row.ttl_slot + EXPIRY_GRACE_SLOTS):
+        return Evidence(NEVER, f"TTL slot {row.ttl_slot} passed and its input {held} is still unspent")
+    return Evidence(ABSENT, f"its input {held} is still unspent; not in the mempool")

@@ -85,7 +85,7 @@ def test_inputs_spent_by_another_transaction_is_never(paid):
 
 
 def test_no_history_or_no_chain_is_unknown(paid):
-    """No signing point, a point the chain lacks, or the chain unreachable: no conclusion at all."""
+    """No signing point and spent inputs, a point the chain lacks, or the chain unreachable: no conclusion."""
     chain, tip, a, _b = paid
     fresh = SimpleNamespace(tx_id="34" * 32, inputs=a.inputs, outputs=(), ttl_slot=1,
                             sync_slot=None, sync_id=None)
@@ -113,3 +113,17 @@ def test_owners_live_while_their_payer_or_process_lives(tmp_path):
     foreign = f"elsewhere.example:{os.getpid()}:1"
     assert not recovery.owner_is_gone(foreign, updated_at=0, now=60)
     assert recovery.owner_is_gone(foreign, updated_at=0, now=recovery.FOREIGN_OWNER_STALE_S + 1)
+
+
+def test_without_a_signing_point_an_unspent_input_proves_it_never_landed():
+    """Rows from before signing points: an input still unspent means in no block; past the TTL, never."""
+    chain = FakeChain(auto_confirm=False)
+    signer = KeySigner()
+    chain.fund(signer.address, 50_000_000)
+    unsent = PaymentSender(chain, signer).build([RequiredOutput(fresh_address(), 2_000_000)], ttl_slot=50, owner="a")
+    row = SimpleNamespace(tx_id=unsent.tx_id, inputs=unsent.inputs, outputs=(), ttl_slot=50,
+                          sync_slot=None, sync_id=None)
+    assert recovery.judge(chain, row, slot_now=10).verdict == recovery.ABSENT
+    assert recovery.judge(chain, row, slot_now=51).verdict == recovery.ABSENT  # within the grace
+    chain.advance(60)
+    assert recovery.judge(chain, row, slot_now=61).verdict == recovery.NEVER
