@@ -135,7 +135,9 @@ def _check_owner(job: Job, worker_id: str | None) -> None:
 
 
 def _claimed(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
-    return replace(job, state=RUNNING, attempts=job.attempts + 1, lease_owner=worker_id,
+    # A queued job always has an attempt left (fail requeues only then); a job taken over
+    # after its lease expired may not: it resumes its last attempt, never counting past max.
+    return replace(job, state=RUNNING, attempts=min(job.attempts + 1, job.max_attempts), lease_owner=worker_id,
                    lease_expires_at=now + lease_s, updated_at=now)
 
 
@@ -325,8 +327,9 @@ class SqlJobStore(_Transitions):
         """Take the job whose lease expired longest ago, else a due parked job, else the oldest due queued job.
 
         With ``fresh=False`` no queued job is started (the caller has enough calls in flight):
-        only expired leases and parked jobs are taken. One statement. On an engine with row
-        locks (PostgreSQL) it runs on its own and skips rows other workers are claiming
+        only expired leases and parked jobs are taken. A job taken over resumes: on its last
+        attempt it stays at ``max_attempts`` (see ``_claimed``). One statement. On an engine with
+        row locks (PostgreSQL) it runs on its own and skips rows other workers are claiming
         (``FOR UPDATE SKIP LOCKED``): claims from many hosts never wait for each other nor
         take the same job. On SQLite it holds the write lock.
         """
@@ -334,7 +337,8 @@ class SqlJobStore(_Transitions):
         parked = "state = 'awaiting_settlement' AND lease_owner IS NULL"
         sql = (
             f"UPDATE jobs SET state = CASE WHEN {parked} THEN state ELSE 'running' END,"
-            f" attempts = attempts + CASE WHEN {parked} THEN 0 ELSE 1 END, lease_owner = ?,"
+            f" attempts = CASE WHEN {parked} THEN attempts WHEN attempts < max_attempts THEN attempts + 1"
+            " ELSE max_attempts END, lease_owner = ?,"
             " lease_expires_at = ?, updated_at = ? WHERE id = COALESCE("
             " (SELECT id FROM jobs WHERE state IN ('running', 'paying', 'awaiting_settlement')"
             "  AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT 1" + dialect.skip_locked + "),"

@@ -111,6 +111,20 @@ def test_expired_lease_is_taken_over(store):
     assert (taken.id, taken.state, taken.attempts, taken.lease_owner) == (job.id, "running", 2, "w2")
 
 
+def test_takeover_never_counts_past_max_attempts(store):
+    """A job resumed after its lease expired on its last attempt stays at max_attempts (was 6 of 5)."""
+    job = store.enqueue("chat", {}, max_attempts=2, now=T0)
+    store.claim("w1", now=T0, lease_s=10)
+    store.fail(job.id, "timeout", now=T0 + 1, retry_at=T0 + 1)
+    assert store.claim("w2", now=T0 + 1, lease_s=10).attempts == 2
+    for n, worker in enumerate(("dead1", "dead2", "w3")):
+        taken = store.claim(worker, now=T0 + 11 + 10 * n, lease_s=10)
+        assert (taken.id, taken.lease_owner, taken.attempts, taken.max_attempts) == (job.id, worker, 2, 2)
+    assert store.get(job.id).attempts == 2
+    # Its last attempt failing still ends the job, even when a retry is asked for.
+    assert store.fail(job.id, "timeout", now=T0 + 40, retry_at=T0 + 41, worker_id="w3").state == "failed"
+
+
 def test_heartbeat_extends_lease(store):
     """A heartbeat pushes the lease forward so the job is not taken over."""
     job = store.enqueue("chat", {}, now=T0)
