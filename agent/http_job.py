@@ -3,7 +3,8 @@
 The request is checked when the job is added (``check_request``) and run through the agent's
 x402 auth (``http_call``), so the queue, budgets, schedules and crash safety serve any x402
 API, not only T. The result keeps the status, the headers and the body; a body over
-``INLINE_BODY_BYTES`` goes to a file under ``results/`` and the result names it.
+``INLINE_BODY_BYTES`` is streamed to a file under ``results/`` (never held whole in memory)
+and the result names it; past ``[api] max_body_mb`` the answer is cut off and refused.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def http_call(agent: Any, request: Mapping[str, Any], request_id: str, *, transp
     """
     import httpx
 
+    from agent.auth import DEFAULT_MAX_BODY_BYTES
     from agent.retry import is_transient_status
 
     headers = {**dict(request.get("headers") or {}), "X-Request-Id": request_id}
@@ -106,39 +108,81 @@ def http_call(agent: Any, request: Mapping[str, Any], request_id: str, *, transp
         kwargs["json"] = request["json"]
     elif request.get("body") is not None:
         kwargs["content"] = str(request["body"]).encode()
-    timeout = getattr(getattr(agent.config, "api", None), "timeout_s", 30.0)
+    api = getattr(agent.config, "api", None)
+    timeout = getattr(api, "timeout_s", 30.0)
+    limit = int(getattr(api, "max_body_bytes", DEFAULT_MAX_BODY_BYTES))
     client_kwargs: dict[str, Any] = {"auth": agent.x402_auth(partner=None), "timeout": timeout}
     if transport is not None:
         client_kwargs["transport"] = transport
     try:
         with httpx.Client(**client_kwargs) as http:
-            response = http.request(str(request.get("method", "GET")), str(request["url"]), headers=headers,
-                                    **kwargs)
+            with http.stream(str(request.get("method", "GET")), str(request["url"]), headers=headers,
+                             **kwargs) as response:
+                if response.status_code >= 400:
+                    text = _head(response).decode("utf-8", "replace")[:300].replace("\n", " ")
+                    error = TransientApiError if is_transient_status(response.status_code) else ApiError
+                    raise error(f"{request.get('method', 'GET')} {request.get('url')} answered HTTP "
+                                f"{response.status_code}: {text}", status=response.status_code, detail=text,
+                                request_id=request_id)
+                return _result(agent, response, request_id, limit)
     except httpx.TransportError as exc:
         raise TransientApiError(f"{request.get('url')}: {type(exc).__name__}: {exc}", status=0,
                                 request_id=request_id) from exc
-    if response.status_code >= 400:
-        text = response.text[:300].replace("\n", " ")
-        error = TransientApiError if is_transient_status(response.status_code) else ApiError
-        raise error(f"{request.get('method', 'GET')} {request.get('url')} answered HTTP {response.status_code}: {text}",
-                    status=response.status_code, detail=text, request_id=request_id)
-    return _result(agent, response, request_id)
 
 
-def _result(agent: Any, response: Any, request_id: str) -> dict[str, Any]:
+def _head(response: Any, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of an error answer (the rest is never read)."""
+    got = b""
+    for chunk in response.iter_bytes():
+        got += chunk
+        if len(got) >= size:
+            break
+    return got[:size]
+
+
+def _result(agent: Any, response: Any, request_id: str, limit: int) -> dict[str, Any]:
+    """Status, headers and body; a body over ``INLINE_BODY_BYTES`` is streamed to a file, never held whole.
+
+    Raises:
+        ResponseTooLargeError: the body went past ``limit`` (``[api] max_body_mb``); no file is left.
+    """
+    from agent.auth import ResponseTooLargeError
+
     data: dict[str, Any] = {"status": response.status_code, "headers": dict(response.headers),
                             "request_id": request_id}
-    content: bytes = response.content
+    head, spill = bytearray(), None
+    folder = Path(agent.home) / "results"
+    path = folder / f"http-{_safe(request_id)}.body"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    total = 0
+    try:
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise ResponseTooLargeError(
+                    f"the answer from {response.url.host} went past {limit // (1024 * 1024)} MB: "
+                    "cut off ([api] max_body_mb)", limit_bytes=limit)
+            if spill is None and len(head) + len(chunk) <= INLINE_BODY_BYTES:
+                head += chunk
+                continue
+            if spill is None:
+                folder.mkdir(parents=True, exist_ok=True)
+                spill = open(tmp, "wb")
+                spill.write(head)
+                head = bytearray()
+            spill.write(chunk)
+        if spill is not None:
+            spill.close()
+            os.replace(tmp, path)
+            data.update(body_file=str(path), body_bytes=total)
+            return data
+    except BaseException:
+        if spill is not None:
+            spill.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    content = bytes(head)
     kind = response.headers.get("content-type", "")
-    if len(content) > INLINE_BODY_BYTES:
-        folder = Path(agent.home) / "results"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"http-{_safe(request_id)}.body"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
-        data.update(body_file=str(path), body_bytes=len(content))
-        return data
     if "json" in kind:
         try:
             data["body"] = json.loads(content or b"null")

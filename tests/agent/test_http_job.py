@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,51 @@ def test_large_body_goes_to_a_file(agent_home: Any) -> None:
         result = http_call(agent, {"url": "http://127.0.0.1:9/big", "method": "GET"}, "req-1", transport=transport)
     assert result["body_bytes"] == len(big) and "body" not in result
     assert open(result["body_file"], "rb").read() == big
+
+
+def _lazy_body(chunk_bytes: int, chunks: int, produced: list[int]) -> Any:
+    """A response stream made a chunk at a time; ``produced`` counts what was handed out."""
+    import httpx
+
+    class Lazy(httpx.SyncByteStream):
+        def __iter__(self) -> Any:
+            for _ in range(chunks):
+                produced[0] += chunk_bytes
+                yield b"y" * chunk_bytes
+
+    return Lazy()
+
+
+def test_huge_body_is_cut_off_at_the_cap_and_leaves_no_file(agent_home: Any) -> None:
+    """A 300 MB answer to an http job stops at [api] max_body_mb (plus one chunk); nothing is kept."""
+    import dataclasses
+
+    import httpx
+
+    from agent.auth import ResponseTooLargeError
+    from agent.http_job import http_call
+
+    produced = [0]
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=_lazy_body(1 << 20, 300, produced)))
+    with agent_home.open() as agent:
+        agent.config = dataclasses.replace(agent.config, api=dataclasses.replace(agent.config.api,
+                                                                                  max_body_bytes=8 << 20))
+        with pytest.raises(ResponseTooLargeError, match="max_body_mb"):
+            http_call(agent, {"url": "http://127.0.0.1:9/huge", "method": "GET"}, "req-2", transport=transport)
+        assert produced[0] <= (8 << 20) + (1 << 20)
+        results = Path(agent.home) / "results"
+        assert not results.exists() or not any(results.iterdir())
+
+
+def test_large_body_is_streamed_to_its_file_a_chunk_at_a_time(agent_home: Any) -> None:
+    """A 6 MB answer under the cap lands whole in its file, written as it arrives."""
+    import httpx
+
+    from agent.http_job import http_call
+
+    produced = [0]
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=_lazy_body(1 << 20, 6, produced)))
+    with agent_home.open() as agent:
+        result = http_call(agent, {"url": "http://127.0.0.1:9/six", "method": "GET"}, "req-3", transport=transport)
+    assert result["body_bytes"] == 6 << 20 and produced[0] == 6 << 20
+    assert Path(result["body_file"]).stat().st_size == 6 << 20
