@@ -40,7 +40,9 @@ def open_chain(config: Any, *, timeout_s: float = 10.0) -> Any:
 
     Blockfrost's project id comes from ``BLOCKFROST_PROJECT_ID``; a devnet home without one uses
     the sandbox's. Off the devnet a latest block older than ten minutes means Blockfrost's index
-    lags, and paying waits (retryably) rather than trusting it.
+    lags, and paying waits (retryably) rather than trusting it; and absence (a transaction in no
+    block, an output unspent) is concluded only from an index at most a minute behind the clock,
+    well inside recovery's expiry grace (``agent.recovery.EXPIRY_GRACE_SLOTS``).
 
     Raises:
         BlockfrostAuthError: the Blockfrost backend without a project id.
@@ -49,8 +51,10 @@ def open_chain(config: Any, *, timeout_s: float = 10.0) -> Any:
         from wallets.blockfrost import SANDBOX_PROJECT_ID, BlockfrostChain
 
         project_id = config.blockfrost_project_id or (SANDBOX_PROJECT_ID if config.network == "devnet" else "")
+        public = config.network != "devnet"  # the sandbox indexes every block at once
         return BlockfrostChain(config.blockfrost_url, project_id, network=config.network, timeout_s=timeout_s,
-                               max_tip_lag_s=None if config.network == "devnet" else 600.0)
+                               max_tip_lag_s=600.0 if public else None,
+                               evidence_max_lag_s=60.0 if public else None)
     from wallets.ogmios import OgmiosChain
 
     return OgmiosChain(config.ogmios_url, timeout_s=timeout_s)

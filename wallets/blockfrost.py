@@ -208,6 +208,7 @@ class BlockfrostChain:
         params_ttl_s: float = 60.0,
         tip_ttl_s: float = 1.0,
         max_tip_lag_s: float | None = None,
+        evidence_max_lag_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -226,6 +227,9 @@ class BlockfrostChain:
             tip_ttl_s: how long the latest block is reused (a payment asks for it twice within
                 milliseconds; an older tip is still a correct lower bound for every use).
             max_tip_lag_s: refuse (retryably) a latest block older than this: Blockfrost's index lags.
+            evidence_max_lag_s: conclude that something is absent from the chain (a transaction in no
+                block, an output unspent) only while the latest block is at most this old; else
+                ChainUnavailableError: what the index has not reached yet cannot be told.
             clock, wall_clock, sleep: injectable for tests; ``transport`` an ``httpx`` transport.
         """
         import httpx
@@ -241,6 +245,7 @@ class BlockfrostChain:
         self._tip_ttl_s = tip_ttl_s
         self._latest: tuple[float, dict[str, Any]] | None = None
         self._max_tip_lag_s = max_tip_lag_s
+        self._evidence_max_lag_s = evidence_max_lag_s
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -422,6 +427,19 @@ class BlockfrostChain:
         assert anchor is not None
         return anchor[0], anchor[1], length
 
+    def _require_fresh_index(self, what: str) -> Tip:
+        """A fresh tip, if the index is close enough behind the clock to conclude ``what`` is absent."""
+        tip = self.tip(fresh=True)
+        if self._evidence_max_lag_s is not None:
+            with self._lock:
+                at = float(self._latest[1]["time"]) if self._latest is not None else 0.0
+            lag = self._wall_clock() - at
+            if lag > self._evidence_max_lag_s:
+                raise ChainUnavailableError(
+                    f"Blockfrost's latest block is {int(lag)} s old: whether {what} cannot be told until its "
+                    "index catches up")
+        return tip
+
     def current_slot(self, now: float | None = None) -> int:
         """The slot the ledger is in at ``now`` (epoch seconds): a seen block's slot and time plus elapsed slots."""
         slot, at, length = self._slot_clock()
@@ -449,7 +467,13 @@ class BlockfrostChain:
         return [parse_utxo(item, address) for item in items or []]
 
     def utxos_by_refs(self, refs: Sequence[OutputRef]) -> list[Utxo]:
-        """Confirmed unspent outputs among ``refs`` (from each transaction's outputs and who consumed them)."""
+        """Confirmed unspent outputs among ``refs`` (from each transaction's outputs and who consumed them).
+
+        With ``evidence_max_lag_s``, refused (retryably) while the index lags: an output it has not
+        seen spent yet may be spent in a block it has not reached.
+        """
+        if self._evidence_max_lag_s is not None and refs:
+            self._require_fresh_index("these outputs are unspent")
         by_tx: dict[str, set[int]] = defaultdict(set)
         for ref in refs:
             by_tx[ref.tx_id].add(ref.index)
@@ -515,6 +539,8 @@ class BlockfrostChain:
             floor = _nat(_field(block, "height", "block"), "height")
         tip = self.tip(fresh=True)
         found = self._landed(tx_id, floor)
+        if found is None and self._evidence_max_lag_s is not None:
+            tip = self._require_fresh_index(f"transaction {tx_id[:16]} landed")
         if found is not None:
             return TxLookup(tx_id, found, max(tip.slot, found[0]))
         spent_by: dict[OutputRef, str] = {}

@@ -324,3 +324,34 @@ def test_the_latest_block_is_reused_for_a_second():
     time_.now += 1.5
     chain.tip()
     assert len(seen) == 2
+
+
+def test_absence_is_concluded_only_from_a_fresh_index():
+    """With evidence_max_lag_s, 'in no block' and 'unspent' need a recent latest block; found needs nothing."""
+    now = 1_800_000_000.0
+    old = {"hash": BLOCK, "slot": 100, "time": int(now) - 300, "height": 5}
+    fresh = {**old, "time": int(now) - 10}
+    landed = {"hash": TX, "block": "ef" * 32, "block_height": 9, "slot": 120}
+    outputs = {"hash": TX, "inputs": [], "outputs": [{"address": ADDR, "output_index": 0, "consumed_by_tx": None,
+                                                       "amount": [{"unit": "lovelace", "quantity": "1"}]}]}
+
+    def answers(latest, tx):
+        def handler(request):
+            path = request.url.path
+            if path.endswith("/blocks/latest"):
+                return httpx.Response(200, json=latest)
+            if path.endswith("/utxos"):
+                return httpx.Response(200, json=outputs)
+            return httpx.Response(200, json=tx) if tx is not None else error(404)
+        return handler
+
+    lagging, _, _ = make_chain(answers(old, None), evidence_max_lag_s=60)
+    with pytest.raises(ChainUnavailableError, match="300 s old"):
+        lagging.find_transaction(TX, since=None)
+    with pytest.raises(ChainUnavailableError, match="index catches up"):
+        lagging.utxos_by_refs([OutputRef(TX, 0)])
+    found, _, _ = make_chain(answers(old, landed), evidence_max_lag_s=60)
+    assert found.find_transaction(TX, since=None).block == (120, "ef" * 32)
+    current, _, _ = make_chain(answers(fresh, None), evidence_max_lag_s=60)
+    assert not current.find_transaction(TX, since=None).landed
+    assert current.utxos_by_refs([OutputRef(TX, 0)])[0].lovelace == 1
