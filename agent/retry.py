@@ -12,7 +12,6 @@ drive it with a fake clock and never wait::
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Callable
 
 from agent.errors import ConfigError
+from wallets.backoff import backoff_s
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], datetime]
@@ -98,14 +98,8 @@ class RetryPolicy:
 
     def backoff_s(self, retry_number: int, *, rng: random.Random | None = None) -> float:
         """The jittered exponential delay before retry ``retry_number`` (1 = the first retry)."""
-        exponent = max(0, retry_number - 1)
-        try:
-            ceiling = self.base_delay_s * math.pow(self.multiplier, exponent)
-        except OverflowError:
-            ceiling = self.max_delay_s
-        ceiling = min(self.max_delay_s, ceiling)
-        draw = (rng or random).random()
-        return ceiling * (1.0 - self.jitter * draw)
+        return backoff_s(retry_number, base_s=self.base_delay_s, max_s=self.max_delay_s,
+                         multiplier=self.multiplier, jitter=self.jitter, rng=rng)
 
     def delay_s(
         self,

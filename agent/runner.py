@@ -84,15 +84,16 @@ class JobExecutor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Exponential backoff with full jitter: attempt n waits up to ``base_s * 2**(n-1)``."""
+    """Exponential backoff, half jitter: after attempt n wait within ``[d/2, d]``, ``d = min(max_s, base_s * 2**(n-1))``."""
 
     base_s: float = 2.0
     max_s: float = 300.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
-        cap = min(self.max_s, self.base_s * (2 ** max(0, attempt - 1)))
-        return cap / 2 + rng.uniform(0, cap / 2)
+        from wallets.backoff import backoff_s
+
+        return backoff_s(attempt, base_s=self.base_s, max_s=self.max_s, jitter=0.5, rng=rng)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from wallets.backoff import backoff_s
 from wallets.errors import (
     ChainError,
     ChainProtocolError,
@@ -273,7 +274,7 @@ class BlockfrostChain:
     # --- transport -------------------------------------------------------------------------
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        delay = min(self._backoff_s * 2 ** max(0, attempt - 1), self._max_backoff_s)
+        delay = backoff_s(attempt, base_s=self._backoff_s, max_s=self._max_backoff_s)
         if retry_after and retry_after.strip().isdigit():
             delay = max(delay, min(float(retry_after.strip()), self._max_backoff_s))
         return delay

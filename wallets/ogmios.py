@@ -16,6 +16,7 @@ import time
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
+from wallets.backoff import backoff_s
 from wallets.errors import (
     ChainProtocolError,
     ChainUnavailableError,
@@ -195,7 +196,7 @@ class OgmiosChain:
             failure: Exception | None = None
             for attempt in range(self._attempts):
                 if attempt > 1:
-                    self._sleep(min(self._backoff_s * 2 ** (attempt - 2), self._max_backoff_s))
+                    self._sleep(backoff_s(attempt - 1, base_s=self._backoff_s, max_s=self._max_backoff_s))
                 try:
                     ws = self._ws or self._open()
                 except InvalidURI as exc:
