@@ -11,7 +11,6 @@ nor the chain; only paying unlocks the wallet and connects to Ogmios.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -308,8 +307,10 @@ class Agent:
                     chain.close()
             out["balance_lovelace"] = sum(u.lovelace for u in utxos)
             out["utxos"] = len(utxos)
-        except Exception as exc:  # noqa: BLE001
-            out["error"] = f"chain unreachable: {type(exc).__name__}"
+        except Exception:  # noqa: BLE001
+            chain_cfg = self.config.chain
+            url = chain_cfg.blockfrost_url if chain_cfg.backend == "blockfrost" else chain_cfg.ogmios_url
+            out["error"] = f"chain unreachable at {url}"
         return out
 
     def schedules(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -336,9 +337,14 @@ class Agent:
         payments = [{"id": r.id, "state": r.state, "invoice_id": r.invoice_id, "route": r.route,
                      "amount_lovelace": r.amount_lovelace, "fee_lovelace": r.fee_lovelace, "tx_id": r.tx_id,
                      "reason": r.reason} for r in self.ledger.unfinished()]
+        from agent.queue import waiting_summary
+        from agent.views import iso
+
         return {
+            "time": iso(now),
             "queue": self.jobs.counts(),
-            "budgets": [dataclasses.asdict(u) for u in self.budgets.usage(now)],
+            "waiting": waiting_summary(self.jobs),
+            "budgets": self.budget_usage(now),
             "wallet": self.wallet_status(offline=offline),
             "schedules": self.schedules(now),
             "recent_failures": [job_view(j) for j in self.jobs.list(state="failed", limit=5)],
@@ -480,14 +486,16 @@ class Agent:
             except JobError:
                 job = {"id": approval.job_id, "state": None, "requeued": False}
             else:
-                requeued = found.state in ("failed", "cancelled")
-                if requeued:
+                requeued = found.state in ("failed", "cancelled", "awaiting_approval")
+                if found.state == "awaiting_approval":
+                    found = self.jobs.release(found.id, now)
+                elif requeued:
                     found = self.jobs.retry(found.id, now)
                 job = {"id": found.id, "state": found.state, "requeued": requeued}
         return {"approval": approval_view(approval), "job": job}
 
     def deny(self, approval_id: int, *, now: float | None = None) -> dict[str, Any]:
-        """Deny a parked payment: it is never paid; its job is left as it is."""
+        """Deny a parked payment: it is never paid; a job awaiting it is cancelled, others are left."""
         from agent.errors import JobError
         from agent.views import approval_view
 
@@ -496,6 +504,8 @@ class Agent:
         if approval.job_id is not None:
             try:
                 state: str | None = self.jobs.get(approval.job_id).state
+                if state == "awaiting_approval":  # its payment will never be made: the job stops
+                    state = self.jobs.cancel(approval.job_id, self._now(now)).state
             except JobError:
                 state = None
             job = {"id": approval.job_id, "state": state}

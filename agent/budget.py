@@ -252,3 +252,27 @@ class BudgetBook:
                 (name, asset),
             )
         ]
+
+    def frees_at(self, name: str, asset: str, *, requested: int, now: float) -> float | None:
+        """When budget ``name`` will have room for ``requested`` more of ``asset``, or None if never.
+
+        Committed charges leave a rolling window as it moves on, oldest first; open charges
+        (payments in flight) are counted as staying. None for a budget without a window, or a
+        request larger than the limit itself.
+        """
+        spec = self.spec(name)
+        limit = spec.limits.get(asset)
+        if limit is None or spec.window_s is None or requested > limit:
+            return None
+        spent, reserved = self._used(self.db, spec, asset, now)
+        used = spent + reserved
+        if used + requested <= limit:
+            return now
+        start = window_start(now, spec.window_s) or 0.0
+        for at, amount in self.spend_series(name, asset):
+            if at < start:
+                continue
+            used -= amount
+            if used + requested <= limit:
+                return at + spec.window_s + 1.0
+        return None

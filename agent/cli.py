@@ -24,6 +24,21 @@ def resolve_home(value: str | None) -> Path:
     return Path(raw).expanduser()
 
 
+def require_home(home: Path) -> Path:
+    """Return ``home`` if it is an agent home; else raise the one line that says how to make one.
+
+    Commands that read or run an agent never create a home silently: a typo in ``--home``
+    would otherwise show empty tables for a home that does not exist.
+    """
+    from agent.errors import ConfigError
+
+    if not home.is_dir():
+        raise ConfigError(f"no agent home at {home}; run `cardano-agent init --home {home}`"
+                          if str(home) != str(Path(DEFAULT_HOME).expanduser())
+                          else f"no agent home at {home}; run `cardano-agent init`")
+    return home
+
+
 def _common_options() -> argparse.ArgumentParser:
     # SUPPRESS keeps a subcommand's unset option from overwriting one given before it.
     common = argparse.ArgumentParser(add_help=False)
@@ -83,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # A home or file the system refuses (/sys, read-only, no space): one line, no traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,8 +39,8 @@ PolicyConfig = PaymentPolicy
 """The ``[policy]`` section is the payment policy itself."""
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_EVERY = re.compile(r"([0-9]{1,6})([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_DURATION_PART = re.compile(r"([0-9]{1,7})(w|d|h|m|s)")
+_UNIT_S = {"w": 7 * 86_400, "d": 86_400, "h": 3600, "m": 60, "s": 1}
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
@@ -184,6 +184,41 @@ def ada_to_lovelace(value: object) -> int:
     if lovelace != lovelace.to_integral_value():
         raise ValueError(f"ADA has at most 6 decimals, got {value}")
     return int(lovelace)
+
+
+def parse_duration(text: str) -> int:
+    """Parse a duration typed by a person into seconds: ``90s``, ``15m``, ``1h``, ``7d``, ``2w``, ``1h30m``.
+
+    Raises:
+        ValueError: empty, zero, or not a run of ``<number><unit>`` parts (units w, d, h, m, s).
+    """
+    raw = text.strip().lower() if isinstance(text, str) else ""
+    pos, total = 0, 0
+    while pos < len(raw):
+        match = _DURATION_PART.match(raw, pos)
+        if match is None:
+            break
+        total += int(match.group(1)) * _UNIT_S[match.group(2)]
+        pos = match.end()
+    if not raw or pos != len(raw) or total <= 0:
+        raise ValueError(f'expected a duration like "15m", "1h", "7d", "2w" or "1h30m", got {text!r}')
+    return total
+
+
+def format_duration(seconds: int | float | None) -> str:
+    """The shortest readable form of a duration: ``3600`` is ``1h``, ``5400`` is ``1h30m``; None is ``none``."""
+    if seconds is None:
+        return "none"
+    left = int(seconds)
+    if left <= 0:
+        return "0s"
+    parts = []
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNIT_S[unit]
+        if left >= size and (unit != "w" or left % size == 0):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts)
 
 
 def load_config(home: Path, env: Mapping[str, str] = os.environ) -> AgentConfig:
@@ -334,7 +369,7 @@ class _Reader:
 
         where = ("policy",)
         t = self.table(value, where, ("max_per_call_ada", "approve_above_ada", "payees", "allowed_assets",
-                                      "pin_payees"))
+                                      "pin_payees", "max_fee_overpay_ada"))
         max_per_call = DEFAULT_MAX_PER_CALL_LOVELACE
         if "max_per_call_ada" in t:
             max_per_call = self.ada(t["max_per_call_ada"], (*where, "max_per_call_ada"))
@@ -363,8 +398,10 @@ class _Reader:
             except InvoiceError as exc:
                 self.fail((*where, "allowed_assets", i), str(exc))
         pin = self.boolean(t.get("pin_payees", True), (*where, "pin_payees"))
+        overpay = self.ada(t.get("max_fee_overpay_ada", 0), (*where, "max_fee_overpay_ada"))
         return PaymentPolicy(max_per_call_lovelace=max_per_call, payees=MappingProxyType(payees),
-                             allowed_assets=frozenset(assets), approve_above_lovelace=approve, pin_payees=pin)
+                             allowed_assets=frozenset(assets), approve_above_lovelace=approve, pin_payees=pin,
+                             max_fee_overpay_lovelace=overpay)
 
     def budgets(self, value: Any) -> tuple[BudgetSpec, ...]:
         from agent.x402 import normalise_asset
@@ -394,14 +431,21 @@ class _Reader:
             if not limits:
                 self.fail(where, "budget without a limit: set limit_ada or limits")
             window = t.get("window", "none")
-            if not isinstance(window, str) or window not in WINDOWS:
-                self.fail((*where, "window"), f"expected 1h, 1d, 30d or none, got {_show(window)}")
+            window_s: int | None = None
+            if not isinstance(window, str):
+                self.fail((*where, "window"), f'expected a duration like "1h", "7d" or "none", got {_show(window)}')
+            if window.strip().lower() != "none":
+                try:
+                    window_s = parse_duration(window)
+                except ValueError:
+                    self.fail((*where, "window"), f'expected a duration like "1h", "7d", "2w" or "none", '
+                                                  f"got {_show(window)}")
             scope = self.string(t.get("scope", "all"), (*where, "scope"))
             kind, sep, arg = scope.partition(":")
             if scope != "all" and not (sep and kind in ("route", "tag") and arg):
                 self.fail((*where, "scope"), f'expected "all", "route:<pattern>" or "tag:<tag>", got {_show(scope)}')
             include_fees = self.boolean(t.get("include_fees", True), (*where, "include_fees"))
-            specs.append(BudgetSpec(name=name, limits=MappingProxyType(limits), window_s=WINDOWS[window],
+            specs.append(BudgetSpec(name=name, limits=MappingProxyType(limits), window_s=window_s,
                                     scope=scope, include_fees=include_fees))
         return tuple(specs)
 
@@ -420,10 +464,10 @@ class _Reader:
             if "cron" in t:
                 cron = self.cron(t["cron"], (*where, "cron"))
             else:
-                match = _EVERY.fullmatch(t["every"]) if isinstance(t["every"], str) else None
-                if match is None or int(match.group(1)) == 0:
+                try:
+                    every_s = parse_duration(t["every"])
+                except ValueError:
                     self.fail((*where, "every"), f'expected an interval like "15m", "1h" or "1d", got {_show(t["every"])}')
-                every_s = int(match.group(1)) * _UNIT_S[match.group(2)]
             if "job" not in t:
                 self.fail(where, f"missing job (one of {', '.join(JOB_KINDS)})")
             kind = self.string(t["job"], (*where, "job"), choices=tuple(JOB_KINDS))

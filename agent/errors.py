@@ -63,7 +63,8 @@ class BudgetExceededError(AgentError):
 
     def __init__(self, budget: str, limit: int, spent: int, requested: int, asset: str = "lovelace") -> None:
         super().__init__(
-            f"budget {budget!r} would be exceeded: {spent} + {requested} > {limit} {asset}"
+            f"budget {budget!r} would be exceeded: {_units(spent, asset)} already used + "
+            f"{_units(requested, asset)} for this payment > the limit of {_units(limit, asset)}"
         )
         self.budget = budget
         self.limit = limit
@@ -116,3 +117,11 @@ class StopRequestedError(AgentError):
     Whatever was already paid is durable (``signed``/``submitted``); the job resumes at the
     next start with the proof of that payment.
     """
+
+
+def _units(quantity: int, asset: str) -> str:
+    """A quantity for a person: ADA with six decimals for lovelace, smallest units for a token."""
+    if asset == "lovelace":
+        whole, frac = divmod(int(quantity), 1_000_000)
+        return f"{whole}.{frac:06d} ADA"
+    return f"{quantity} {asset}"

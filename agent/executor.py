@@ -71,6 +71,8 @@ class TApiExecutor:
         from agent.runner import JobParked
 
         request = dict(job.request)
+        if job.kind == "chat" and not request.get("session_id"):
+            request["session_id"] = f"job{job.id}-{uuid.uuid4().hex[:12]}"  # never the shared default session
         schedule = request.pop("_schedule", None)
         partner = request.pop("partner", None)
         client = self.client_for(partner)

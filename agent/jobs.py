@@ -148,7 +148,7 @@ def _render(value: Any, lines: list[str], *, level: int) -> None:
     if isinstance(value, Mapping):
         scalars = [(k, v) for k, v in value.items() if v is not None and not isinstance(v, (Mapping, list))]
         for key, item in scalars:
-            lines.append(f"- **{_label(key)}**: {item}")
+            lines.append(f"- **{_label(key)}**: {_value(key, item)}")
         if scalars:
             lines.append("")
         for key, item in value.items():
@@ -169,7 +169,24 @@ def _render(value: Any, lines: list[str], *, level: int) -> None:
 
 
 def _label(key: Any) -> str:
-    return str(key).replace("_", " ").capitalize()
+    """A field name for people: ``liquidityLovelace`` and ``liquidity_lovelace`` read "Liquidity (ADA)"."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", str(key)).replace("_", " ").replace("-", " ").split()
+    unit = ""
+    if len(words) > 1 and words[-1].lower() == "lovelace":
+        words, unit = words[:-1], " (ADA)"
+    elif len(words) > 1 and words[-1].lower() in ("usd", "pct"):
+        unit = " (USD)" if words[-1].lower() == "usd" else " (%)"
+        words = words[:-1]
+    text = " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in words)
+    return (text[:1].upper() + text[1:] if text else str(key)) + unit
+
+
+def _value(key: Any, item: Any) -> Any:
+    """Lovelace figures are shown in ADA (six decimals) next to a label that says so."""
+    if str(key).lower().endswith("lovelace") and isinstance(item, int) and not isinstance(item, bool):
+        whole, frac = divmod(abs(item), 1_000_000)
+        return f"{'-' if item < 0 else ''}{whole}.{frac:06d}"
+    return item
 
 
 def _safe(name: str) -> str:

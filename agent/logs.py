@@ -112,6 +112,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def _last_line_is_json(path: Path) -> bool | None:
+    """Whether the log file's last line is a JSON object (None: no file or no line)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 8192))
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1].lstrip().startswith(b"{") if lines else None
+
+
 def setup_logging(home: Path | None, *, verbose: int = 0, json_lines: bool = False,
                   console: bool = True) -> None:
     """Send logs to ``<home>/agent.log`` (rotating) and, when ``console``, warnings to stderr."""
@@ -134,6 +146,9 @@ def setup_logging(home: Path | None, *, verbose: int = 0, json_lines: bool = Fal
             raise ConfigError(f"cannot write the log in {home}: {exc.strerror or exc} "
                               "(the home must be writable)") from None
         file_handler.setFormatter(JsonFormatter() if json_lines else text_format)
+        if _last_line_is_json(home / LOG_FILENAME) not in (None, json_lines):
+            # One format per file: a switch to (or from) --log-json starts a fresh agent.log.
+            file_handler.doRollover()
         handlers.append(file_handler)
     if console:
         stream = logging.StreamHandler(sys.stderr)

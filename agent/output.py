@@ -64,6 +64,24 @@ def parse_ada(text: str) -> int:
     return int(lovelace)
 
 
+def parse_amount(text: str) -> int:
+    """Parse an amount a person typed into lovelace: ADA by default (``"5"``, ``"1.25"``, ``"2ada"``),
+    or lovelace with an explicit suffix (``"5000000lovelace"``).
+
+    Raises:
+        ValueError: not a non-negative amount, or a lovelace amount that is not whole.
+    """
+    raw = text.strip().lower().replace("_", "")
+    if raw.endswith("lovelace"):
+        number = raw[: -len("lovelace")].strip()
+        if not number.isdigit():
+            raise ValueError(f"not a whole number of lovelace: {text!r}")
+        return int(number)
+    if raw.endswith("ada"):
+        raw = raw[:-3].strip()
+    return parse_ada(raw)
+
+
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, out: TextIO | None = None) -> None:
     """Print ``rows`` as a left-aligned text table under ``headers`` (numbers right-aligned)."""
     out = out or sys.stdout

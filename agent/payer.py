@@ -75,6 +75,9 @@ class JobContext:
     budget: str | None = None
     on_state: Callable[[str], None] | None = None
     """Told ``paying`` before a payment is built and ``awaiting_settlement`` once it is sent."""
+    confirm_overpay: Callable[[str], bool] | None = None
+    """Asked (with a sentence) whether to pay when no change output is possible and the rest of
+    the wallet's coins would go to the fee beyond ``max_fee_overpay``; None (unattended): refuse."""
 
     def notify(self, state: str) -> None:
         """Report the job's payment progress (never lets a reporting failure stop a payment)."""
@@ -223,8 +226,15 @@ class WalletPayer:
                                   cost_lovelace=estimated_cost, pinned=pinned)
         except PolicyError as exc:
             if exc.reason == "payee_changed":
-                self.approvals.park(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
-                                    terms=terms, summary={"new_payees": sorted(invoice.payees)}, now=now)
+                approval_id = self.approvals.park(invoice_id=invoice.invoice_id, host=host, route=route,
+                                                  job_id=ctx.job_id, terms=terms, summary={"new_payees": sorted(invoice.payees)},
+                                                  now=now)
+                parked = ApprovalRequiredError(
+                    f"{exc}; if the new payee is right, run `cardano-agent approve {approval_id}`",
+                    approval_id=str(approval_id))
+                parked.reason = "payee_changed"
+                self.ledger.record_refusal(reason=f"{parked.reason}: {parked}", now=now, **refusal)
+                raise parked from None
             self.ledger.record_refusal(reason=f"{exc.reason}: {exc}", now=now, **refusal)
             raise
         try:
@@ -299,10 +309,11 @@ class WalletPayer:
             self.ledger.release(row.id, f"not built: {exc}", now=self.clock())
             raise
         try:
+            self._check_fee_overpay(payment)
             if self.policy.max_per_call_lovelace is not None and payment.cost_lovelace > self.policy.max_per_call_lovelace:
                 raise PolicyError(
-                    f"payment would cost {payment.cost_lovelace} lovelace with its fee, over the "
-                    f"per-call maximum of {self.policy.max_per_call_lovelace}", reason="over_max_per_call")
+                    f"payment would cost {payment.cost_lovelace / 1e6:.6f} ADA with its fee, over the "
+                    f"per-call maximum of {self.policy.max_per_call_lovelace / 1e6:.6f} ADA", reason="over_max_per_call")
             row = self.ledger.mark_signed(row.id, tx_id=payment.tx_id, cbor=payment.cbor,
                                           fee_lovelace=payment.fee_lovelace, inputs=payment.inputs,
                                           ttl_slot=payment.ttl_slot, cost_lovelace=payment.cost_lovelace,
@@ -371,6 +382,30 @@ class WalletPayer:
         raise PaymentInFlightError(
             f"payment {row.id} for invoice {row.invoice_id}: the ledger answered {exc}; whether it "
             f"landed is not known yet ({evidence.detail}); it is kept until the chain says") from exc
+
+    def _check_fee_overpay(self, payment: Any) -> None:
+        """Before signing: a payment with no change whose fee is above the ledger minimum gives the
+        rest of the wallet's coins to the fee. Say so; pay only within ``max_fee_overpay`` or if the
+        person at the terminal agrees; otherwise refuse (PolicyError, nothing paid)."""
+        from wallets.payment import min_fee
+
+        if payment.change:
+            return
+        minimum = min_fee(payment.size_bytes, self.chain.protocol_params())
+        extra = payment.fee_lovelace - minimum
+        if extra <= 0:
+            return
+        sentence = (f"no change possible: {extra / 1e6:.6f} ADA would go to the fee on top of its "
+                    f"{minimum / 1e6:.6f} ADA minimum (what is left would be below the smallest change output)")
+        if extra <= self.policy.max_fee_overpay_lovelace:
+            log.warning("%s; paying: within [policy] max_fee_overpay_ada", sentence)
+            return
+        confirm = current_job().confirm_overpay
+        if confirm is not None and confirm(sentence + "; pay anyway?"):
+            log.warning("%s; paying: agreed at the terminal", sentence)
+            return
+        raise PolicyError(f"{sentence}; refused: add funds to the wallet, or allow it with [policy] "
+                          f"max_fee_overpay_ada = {extra / 1e6:.6f}", reason="fee_overpay")
 
     def _slot_now(self, now: float, *, tip: Any = None) -> int:
         """The ledger's current slot: from the chain's clock where it has one, never behind the tip."""

@@ -46,6 +46,9 @@ class PaymentPolicy:
         allowed_assets: assets an invoice may ask for; ``lovelace`` plus configured tokens.
         approve_above_lovelace: payments costing more wait for ``cardano-agent approve``.
         pin_payees: remember a host's payees on first payment and refuse a change until approved.
+        max_fee_overpay_lovelace: when the wallet's last coins leave no room for a change output,
+            the rest goes to the fee; pay such a payment only if that extra is at most this
+            (default 0: refuse, unless a person at the terminal agrees).
     """
 
     max_per_call_lovelace: int | None = None
@@ -53,6 +56,7 @@ class PaymentPolicy:
     allowed_assets: frozenset[str] = frozenset({LOVELACE})
     approve_above_lovelace: int | None = None
     pin_payees: bool = True
+    max_fee_overpay_lovelace: int = 0
 
     def allowlist_for(self, host: str) -> frozenset[str]:
         """Return the allowed payees for ``host`` (exact, then without port); empty = unrestricted."""
@@ -155,8 +159,8 @@ def check_invoice(
                 )
     if policy.max_per_call_lovelace is not None and cost_lovelace > policy.max_per_call_lovelace:
         raise PolicyError(
-            f"invoice {invoice.invoice_id} costs {cost_lovelace} lovelace, over the per-call maximum "
-            f"of {policy.max_per_call_lovelace}",
+            f"invoice {invoice.invoice_id} costs {cost_lovelace / 1e6:.6f} ADA, over the per-call maximum "
+            f"of {policy.max_per_call_lovelace / 1e6:.6f} ADA",
             reason=OVER_MAX_PER_CALL,
         )
     approval = policy.approve_above_lovelace is not None and cost_lovelace > policy.approve_above_lovelace

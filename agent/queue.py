@@ -14,6 +14,12 @@ it to settle without holding a worker: it is claimed again once ``run_at`` comes
 :meth:`JobStore.wake_parked` makes it due at a new block), keeps its state and ``request_id``
 when claimed, and such a claim is not a new attempt.
 
+    active ──wait──► awaiting_approval  (a human must approve; ``release`` queues it again)
+    active ──wait──► awaiting_budget    (claimed again once its ``run_at``, when the window frees)
+    active ──wait──► queued             (the chain or the API is down: a pause, not a failed try)
+
+Waiting never uses up an attempt: ``wait`` gives back the attempt its claim counted.
+
 A claimed job carries a lease (``lease_owner``, ``lease_expires_at``). A worker that dies
 leaves its lease to expire; :meth:`JobStore.claim` then hands the job to another worker.
 Time is always a ``now`` parameter (epoch seconds). Two backends share one contract:
@@ -35,8 +41,12 @@ from agent.store import Database, register_migrations
 
 QUEUED, RUNNING, PAYING, AWAITING = "queued", "running", "paying", "awaiting_settlement"
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
-STATES = (QUEUED, RUNNING, PAYING, AWAITING, DONE, FAILED, CANCELLED)
+AWAITING_APPROVAL, AWAITING_BUDGET = "awaiting_approval", "awaiting_budget"
+STATES = (QUEUED, RUNNING, PAYING, AWAITING, AWAITING_APPROVAL, AWAITING_BUDGET, DONE, FAILED, CANCELLED)
 ACTIVE = (RUNNING, PAYING, AWAITING)
+WAITING = (AWAITING_APPROVAL, AWAITING_BUDGET)
+OUTAGE_PREFIX = "waiting for "
+"""``last_error`` of a queued job paused by an outage starts so: ``waiting for the chain since <ISO>: …``."""
 
 register_migrations("queue", [
     """
@@ -197,17 +207,33 @@ def _fail(job: Job, error: str, now: float, retry_at: float | None, worker_id: s
                    lease_expires_at=None, updated_at=now)
 
 
+def _wait(job: Job, state: str, reason: str, now: float, run_at: float | None, worker_id: str | None) -> Job:
+    if state not in (QUEUED, *WAITING):
+        raise JobError(f"a job cannot wait in state {state!r}")
+    if job.state not in ACTIVE:
+        raise JobError(f"job {job.id} is {job.state}; only a running job can be put to wait")
+    _check_owner(job, worker_id)
+    return replace(job, state=state, run_at=float(now if run_at is None else run_at), last_error=reason,
+                   attempts=max(0, job.attempts - 1), lease_owner=None, lease_expires_at=None, updated_at=now)
+
+
+def _release(job: Job, now: float) -> Job:
+    if job.state not in WAITING:
+        return job
+    return replace(job, state=QUEUED, run_at=now, last_error=None, updated_at=now)
+
+
 def _cancel(job: Job, now: float) -> Job:
     if job.state == CANCELLED:
         return job
-    if job.state not in (QUEUED, FAILED):
+    if job.state not in (QUEUED, FAILED, *WAITING):
         raise JobError(f"job {job.id} is {job.state}; only queued or failed jobs can be cancelled")
     return replace(job, state=CANCELLED, updated_at=now)
 
 
 def _retry(job: Job, now: float) -> Job:
-    if job.state not in (FAILED, CANCELLED):
-        raise JobError(f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried")
+    if job.state not in (FAILED, CANCELLED, *WAITING):
+        raise JobError(f"job {job.id} is {job.state}; only failed, cancelled or waiting jobs can be retried")
     return replace(job, state=QUEUED, attempts=0, run_at=now, updated_at=now)
 
 
@@ -287,8 +313,21 @@ class _Transitions(abc.ABC):
         """Requeue at ``retry_at`` (while attempts remain) or mark failed for good (``None``)."""
         return self._change(job_id, lambda j: _fail(j, error, now, retry_at, worker_id))
 
+    def wait(self, job_id: int, state: str, reason: str, *, now: float, run_at: float | None = None,
+             worker_id: str | None = None) -> Job:
+        """Park a claimed job in ``state`` (queued, awaiting_approval, awaiting_budget) until ``run_at``.
+
+        The attempt its claim counted is given back: waiting for a person, a budget window or
+        the chain is not a failed try.
+        """
+        return self._change(job_id, lambda j: _wait(j, state, reason, now, run_at, worker_id))
+
+    def release(self, job_id: int, now: float) -> Job:
+        """Queue a waiting job now (its approval was given); other states are left as they are."""
+        return self._change(job_id, lambda j: _release(j, now))
+
     def cancel(self, job_id: int, now: float) -> Job:
-        """Cancel a queued or failed job (JobError for a running or finished one)."""
+        """Cancel a queued, waiting or failed job (JobError for a running or finished one)."""
         return self._change(job_id, lambda j: _cancel(j, now))
 
     def retry(self, job_id: int, now: float) -> Job:
@@ -344,7 +383,7 @@ class SqlJobStore(_Transitions):
             "  AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT 1" + dialect.skip_locked + "),"
             f" (SELECT id FROM jobs WHERE {parked} AND run_at <= ? ORDER BY run_at, id LIMIT 1"
             + dialect.skip_locked + ")"
-            + (", (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT 1"
+            + (", (SELECT id FROM jobs WHERE state IN ('queued', 'awaiting_budget') AND run_at <= ? ORDER BY run_at, id LIMIT 1"
                + dialect.skip_locked + ")" if fresh else "")
             + ") RETURNING *"
         )
@@ -422,7 +461,7 @@ class SqlJobStore(_Transitions):
         """Return the earliest time a claim could succeed: a queued job due or a lease expiring."""
         r = self.db.execute(
             "SELECT min(t) AS t FROM ("
-            " SELECT min(run_at) AS t FROM jobs WHERE state = 'queued'"
+            " SELECT min(run_at) AS t FROM jobs WHERE state IN ('queued', 'awaiting_budget')"
             " OR (state = 'awaiting_settlement' AND lease_owner IS NULL)"
             " UNION ALL SELECT min(lease_expires_at) FROM jobs"
             " WHERE state IN ('running', 'paying', 'awaiting_settlement')) AS due"
@@ -473,7 +512,7 @@ class MemoryJobStore(_Transitions):
                 if is_parked(j):
                     if j.run_at <= now and (parked is None or (j.run_at, j.id) < (parked.run_at, parked.id)):
                         parked = j
-                elif j.state == QUEUED and j.run_at <= now:
+                elif j.state in (QUEUED, AWAITING_BUDGET) and j.run_at <= now:
                     if fresh and (due is None or (j.run_at, j.id) < (due.run_at, due.id)):
                         due = j
                 elif (j.state in ACTIVE and j.lease_expires_at is not None and j.lease_expires_at <= now
@@ -543,7 +582,37 @@ class MemoryJobStore(_Transitions):
     def next_run_at(self) -> float | None:
         """Return the earliest time a claim could succeed: a queued job due or a lease expiring."""
         with self._lock:
-            times = [j.run_at for j in self._jobs.values() if j.state == QUEUED or is_parked(j)]
+            times = [j.run_at for j in self._jobs.values() if j.state in (QUEUED, AWAITING_BUDGET) or is_parked(j)]
             times += [j.lease_expires_at for j in self._jobs.values()
                       if j.state in ACTIVE and j.lease_expires_at is not None]
         return min(times) if times else None
+
+
+def outage_since(last_error: str | None) -> str | None:
+    """The ISO time an outage began, from a paused job's ``last_error`` (None if not paused)."""
+    if not last_error or not last_error.startswith(OUTAGE_PREFIX) or " since " not in last_error:
+        return None
+    return last_error.split(" since ", 1)[1].split(": ", 1)[0].strip() or None
+
+
+def waiting_summary(store: Any, *, limit: int = 500) -> builtins.list[str]:
+    """One line per reason jobs are waiting: the chain or API (since when), approvals, budget windows."""
+    from datetime import datetime, timezone
+
+    lines: builtins.list[str] = []
+    outages: dict[str, tuple[str, int]] = {}
+    for job in store.list(state=QUEUED, limit=limit):
+        if job.last_error and job.last_error.startswith(OUTAGE_PREFIX):
+            what = job.last_error[len(OUTAGE_PREFIX):].split(" since ", 1)[0]
+            since = outage_since(job.last_error) or "?"
+            first, n = outages.get(what, (since, 0))
+            outages[what] = (min(first, since), n + 1)
+    for what, (since, n) in outages.items():
+        lines.append(f"{n} job(s) waiting for {what} since {since}")
+    approvals = store.list(state=AWAITING_APPROVAL, limit=limit)
+    if approvals:
+        lines.append(f"{len(approvals)} job(s) awaiting approval: cardano-agent approvals")
+    for job in store.list(state=AWAITING_BUDGET, limit=limit):
+        at = datetime.fromtimestamp(job.run_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        lines.append(f"job {job.id} awaiting budget until {at}")
+    return lines

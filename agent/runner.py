@@ -33,9 +33,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
-from agent.errors import AgentError, StopRequestedError, StoreError, TransientApiError
+from agent.errors import (
+    AgentError,
+    ApprovalRequiredError,
+    BudgetExceededError,
+    StopRequestedError,
+    StoreError,
+    TransientApiError,
+)
 from agent.faults import crash_point
 from agent.queue import LeaseLostError
 
@@ -105,6 +113,50 @@ def is_transient(exc: BaseException) -> bool:
                             PaymentInFlightError, TimeoutError, ConnectionError))
 
 
+OUTAGE_MAX_WAIT_S = 300.0
+"""The longest pause between two tries while the chain or the API is down."""
+OUTAGE_MIN_WAIT_S = 2.0
+
+
+def outage_of(exc: BaseException) -> str | None:
+    """What is down, in words (``the chain at ws://…``, ``the API at http://…``), or None.
+
+    An outage pauses a job (it stays queued, no attempt used); other transient failures
+    count against its attempts.
+    """
+    import re
+
+    from wallets.errors import ChainUnavailableError
+
+    text = str(exc)
+    url = re.search(r"(?:wss?|https?)://[^\s)'\"]+", text)
+    where = f" at {url.group(0).rstrip('.,:;')}" if url else ""
+    if isinstance(exc, ChainUnavailableError):
+        return f"the chain{where}"
+    if isinstance(exc, TransientApiError) and exc.status == 0:
+        return f"the API{where}"
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return "the network"
+    return None
+
+
+def outage_wait_s(outage_s: float, rng: random.Random) -> float:
+    """Seconds before the next try: about half the outage so far, between 2 s and 5 minutes."""
+    cap = min(OUTAGE_MAX_WAIT_S, max(OUTAGE_MIN_WAIT_S, outage_s / 2))
+    return cap / 2 + rng.uniform(0, cap / 2)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failure as one line of words for a person (no Python class names)."""
+    from wallets.errors import WalletError
+
+    text = str(exc).strip().splitlines()
+    first = text[0].strip() if text else ""
+    if isinstance(exc, (AgentError, WalletError)) or type(exc).__module__.startswith("sandbox."):
+        return first or "failed (no detail)"
+    return f"unexpected error: {first}" if first else f"unexpected error ({type(exc).__name__})"
+
+
 @dataclass
 class RunStats:
     """Counts of what a run did, for the progress line and the final summary."""
@@ -113,7 +165,9 @@ class RunStats:
     parked: int = 0
     retried: int = 0
     failed: int = 0
+    waiting: int = 0
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class Runner:
@@ -133,13 +187,16 @@ class Runner:
         tip: optional chain-tip reader (any value that changes at each block); with it,
             :meth:`run` starts a watcher thread that wakes parked jobs at each new block.
         tip_poll_s: how often the watcher reads the tip.
+        budget_frees_at: ``(error, now) -> epoch or None``: when a refused budget has room again
+            (None: never, e.g. a budget without a window); without it, over-budget jobs fail.
     """
 
     def __init__(self, store: JobStoreLike, executor: JobExecutor, *, scheduler: Any = None,
                  workers: int = 1, lease_s: float = 120.0, backoff: Backoff = Backoff(),
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  name: str = "runner", stop_grace_s: float = 10.0, concurrency: int | None = None,
-                 tip: Callable[[], Any] | None = None, tip_poll_s: float = 0.25) -> None:
+                 tip: Callable[[], Any] | None = None, tip_poll_s: float = 0.25,
+                 budget_frees_at: Callable[[BudgetExceededError, float], float | None] | None = None) -> None:
         if workers < 1:
             raise AgentError("workers must be at least 1")
         if concurrency is not None and concurrency < 1:
@@ -154,6 +211,7 @@ class Runner:
         self.rng = rng or random.Random()
         self.name = name
         self.stop_grace_s = stop_grace_s
+        self.budget_frees_at = budget_frees_at
         self.stats = RunStats()
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
@@ -256,7 +314,7 @@ class Runner:
         log.warning("job %s: %s; leaving it to the worker that holds it", job.id, exc)
 
     def _record_failure(self, job: Any, exc: Exception, worker_id: str | None = None) -> None:
-        message = _one_line(exc)
+        message = describe_error(exc)
         if isinstance(exc, StopRequestedError) or self._abandoned.is_set():
             # A job abandoned at the end of the grace time fails only because the process is
             # closing around it (clients closed): that is no verdict on the job either.
@@ -264,6 +322,8 @@ class Runner:
             log.info("job %s stopped mid-way (%s); it resumes at the next start", job.id, message)
             return
         now = self.clock()
+        if self._wait(job, exc, message, now):
+            return
         if is_transient(exc) and job.attempts < job.max_attempts:
             retry_at = now + self.backoff.delay(job.attempts, self.rng)
             log.warning("job %s: %s; retrying in %.1fs", job.id, message, retry_at - now)
@@ -279,6 +339,49 @@ class Runner:
         with self._stats_lock:
             self.stats.failed += 1
             self.stats.errors.append(f"job {job.id}: {message}")
+
+    def _wait(self, job: Any, exc: Exception, message: str, now: float) -> bool:
+        """Park ``job`` if ``exc`` means "not now" rather than "failed"; True if it was parked."""
+        from agent.queue import AWAITING_APPROVAL, AWAITING_BUDGET, OUTAGE_PREFIX, QUEUED, outage_since
+
+        wait = getattr(self.store, "wait", None)
+        if wait is None:
+            return False
+        if isinstance(exc, ApprovalRequiredError):
+            wait(job.id, AWAITING_APPROVAL, message, now=now)
+            log.info("job %s awaits approval %s", job.id, exc.approval_id)
+            self._note(f"job {job.id} awaits approval: cardano-agent approve {exc.approval_id}")
+            return True
+        if isinstance(exc, BudgetExceededError) and self.budget_frees_at is not None:
+            frees = self.budget_frees_at(exc, now)
+            if frees is None:
+                return False
+            until = datetime.fromtimestamp(frees, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            wait(job.id, AWAITING_BUDGET, f"{message}; waiting until {until}, when the window has room",
+                 now=now, run_at=frees)
+            log.info("job %s awaits budget %s until %s", job.id, exc.budget, until)
+            self._note(f"job {job.id} awaits budget {exc.budget!r} until {until}")
+            return True
+        what = outage_of(exc)
+        if what is None:
+            return False
+        previous = job.last_error or ""
+        since = outage_since(previous) if previous.startswith(OUTAGE_PREFIX + what) else None
+        since = since or datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="seconds")
+        try:
+            began = datetime.fromisoformat(since).timestamp()
+        except ValueError:
+            began = now
+        delay = outage_wait_s(now - began, self.rng)
+        wait(job.id, QUEUED, f"{OUTAGE_PREFIX}{what} since {since}: {message}", now=now, run_at=now + delay)
+        log.warning("job %s: %s is unreachable (since %s); trying again in %.0fs", job.id, what, since, delay)
+        self._note(f"job {job.id} waits for {what} (unreachable since {since}); it stays queued")
+        return True
+
+    def _note(self, line: str) -> None:
+        with self._stats_lock:
+            self.stats.waiting += 1
+            self.stats.notes.append(line)
 
     # -- threads ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -369,7 +472,7 @@ class Runner:
                 continue
             if job is not None:
                 continue
-            if until_idle and _idle(self.store.counts()):
+            if until_idle and _idle(self.store.counts(), self.store, self.clock()):
                 return
             if self._wake.wait(poll_s):
                 self._wake.clear()
@@ -409,8 +512,25 @@ def lease_owner_is_dead(owner: str, *, host: str | None = None) -> bool:
     return False
 
 
-def _idle(counts: dict[str, int]) -> bool:
-    return not any(counts.get(state, 0) for state in ACTIVE_STATES)
+def _idle(counts: dict[str, int], store: Any = None, now: float | None = None) -> bool:
+    """Nothing left to do now: no job active, and every queued one paused by an outage.
+
+    Jobs awaiting an approval or a budget window are not work for this run; a job paused
+    because the chain or the API is down stays queued for the next run (``--until-idle``
+    does not wait out an outage).
+    """
+    if any(counts.get(state, 0) for state in ACTIVE_STATES if state != "queued"):
+        return False
+    queued = counts.get("queued", 0)
+    if not queued:
+        return True
+    if store is None or not hasattr(store, "list"):
+        return False
+    from agent.queue import OUTAGE_PREFIX
+
+    paused = [j for j in store.list(state="queued", limit=queued + 1)
+              if (j.last_error or "").startswith(OUTAGE_PREFIX) and (now is None or j.run_at > now)]
+    return len(paused) >= queued
 
 
 class _Heartbeat:
@@ -448,9 +568,3 @@ def _is_package_error(exc: BaseException) -> bool:
     from wallets.errors import WalletError
 
     return isinstance(exc, WalletError)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

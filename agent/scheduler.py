@@ -14,6 +14,7 @@ call it by hand with the instant they want.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Protocol, Sequence
@@ -135,13 +136,16 @@ class Scheduler:
         self._db = db
         self._queue = queue
         self._schedules = list(schedules)
+        self._lock = threading.Lock()
 
     def run_once(self, now: float) -> list[Firing]:
         """Enqueue every firing due at ``now`` (epoch seconds) and return what was enqueued."""
         instant = _utc(now)
         firings: list[Firing] = []
-        for spec in self._schedules:
-            firings.extend(self._run_schedule(spec, instant, now))
+        # Workers of one runner all call this; one at a time, so one firing is handled once.
+        with self._lock:
+            for spec in self._schedules:
+                firings.extend(self._run_schedule(spec, instant, now))
         return firings
 
     def next_due(self, now: float) -> float | None:
@@ -157,15 +161,17 @@ class Scheduler:
 
     def describe(self, now: float) -> list[dict[str, Any]]:
         """One row per schedule: name, kind, rule, misfire policy, last and next firing (ISO)."""
+        from agent.config import format_duration
+
         instant = _utc(now)
         rows = []
         for spec in self._schedules:
             anchor, last = self._state(spec.name, instant)
-            nxt = next_fire(make_trigger(spec, anchor=anchor), max(last or anchor, instant))
+            nxt = _planned_fire(spec, make_trigger(spec, anchor=anchor), anchor, last, instant)
             rows.append({
                 "name": spec.name,
                 "kind": spec.kind,
-                "rule": spec.cron or f"every {spec.every_s}s",
+                "rule": spec.cron or f"every {format_duration(spec.every_s)}",
                 "misfire": spec.misfire,
                 "last_fire": last.isoformat() if last else None,
                 "next_fire": nxt.isoformat() if nxt else None,
@@ -194,7 +200,12 @@ class Scheduler:
                 unique_key=key, now=now,
             )
             fired.append(Firing(spec.name, fire_time, key, getattr(job, "id", None)))
-            log.info("schedule %s fired for %s", spec.name, fire_time.isoformat())
+            if getattr(job, "created_at", now) == now:
+                log.info("schedule %s fired for %s: job %s", spec.name, fire_time.isoformat(),
+                         getattr(job, "id", None))
+            else:  # another runner on this home enqueued this firing first
+                log.debug("schedule %s: firing %s already queued as job %s", spec.name,
+                          fire_time.isoformat(), getattr(job, "id", None))
         self._record(spec.name, due[-1])
         return fired
 
@@ -222,6 +233,16 @@ class Scheduler:
             )
 
 
+def _planned_fire(spec: ScheduleLike, trigger: Any, anchor: datetime, last: datetime | None,
+                  instant: datetime) -> datetime | None:
+    """When a schedule fires next as planned: an interval counts from its last firing (or its
+    anchor, for a schedule that has not fired yet), so the answer does not move with ``now``;
+    a time already past means "due at the next runner step"."""
+    if spec.every_s:
+        return anchor if last is None else last + timedelta(seconds=int(spec.every_s))
+    return next_fire(trigger, max(last or anchor, instant))
+
+
 def _grace_s(spec: ScheduleLike) -> float:
     """How late a single firing may be handled and still count as on time."""
     if spec.every_s:
@@ -230,7 +251,12 @@ def _grace_s(spec: ScheduleLike) -> float:
 
 
 def _request_for(spec: ScheduleLike, fire_time: datetime) -> dict[str, Any]:
+    import uuid
+
     request = dict(spec.params or {})
+    if spec.kind == "chat" and not request.get("session_id"):
+        # A fresh conversation per firing, named in the job: never another job's or home's context.
+        request["session_id"] = f"{spec.name}-{fire_time.strftime('%Y%m%dT%H%M')}-{uuid.uuid4().hex[:6]}"
     request.setdefault("_schedule", {"name": spec.name, "fire_time": fire_time.isoformat(),
                                      "report": bool(getattr(spec, "report", False))})
     return request

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 from agent.errors import AgentError
 
 LOVELACE_PER_ADA = 1_000_000
-INSTALL_HINT = "pip install cardano-pay-agent[plot]"
+INSTALL_HINT = "pip install 'cardano-pay-agent[plot]'"
 
 
 class PlotError(AgentError):
@@ -85,9 +85,27 @@ def _after(t: float) -> float:
     return math.nextafter(t, math.inf)
 
 
+def zoom_start(times: Iterable[float], *, since: float | None, until: float, margin: float = 0.05) -> float:
+    """Where the time axis starts: just before the first payment, never before ``since``.
+
+    Seven days of range with payments only in the last hour would draw one spike at the right
+    edge; starting near the data shows them. With no data, the range is the last day.
+    """
+    first = min(times, default=None)
+    if first is None:
+        return since if since is not None else until - 86_400
+    span = max(until - first, 3600.0)
+    start = first - span * margin
+    return max(start, since) if since is not None else start
+
+
 def draw_spend(path: Path, lines: Sequence[SpendLine], *, since: float, until: float,
-               title: str = "Spend against budgets") -> Path:
+               title: str = "Spend against budgets",
+               bars: Sequence[tuple[str, int]] = (), bars_title: str = "") -> Path:
     """Draw ``lines`` (ADA over UTC time) with each limit as a dashed line; write a PNG to ``path``.
+
+    With ``bars`` (``(label, lovelace)``, e.g. the spend per day or per route of ``spend --by``),
+    a second panel below draws them as bars.
 
     Raises:
         PlotError: matplotlib is not installed, or the file cannot be written.
@@ -99,9 +117,9 @@ def draw_spend(path: Path, lines: Sequence[SpendLine], *, since: float, until: f
     except ImportError:
         raise PlotError(f"--plot needs matplotlib: {INSTALL_HINT}") from None
 
-    fig = Figure(figsize=(9, 4.8), dpi=100)
+    fig = Figure(figsize=(9, 8.0 if bars else 4.8), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(2, 1, 1) if bars else fig.add_subplot()
     for n, line in enumerate(lines):
         color = f"C{n % 10}"
         xs = mdates.date2num([_utc(t) for t, _ in line.points])
@@ -124,6 +142,17 @@ def draw_spend(path: Path, lines: Sequence[SpendLine], *, since: float, until: f
     ax.grid(True, alpha=0.3)
     if lines:
         ax.legend(loc="upper left", fontsize="small")
+    if bars:
+        bx = fig.add_subplot(2, 1, 2)
+        labels = [label for label, _ in bars]
+        values = [v / LOVELACE_PER_ADA for _, v in bars]
+        bx.bar(range(len(bars)), values, color="C0")
+        bx.set_xticks(range(len(bars)))
+        bx.set_xticklabels(labels, rotation=30 if len(bars) > 4 else 0, ha="right" if len(bars) > 4 else "center",
+                           fontsize="small")
+        bx.set_ylabel("ADA paid (fees included)")
+        bx.set_title(bars_title)
+        bx.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     try:
         fig.savefig(str(path), format="png")

@@ -283,7 +283,8 @@ class _Routes:
             delay = self._retry.delay_s(attempt, rng=self._rng)
             if delay is None:
                 raise TransientApiError(
-                    f"{where}: {type(exc).__name__} after {attempt} attempts (request_id {request_id})",
+                    f"{where}: cannot reach the API at {self.base_url} ({_network_problem(exc)}) after "
+                    f"{attempt} attempts (request_id {request_id})",
                     status=0, detail=str(exc), request_id=request_id,
                 ) from exc
             return delay
@@ -588,3 +589,12 @@ def __getattr__(name: str) -> Any:
 
         return AsyncTClient
     raise AttributeError(f"module 'agent.tapi' has no attribute {name!r}")
+
+
+def _network_problem(exc: Exception) -> str:
+    """A network failure in words (no class names): what a person can act on."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    return "connection lost"

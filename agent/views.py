@@ -51,7 +51,9 @@ def payment_view(row: Any) -> dict[str, Any]:
 def usage_view(usage: Any, scope: str) -> dict[str, Any]:
     """One budget's use of one asset, with ``percent_used`` = (spent + reserved) / limit."""
     used = usage.spent + usage.reserved
-    return {"name": usage.name, "scope": scope, "window": WINDOW_LABELS.get(usage.window, f"{usage.window}s"),
+    from agent.config import format_duration
+
+    return {"name": usage.name, "scope": scope, "window": format_duration(usage.window),
             "window_s": usage.window, "since": iso(usage.since), "asset": usage.asset, "limit": usage.limit,
             "spent": usage.spent, "reserved": usage.reserved, "remaining": usage.remaining,
             "percent_used": percent_used(used, usage.limit)}

@@ -147,7 +147,7 @@ def plan_payment(
         if draft.fold is not None:
             draft = draft.fold
             break
-        raise _insufficient(pool, ctx, draft.short_lovelace)
+        raise _insufficient(pool, ctx, draft.short_lovelace, need_lovelace=draft.need_lovelace)
     inputs = tuple(sorted((u.ref for u in draft.inputs), key=lambda r: (r.tx_id, r.index)))
     tx_id = hashlib.blake2b(draft.body, digest_size=32).hexdigest()
     return PaymentPlan(inputs, draft.fee, tx_id, draft, ctx, tuple(outputs), change_address)
@@ -312,7 +312,8 @@ def _plan_output(i: int, out: RequiredOutput, network_id: int, params: ProtocolP
     if asset == LOVELACE:
         need = min_utxo_lovelace(out.address, amount, {}, params)
         if amount < need:
-            raise AmountError(f"{what}: {amount} lovelace is below the ledger minimum UTxO value of {need} lovelace")
+            raise AmountError(f"{what}: {_units(LOVELACE, amount)} is below the ledger minimum UTxO value of "
+                              f"{_units(LOVELACE, need)}")
         return _Planned(i, addr, amount, {}, _output_obj(addr, amount, {}))
     assets = {asset: amount}
     coin = min_utxo_lovelace(out.address, 0, assets, params)
@@ -371,6 +372,8 @@ class _Draft:
 class _Short:
     short_lovelace: int
     fold: _Draft | None = None
+    need_lovelace: int | None = None
+    """Least lovelace these inputs would need to pay with no change output (the rest as fee)."""
 
 
 class _Context:
@@ -449,7 +452,7 @@ class _Context:
             body_fold = self.body(inputs, leftover, None)
             if leftover >= min_fee(len(body_fold) + self.overhead - 1, self.params):
                 return _Short(short, fold=_Draft(list(selected), body_fold, leftover, 0, {}))
-        return _Short(short)
+        return _Short(short, need_lovelace=self.out_lovelace + fee_nc)
 
     def _check_size(self, body: bytes, change_assets: Mapping[str, int]) -> None:
         size = len(body) + self.overhead - 1
@@ -493,14 +496,27 @@ def _initial_selection(pool: list[Utxo], ctx: _Context) -> list[Utxo]:
     return list(chosen.values())
 
 
-def _insufficient(pool: list[Utxo], ctx: _Context, short_lovelace: int) -> InsufficientFundsError:
+def _units(asset: str, quantity: int) -> str:
+    """A quantity for a person: ADA with six decimals for lovelace, smallest units for a token."""
+    if asset == LOVELACE:
+        whole, frac = divmod(int(quantity), 1_000_000)
+        return f"{whole}.{frac:06d} ADA"
+    return f"{quantity} of {asset}"
+
+
+def _insufficient(pool: list[Utxo], ctx: _Context, short_lovelace: int, *,
+                  need_lovelace: int | None = None) -> InsufficientFundsError:
     available: Counter[str] = Counter({LOVELACE: sum(u.lovelace for u in pool)})
     for u in pool:
         available.update(u.assets)
     fee_guess = min_fee(200 + 80 * len(ctx.planned) + ctx.overhead, ctx.params)
-    needed = {LOVELACE: max(ctx.out_lovelace + fee_guess, available[LOVELACE] + short_lovelace),
-              **dict(ctx.out_assets)}
-    missing = [f"{a}: need {q}, have {available.get(a, 0)}" for a, q in needed.items() if q > available.get(a, 0)]
+    with_change = max(ctx.out_lovelace + fee_guess, available[LOVELACE] + short_lovelace)
+    # The figure is what the builder can do: without a change output when that is possible.
+    least = need_lovelace if need_lovelace is not None else with_change
+    needed = {LOVELACE: least, **dict(ctx.out_assets)}
+    aside = f" ({_units(LOVELACE, with_change)} to get change back)" if with_change > least else ""
+    missing = [f"need {_units(a, q)}{aside if a == LOVELACE else ''}, have {_units(a, available.get(a, 0))}"
+               for a, q in needed.items() if q > available.get(a, 0)]
     return InsufficientFundsError("not enough funds for this payment (" + "; ".join(missing) + ")",
                                   needed=needed, available=dict(available))
 

@@ -91,23 +91,19 @@ scope = "tag:reports"
 # Schedules enqueue jobs: cron = "<minute> <hour> <day> <month> <weekday>" (UTC) or
 # every = "15m" / "1h" / "1d". job is chat, token-analysis or images-generate; params are the
 # job's fields (as `cardano-agent job add` takes them).
-[[schedules]]
-name = "snek-daily"
-cron = "0 7 * * *"
-job = "token-analysis"
-tags = ["reports"]
-# Charge this schedule's jobs to a named budget as well.
-budget = "reports"
-# After downtime: "run_once" runs one missed firing, "skip" waits for the next one.
-misfire = "run_once"
-# Write reports/<schedule>/<date>.json and a readable .md beside it.
-report = true
-
-[schedules.params]
-token = "SNEK"
-policy_id = "279c909f348e533da5808898f87f9a14bb2c3dfbbacccd631d927a3f"
-asset_name_hex = "534e454b"
-network = "cardano"
+# A paid schedule, off until you remove the "# " in front of its lines (each firing pays for
+# one token analysis): budget charges its jobs to a named budget as well; misfire says what
+# happens after downtime ("run_once" runs one missed firing, "skip" waits for the next one);
+# report = true writes reports/<schedule>/<date>.json and a readable .md beside it.
+# [[schedules]]
+# name = "snek-daily"
+# cron = "0 7 * * *"
+# job = "token-analysis"
+# tags = ["reports"]
+# budget = "reports"
+# misfire = "run_once"
+# report = true
+# params = {{ token = "SNEK", policy_id = "279c909f348e533da5808898f87f9a14bb2c3dfbbacccd631d927a3f", asset_name_hex = "534e454b", network = "cardano" }}
 """
 
 

@@ -128,7 +128,9 @@ def _http_request_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def _open(args: argparse.Namespace, *, passphrase: bool = False, secret: str | None = None) -> Any:
     from agent.app import Agent
+    from agent.cli import require_home
 
+    require_home(args.home)
     prompt: Any = None
     if passphrase:
         from agent.commands.wallet import read_passphrase
@@ -184,7 +186,12 @@ def _short_time(epoch: float | None) -> str:
 def cmd_add(args: argparse.Namespace) -> int:
     from agent.errors import JobError
 
+    import uuid
+
     request = _request_from(args)
+    if args.kind == "chat" and not request.get("session_id"):
+        # Each job talks in its own conversation (shown in `job show`), never in a shared one.
+        request["session_id"] = f"job-{uuid.uuid4().hex[:12]}"
     with _open(args) as agent:
         if args.budget and args.budget not in {b.name for b in agent.config.budgets}:
             raise JobError(f"no budget named {args.budget!r} in agent.toml")
@@ -203,7 +210,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     def human(rows: list[dict[str, Any]]) -> None:
         table([[j["id"], j["kind"], j["state"], j["attempts"], ",".join(j["tags"]), _describe(j["request"]),
-                (j["last_error"] or "")[:60]] for j in rows],
+                _clip(j["last_error"] or "", 60)] for j in rows],
               ["ID", "KIND", "STATE", "TRIES", "TAGS", "REQUEST", "LAST ERROR"])
 
     emit(args.json, data, human)
@@ -211,8 +218,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _describe(request: dict[str, Any]) -> str:
-    text = request.get("message") or request.get("token") or request.get("prompt") or ""
-    return text if len(text) <= 40 else text[:39] + "…"
+    return _clip(request.get("message") or request.get("token") or request.get("prompt") or "", 40)
+
+
+def _clip(text: str, width: int) -> str:
+    """``text`` on one line in at most ``width`` characters, cut at a word with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width - 1]
+    if " " in cut[width // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -229,8 +246,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         if d["payments"]:
             print()
             table([[p["id"], p["state"], p["invoice_id"], format_ada(p["amount_lovelace"]),
-                    format_ada(p["fee_lovelace"] or 0), (p["tx_id"] or "")[:16]] for p in d["payments"]],
-                  ["PAYMENT", "STATE", "INVOICE", "ADA", "FEE", "TX"])
+                    format_ada(p["fee_lovelace"] or 0)] for p in d["payments"]],
+                  ["PAYMENT", "STATE", "INVOICE", "AMOUNT (ADA)", "FEE (ADA)"])
+            for p in d["payments"]:
+                if p["tx_id"]:
+                    print(f"payment {p['id']} tx {p['tx_id']}")
 
     emit(args.json, data, human)
     return 0
@@ -300,7 +320,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AgentError("--concurrency must be at least 1")
     if not 0 <= args.stop_grace_s <= 3600:
         raise AgentError("--stop-grace-s must be between 0 and 3600 seconds")
-    setup_logging(args.home, verbose=getattr(args, "verbose", 0), json_lines=args.log_json)
+    from agent.cli import require_home
+
+    setup_logging(require_home(args.home), verbose=getattr(args, "verbose", 0), json_lines=args.log_json)
     # A long-lived process keeps the passphrase in memory only: out of its environment, so
     # neither a child process nor a dump of the environment carries it.
     env_secret = os.environ.pop("CARDANO_AGENT_PASSPHRASE", None)
@@ -316,7 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             now=time.time())
         recovered = agent.recover()  # only payments whose owner is gone; "busy" ones are another process's
         if freed or any(v for k, v in recovered.items() if k != "busy"):
-            print(f"recovered after a crash: {freed} job(s) taken back, payments {recovered}", file=sys.stderr)
+            print(_recovery_text(freed, recovered), file=sys.stderr)
         concurrency = args.concurrency if args.concurrency is not None else max(DEFAULT_CONCURRENCY, args.workers)
         if not agent.config.api.api_key or agent.config.api.partner:
             concurrency, why = concurrency_cap(agent, concurrency, now=time.time())
@@ -328,9 +350,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         if metrics is not None:
             executor = metrics.instrument(executor)
         scheduler = Scheduler(agent.db, agent.jobs, agent.config.schedules) if agent.config.schedules else None
+
+        def budget_frees_at(exc: Any, now: float) -> float | None:
+            try:
+                return agent.budgets.frees_at(exc.budget, exc.asset, requested=exc.requested, now=now)
+            except Exception:  # noqa: BLE001 - an unknown budget cannot free: the job fails instead
+                return None
+
         runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s,
                         name=process_worker_name(), stop_grace_s=args.stop_grace_s, concurrency=concurrency,
-                        tip=_tip_reader(agent))
+                        tip=_tip_reader(agent), budget_frees_at=budget_frees_at)
 
         def on_signal(signum: int, frame: Any) -> None:
             print(f"stopping: no new jobs; payments in hand get up to {args.stop_grace_s:g}s…", file=sys.stderr)
@@ -350,15 +379,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             executor.close()
             progress.finish()
         counts = agent.jobs.counts()
-    data = {"done": stats.done, "retried": stats.retried, "failed": stats.failed, "errors": stats.errors,
-            "queue": counts}
+        waiting = _waiting(agent)
+    data = {"done": stats.done, "retried": stats.retried, "failed": stats.failed, "waiting": waiting,
+            "errors": stats.errors, "queue": counts}
 
     def human(d: dict[str, Any]) -> None:
         print(f"run finished: {d['done']} done, {d['failed']} failed, {d['retried']} retried")
         for line in d["errors"][-10:]:
             print(f"  {line}")
+        for line in d["waiting"]:
+            print(f"  {line}")
 
     emit(args.json, data, human)
+    # Waiting (for an approval, a budget window, the chain) is not failing: exit 0.
     return 0 if not stats.failed else 1
 
 
@@ -388,6 +421,17 @@ def _start_metrics(agent: Any, port: int | None, workers: int) -> Any:
     return metrics
 
 
+def _recovery_text(freed: int, recovered: dict[str, int]) -> str:
+    """What start-up recovery did, in words."""
+    parts = []
+    if freed:
+        parts.append(f"{freed} job(s) left running by a stopped process taken back")
+    words = {"kept": "found on the chain and kept", "resubmitted": "submitted again (same transaction)",
+             "released": "never sent, released"}
+    parts += [f"{n} payment(s) {words[k]}" for k, n in recovered.items() if n and k in words]
+    return "recovered from an interrupted run: " + "; ".join(parts)
+
+
 class _Progress:
     """One status line on stderr while the runner works (rewritten in place on a terminal)."""
 
@@ -401,8 +445,9 @@ class _Progress:
         if not self.enabled:
             return
         active = counts.get("running", 0) + counts.get("paying", 0) + counts.get("awaiting_settlement", 0)
+        waiting = counts.get("awaiting_approval", 0) + counts.get("awaiting_budget", 0)
         line = (f"queued {counts.get('queued', 0)} · running {active} · done {counts.get('done', 0)} · "
-                f"failed {counts.get('failed', 0)}")
+                f"failed {counts.get('failed', 0)}" + (f" · waiting {waiting}" if waiting else ""))
         now = time.monotonic()
         if line == self._last and not self.tty:
             return
@@ -422,17 +467,20 @@ class _Progress:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _open(args) as agent:
-        data = agent.status(now=time.time(), offline=args.offline)
+        now = time.time()
+        data = agent.status(now=now, offline=args.offline)
 
     def human(d: dict[str, Any]) -> None:
         q = d["queue"]
         print("queue    " + "  ".join(f"{k} {v}" for k, v in q.items() if v) if any(q.values()) else "queue    empty")
+        for line in d["waiting"]:
+            print(f"         {line}")
         w = d["wallet"]
-        line = f"wallet   {w.get('name')} {w.get('address', '')}"
+        line = f"wallet   {w.get('name')} {_short_address(w.get('address', ''))}"
         if "balance_lovelace" in w:
-            line += f"  {format_ada(w['balance_lovelace'])} ADA"
+            line += f"  {format_ada(w['balance_lovelace'])} ADA in {w['utxos']} UTxO(s)"
         elif w.get("error"):
-            line += f"  ({w['error']})"
+            line += f"  (balance unavailable: {w['error']})"
         print(line)
         print(f"paid     {format_ada(d['total_paid_lovelace'])} ADA in all")
         if d.get("store"):
@@ -446,14 +494,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"clock    {d['clock']['warning']}")
         if d["budgets"]:
             print()
-            table([[b["name"], "ADA" if b["asset"] == "lovelace" else b["asset"], format_ada(b["limit"]) if b["asset"] == "lovelace" else b["limit"],
-                    format_ada(b["spent"]) if b["asset"] == "lovelace" else b["spent"],
-                    format_ada(b["remaining"]) if b["asset"] == "lovelace" else b["remaining"]]
-                   for b in d["budgets"]], ["BUDGET", "ASSET", "LIMIT", "SPENT", "LEFT"])
+            table([[b["name"], b["window"], "ADA" if b["asset"] == "lovelace" else b["asset"],
+                    _amount(b, "limit"), _amount(b, "spent"), _amount(b, "remaining")]
+                   for b in d["budgets"]], ["BUDGET", "WINDOW", "ASSET", "LIMIT", "SPENT", "LEFT"])
         if d["schedules"]:
             print()
-            table([[s["name"], s["kind"], s["rule"], s["next_fire"] or "-"] for s in d["schedules"]],
-                  ["SCHEDULE", "KIND", "RULE", "NEXT"])
+            table([[s["name"], s["kind"], s["rule"], _when_text(s["last_fire"]), _next_text(s["next_fire"], now)]
+                   for s in d["schedules"]], ["SCHEDULE", "KIND", "RULE", "LAST FIRED", "NEXT"])
         if d["pending_approvals"]:
             print(f"\n{len(d['pending_approvals'])} payment(s) wait for approval: cardano-agent approvals")
         if d["unfinished_payments"]:
@@ -467,14 +514,56 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _amount(budget: dict[str, Any], key: str) -> Any:
+    return format_ada(budget[key]) if budget["asset"] == "lovelace" else budget[key]
+
+
+def _short_address(address: str) -> str:
+    """An address short enough for one status line: its start and its end."""
+    return address if len(address) <= 32 else f"{address[:16]}…{address[-10:]}"
+
+
+def _when_text(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _next_text(iso: str | None, now: float) -> str:
+    if not iso:
+        return "-"
+    when = datetime.fromisoformat(iso)
+    if when.timestamp() <= now:
+        return "due now (at the next `run` step)"
+    return _when_text(iso)
+
+
+def _waiting(agent: Any) -> list[str]:
+    """Lines saying what queued jobs are waiting for (the chain, the API, an approval, a budget)."""
+    from agent.queue import waiting_summary
+
+    return waiting_summary(agent.jobs)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
+    """One API call now: pay if asked, print the answer and (on stderr) what it cost."""
     import uuid
 
+    from agent.errors import ApprovalRequiredError
     from agent.executor import TApiExecutor
+    from agent.logs import setup_logging
     from agent.payer import JobContext, job_context
 
     request = _request_from(args)
     partner = request.pop("partner", None)
+    if args.kind == "chat" and not request.get("session_id"):
+        # A fresh conversation per call: never another call's, job's or home's context.
+        request["session_id"] = f"call-{uuid.uuid4().hex[:12]}"
+    call_id = f"cli-{uuid.uuid4().hex[:12]}"
+    call_tag = f"call:{call_id}"
+    from agent.cli import require_home
+
+    setup_logging(require_home(args.home), verbose=getattr(args, "verbose", 0))
     with _open(args, passphrase=True) as agent:
         # As `run` does: resolve what a killed `call` (or any dead process) left, from the
         # chain, before paying; otherwise its reserved inputs would starve this payment.
@@ -482,30 +571,137 @@ def cmd_call(args: argparse.Namespace) -> int:
         if any(v for k, v in recovered.items() if k != "busy"):
             print(f"recovered after a crash: payments {recovered}", file=sys.stderr)
         executor = TApiExecutor(agent)
+        started = time.time()
         try:
             client = executor.client_for(partner)
-            with job_context(JobContext(tags=tuple(args.tag) or ("cli",))):
+            ask = _ask_at_terminal if sys.stdin is not None and sys.stdin.isatty() and not args.json else None
+            with job_context(JobContext(tags=tuple(args.tag) + ("cli", call_tag), confirm_overpay=ask)):
                 if args.kind == "chat" and request.get("stream") and not args.json:
-                    for event in client.chat_stream(request["message"], session_id=request.get("session_id")):
+                    for event in client.chat_stream(request["message"], session_id=request.get("session_id"),
+                                                    request_id=call_id):
                         if event.type == "content" and event.text:
                             sys.stdout.write(terminal_safe(event.text))
                             sys.stdout.flush()
                     sys.stdout.write("\n")
+                    _say_paid(_call_payments(agent, call_tag, started))
                     return 0
-                data = executor.call(client, args.kind, request, f"cli-{uuid.uuid4().hex[:12]}")
+                data = executor.call(client, args.kind, request, call_id)
+        except ApprovalRequiredError as exc:
+            return _needs_approval(agent, args, exc)
+        except KeyboardInterrupt:
+            _say_interrupted(_call_payments(agent, call_tag, started))
+            return 130
         finally:
             executor.close()
-    images = data.pop("images", None)
-    if images:
-        data["images"] = f"{len(images)} PNG image(s); use a job to save them"
+        payments = _call_payments(agent, call_tag, started)
+        images = data.pop("images", None)
+        if images:
+            data["image_files"] = _save_images(agent.home, call_id, images)
+            if args.json:
+                data["images"] = images
+    data["payments"] = payments
+    data["paid_lovelace"] = sum(p["amount_lovelace"] for p in payments)
+    data["fee_lovelace"] = sum(p["fee_lovelace"] or 0 for p in payments)
+    _say_paid(payments)
 
     def human(d: dict[str, Any]) -> None:
         if "reply" in d:
             print(d["reply"])
         elif "report" in d:
             print(json.dumps(d["report"], indent=2))
+        elif "image_files" in d:
+            for path in d["image_files"]:
+                print(f"image saved to {path}")
         else:
-            print(json.dumps(d, indent=2))
+            print(json.dumps({k: v for k, v in d.items() if k != "payments"}, indent=2))
 
     emit(args.json, data, human)
     return 0
+
+
+def _ask_at_terminal(question: str) -> bool:
+    """Ask a yes/no question on the terminal (default no)."""
+    sys.stderr.write(question + " [y/N] ")
+    sys.stderr.flush()
+    try:
+        return input().strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _call_payments(agent: Any, call_tag: str, started: float) -> list[dict[str, Any]]:
+    """The ledger rows this call made (found by its tag), paid or not."""
+    return [_payment_dict(r) for r in agent.ledger.rows(since=started - 1) if call_tag in r.tags]
+
+
+def _say_paid(payments: list[dict[str, Any]]) -> None:
+    for p in payments:
+        if p["state"] in ("submitted", "settled", "unsettled"):
+            print(f"paid {format_ada(p['amount_lovelace'])} ADA + fee {format_ada(p['fee_lovelace'] or 0)} ADA "
+                  f"(payment {p['id']}, tx {p['tx_id']})", file=sys.stderr)
+
+
+def _say_interrupted(payments: list[dict[str, Any]]) -> None:
+    """Ctrl-C during a call: say what left the wallet and what becomes of it."""
+    sent = [p for p in payments if p["state"] in ("submitted", "settled", "unsettled")]
+    signed = [p for p in payments if p["state"] == "signed"]
+    held = [p for p in payments if p["state"] == "reserved"]
+    for p in sent:
+        print(f"interrupted after paying {format_ada(p['amount_lovelace'])} ADA + fee "
+              f"{format_ada(p['fee_lovelace'] or 0)} ADA (payment {p['id']}, tx {p['tx_id']}): the answer is lost, "
+              "the payment stays in the ledger (`cardano-agent payments`) and counts against the budgets; "
+              "it is never paid again.", file=sys.stderr)
+    for p in signed:
+        print(f"interrupted with payment {p['id']} signed but perhaps not sent (tx {p['tx_id']}): the next "
+              "`cardano-agent run` checks the chain and sends the same transaction again or releases it; "
+              "nothing is paid twice.", file=sys.stderr)
+    for p in held:
+        print(f"interrupted before paying: payment {p['id']} was only reserved and is released by the next "
+              "`cardano-agent run`.", file=sys.stderr)
+    if not payments:
+        print("interrupted: nothing was paid", file=sys.stderr)
+
+
+def _save_images(home: Any, call_id: str, images: list[str]) -> list[str]:
+    import base64
+
+    from agent.executor import _write
+
+    folder = home / "results" / call_id
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for n, b64 in enumerate(images, start=1):
+        path = folder / f"image-{n}.png"
+        _write(path, base64.b64decode(b64))
+        files.append(str(path))
+    return files
+
+
+def _needs_approval(agent: Any, args: argparse.Namespace, exc: Any) -> int:
+    """A one-off call above the approval threshold: withdraw the parked approval, say how to queue it."""
+    import shlex
+
+    try:
+        agent.approvals.deny(int(exc.approval_id), time.time())
+    except Exception:  # noqa: BLE001 - already decided elsewhere: nothing to withdraw
+        pass
+    argv = ["cardano-agent", "job", "add", args.kind]
+    for option, dest, _ in _FIELD_OPTIONS:
+        value = getattr(args, dest)
+        if value is not None and not (dest == "session_id" and str(value).startswith("call-")):
+            argv += [option, str(value)]
+    for flag, dest in (("--n", "n"),):
+        if getattr(args, dest) is not None:
+            argv += [flag, str(getattr(args, dest))]
+    for flag, dest in (("--stream", "stream"), ("--structured", "structured"), ("--bypass-cache", "bypass_cache")):
+        if getattr(args, dest):
+            argv.append(flag)
+    if args.partner:
+        argv += ["--partner", args.partner]
+    cost = str(exc).split(" costs about ", 1)[-1].split(",", 1)[0] if " costs about " in str(exc) else "more"
+    print(f"error: this call would cost about {cost}, above approve_above_ada in agent.toml; a one-off "
+          "`call` does not wait for approval and paid nothing.\nQueue it as a job, approve it, and run it:\n"
+          f"  {shlex.join(argv)}\n  cardano-agent run --until-idle      # the job then awaits approval\n"
+          "  cardano-agent approvals ; cardano-agent approve ID ; cardano-agent run --until-idle",
+          file=sys.stderr)
+    return 1

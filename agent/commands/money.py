@@ -30,13 +30,10 @@ DEFAULT_SINCE = "30d"
 RECENT_PAYMENTS = 5
 GROUPINGS = ("day", "route", "budget", "payee")
 LEDGER_STATES = ("reserved", "signed", "submitted", "settled", "refused", "unsettled", "released")
-WINDOW_LABELS = {3600: "1h", 86_400: "1d", 30 * 86_400: "30d", None: "none"}
 
 clock: Callable[[], float] = time.time
 """Epoch seconds; tests replace it instead of waiting for time to pass."""
 
-_RELATIVE = re.compile(r"([1-9][0-9]{0,5})([hdw])")
-_UNIT_S = {"h": 3600, "d": 86_400, "w": 7 * 86_400}
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -54,7 +51,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("spend", parents=[common], help="what was paid, grouped by day, route, budget or payee",
                        description="Report paid invoices (submitted, settled or unsettled) and their fees.")
     p.add_argument("--since", default=DEFAULT_SINCE, metavar="WHEN",
-                   help=f"24h, 7d, 30d, 2w, all, or a UTC date like 2026-11-01 (default {DEFAULT_SINCE})")
+                   help=f"a duration (24h, 7d, 2w, 90m), all, or a UTC date like 2026-11-01 (default {DEFAULT_SINCE})")
     p.add_argument("--by", choices=GROUPINGS, default="day", help="grouping (default day)")
     p.add_argument("--plot", type=Path, metavar="FILE",
                    help="also draw spend over time against the budget limits as a PNG (needs matplotlib)")
@@ -105,6 +102,10 @@ class Books:
         from agent.queue import SqliteJobStore
         from agent.store import Database
 
+        if env is None:  # the CLI: never create a home by reading one
+            from agent.cli import require_home
+
+            require_home(home)
         config = load_config(home, os.environ if env is None else env)
         db = Database.open(home, config.store.url)
         budgets = BudgetBook(db, config.budgets)
@@ -136,8 +137,15 @@ def _short(text: str | None, keep: int = 12) -> str:
     return text if len(text) <= keep + 2 else text[:keep] + ".."
 
 
+def _window_label(window_s: int | None) -> str:
+    from agent.config import format_duration
+
+    return format_duration(window_s)
+
+
 def parse_since(text: str, now: float) -> float | None:
-    """Turn ``--since`` into epoch seconds: ``24h``/``7d``/``2w`` before ``now``, ``all`` (None), or a UTC date.
+    """Turn ``--since`` into epoch seconds: any duration (``24h``, ``7d``, ``2w``, ``90m``) before ``now``,
+    ``all`` (None), or a UTC date.
 
     Raises:
         ConfigError: anything else, or a date in the future.
@@ -145,14 +153,18 @@ def parse_since(text: str, now: float) -> float | None:
     raw = text.strip()
     if raw.lower() == "all":
         return None
-    match = _RELATIVE.fullmatch(raw.lower())
-    if match:
-        return now - int(match.group(1)) * _UNIT_S[match.group(2)]
+    from agent.config import parse_duration
+
+    if raw[:1].isdigit() and raw[-1:].isalpha():
+        try:
+            return now - parse_duration(raw)
+        except ValueError:
+            pass
     try:
         when = datetime.fromisoformat(raw)
     except ValueError:
         raise ConfigError(
-            f"--since: expected 24h, 7d, 30d, all or a date like 2026-11-01, got {text!r}") from None
+            f"--since: expected a duration (24h, 7d, 2w), all, or a date like 2026-11-01, got {text!r}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     since = when.timestamp()
@@ -198,6 +210,27 @@ def _payment_dict(row: PaymentRow) -> dict[str, Any]:
             "settled_at": _iso(row.settled_at)}
 
 
+def _with_approval(d: dict[str, Any], approvals: Approvals) -> dict[str, Any]:
+    """Say where a payment parked for a person stands now, not what it said when it was parked."""
+    d["display_state"], d["display_reason"] = d["state"], d["reason"] or ""
+    reason = d["reason"] or ""
+    if d["state"] != "refused" or not reason.startswith(("approval_required", "payee_changed")):
+        return d
+    approval = approvals.for_invoice(d["invoice_id"])
+    if approval is None:
+        return d
+    d["approval"] = {"id": approval.id, "state": approval.state}
+    what = "payee change" if reason.startswith("payee_changed") else "payment"
+    if approval.state == "pending":
+        d["display_state"] = "awaiting_approval"
+        d["display_reason"] = f"{what} awaits approval {approval.id}: cardano-agent approve {approval.id}"
+    elif approval.state == "approved":
+        d["display_reason"] = f"{what} approved ({approval.id}); nothing paid on this invoice, the job pays a new one"
+    else:
+        d["display_reason"] = f"{what} denied ({approval.id}); never paid"
+    return d
+
+
 def _fee_cell(row: PaymentRow) -> str:
     from agent.output import format_ada
 
@@ -216,7 +249,11 @@ def cmd_spend(args: argparse.Namespace) -> int:
     total = report["total"]
     plot = None
     if args.plot is not None:
-        plot = str(draw_plot(books, args.plot, since=since, until=now, label=args.since))
+        bars = [(str(x.key), x.amount_lovelace + x.fee_lovelace) for x in lines]
+        if args.by == "day":
+            bars.sort()
+        plot = str(draw_plot(books, args.plot, since=since, until=now, label=args.since, bars=bars,
+                             bars_title=f"Paid per {args.by}"))
     data = {"since": _iso(since), "until": _iso(now), "group_by": args.by,
             "lines": report["lines"], "total": total, "plot": plot}
 
@@ -228,7 +265,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
              format_ada(x["total_lovelace"])) for x in d["lines"]]
         rows.append(("TOTAL", total["count"], format_ada(total["amount_lovelace"]),
                      format_ada(total["fee_lovelace"]), format_ada(total["total_lovelace"])))
-        table(rows, [args.by.upper(), "COUNT", "AMOUNT", "FEE", "TOTAL"])
+        table(rows, [args.by.upper(), "COUNT", "AMOUNT (ADA)", "FEE (ADA)", "TOTAL (ADA)"])
         if args.by in ("budget", "payee"):
             print(f"(a payment can appear under several {args.by}s; TOTAL counts each payment once)")
         recent = books.ledger.rows(since)[-RECENT_PAYMENTS:][::-1]
@@ -236,7 +273,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
             print(f"\nLast {len(recent)} payment{'s' if len(recent) != 1 else ''}:")
             table([(_when(r.created_at), r.route or "-", _short(r.invoice_id, 16), r.state,
                     format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id)) for r in recent],
-                  ["TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT", "FEE", "TX"])
+                  ["TIME (UTC)", "ROUTE", "INVOICE", "STATE", "AMOUNT (ADA)", "FEE (ADA)", "TX"])
         if plot:
             print(f"\nplot written to {plot}")
 
@@ -244,20 +281,22 @@ def cmd_spend(args: argparse.Namespace) -> int:
     return 0
 
 
-def draw_plot(books: Books, path: Path, *, since: float | None, until: float, label: str) -> Path:
-    """Draw each budget's lovelace spend curve against its limit (or all payments if no budget)."""
+def draw_plot(books: Books, path: Path, *, since: float | None, until: float, label: str,
+              bars: list[tuple[str, int]] | None = None, bars_title: str = "") -> Path:
+    """Draw each budget's lovelace spend curve against its limit (or all payments if no budget),
+    zoomed to the payments, and below it ``bars``: the spend per ``--by`` group."""
     from agent import spendplot
 
     series = {s.name: list(books.budgets.spend_series(s.name, LOVELACE)) for s in books.budgets.specs}
     paid = [(r.submitted_at or r.created_at, r.cost_lovelace or 0)
             for r in books.ledger.rows() if r.paid]
     starts = [t for points in series.values() for t, _ in points] + [t for t, _ in paid]
-    start = since if since is not None else min(starts, default=until - 86_400)
+    start = spendplot.zoom_start((t for t in starts if since is None or t >= since), since=since, until=until)
     start = min(start, until)
     lines = [
         spendplot.SpendLine(
             label=spec.name + (" (all time)" if spec.window_s is None
-                               else f" ({WINDOW_LABELS.get(spec.window_s, f'{spec.window_s}s')} window)"),
+                               else f" ({_window_label(spec.window_s)} window)"),
             points=spendplot.budget_curve(series[spec.name], window_s=spec.window_s, since=start, until=until),
             limit_lovelace=spec.limits.get(LOVELACE))
         for spec in books.budgets.specs
@@ -266,7 +305,8 @@ def draw_plot(books: Books, path: Path, *, since: float | None, until: float, la
         lines = [spendplot.SpendLine(label="all payments (running total)",
                                      points=spendplot.budget_curve(paid, window_s=None, since=start, until=until))]
     title = "Spend against budgets, all time" if since is None else f"Spend against budgets, --since {label}"
-    return spendplot.draw_spend(Path(path).expanduser(), lines, since=start, until=until, title=title)
+    return spendplot.draw_spend(Path(path).expanduser(), lines, since=start, until=until, title=title,
+                                bars=bars or (), bars_title=bars_title)
 
 
 # -- payments ------------------------------------------------------------------------------------
@@ -282,13 +322,15 @@ def cmd_payments(args: argparse.Namespace) -> int:
     rows = [r for r in reversed(books.ledger.rows()) if args.state is None or r.state == args.state]
     rows = rows[:args.limit]
 
-    def human(data: list[dict[str, Any]]) -> None:
-        table([(r.id, _when(r.created_at), r.route or "-", _short(r.invoice_id, 16), r.state,
-                format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id), r.reason or "")
-               for r in rows],
-              ["ID", "TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT", "FEE", "TX", "REASON"])
+    shown = [_with_approval(_payment_dict(r), books.approvals) for r in rows]
 
-    emit(args.json, [_payment_dict(r) for r in rows], human)
+    def human(data: list[dict[str, Any]]) -> None:
+        table([(d["id"], _when(r.created_at), r.route or "-", _short(r.invoice_id, 16), d["display_state"],
+                format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id), d["display_reason"])
+               for d, r in zip(data, rows)],
+              ["ID", "TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT (ADA)", "FEE (ADA)", "TX", "REASON"])
+
+    emit(args.json, shown, human)
     return 0
 
 
@@ -392,7 +434,8 @@ def cmd_deny(args: argparse.Namespace) -> int:
         print(f"denied {approval['id']} ({approval['host']} {approval['route'] or ''}".rstrip()
               + "): it will never be paid")
         if job is not None:
-            print(f"job {job['id']} left {job['state'] or 'as it was'}")
+            print(f"job {job['id']} " + ("cancelled" if job["state"] == "cancelled"
+                                         else f"left {job['state'] or 'as it was'}"))
 
     emit(args.json, data, human)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -108,11 +109,24 @@ SERVICES: list[Callable[[argparse.Namespace, Running], None]] = [_start_devnet, 
 """Service starters run in order by ``sandbox up``; each records its URL and its stopper."""
 
 
+def _amount(text: str) -> int:
+    """An amount in ADA (``100``, ``2.5``) or, with the suffix, in lovelace (``2500000lovelace``)."""
+    from agent.output import parse_amount
+
+    try:
+        lovelace = parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if lovelace <= 0:
+        raise argparse.ArgumentTypeError(f"the amount must be positive, got {text!r}")
+    return lovelace
+
+
 def _fund_pair(text: str) -> tuple[str, int]:
     address, sep, amount = text.partition("=")
-    if not sep or not address or not amount.isdigit() or int(amount) <= 0:
-        raise argparse.ArgumentTypeError(f"expected ADDR=LOVELACE, got {text!r}")
-    return address, int(amount)
+    if not sep or not address:
+        raise argparse.ArgumentTypeError(f"expected ADDR=ADA, got {text!r}")
+    return address, _amount(amount)
 
 
 def _asset_pair(text: str) -> tuple[str, int]:
@@ -146,16 +160,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="T API twin billing config (TOML; default: built-in prices, keys and partners)")
     up.add_argument("--x402-port", type=int, default=None, metavar="PORT",
                     help="also serve an x402 v2 resource server + facilitator on the devnet (0: any free port)")
-    up.add_argument("--fund", type=_fund_pair, action="append", default=[], metavar="ADDR=LOVELACE",
-                    help="genesis funds for an address (repeatable)")
+    up.add_argument("--fund", type=_fund_pair, action="append", default=[], metavar="ADDR=ADA",
+                    help="genesis funds for an address, in ADA (or 5000000lovelace); repeatable")
     up.set_defaults(func=_up)
 
     fund = cmds.add_parser("fund", parents=[common], help="pay an address from the devnet faucet")
-    fund.add_argument("address", help="bech32 devnet address (addr_test1…)")
-    fund.add_argument("lovelace", type=int, help="amount in lovelace")
+    fund.add_argument("address", help="bech32 devnet address (addr_test1…), or the name of a wallet in --home")
+    fund.add_argument("amount", type=_amount, metavar="ADA",
+                      help="amount in ADA, up to 6 decimals (or lovelace with a suffix: 5000000lovelace)")
     fund.add_argument("--asset", type=_asset_pair, action="append", default=[], metavar="POLICY.NAME=QTY",
                       help="also send this native token (repeatable)")
-    fund.add_argument("--ogmios-url", default=DEFAULT_OGMIOS_URL, help=f"devnet Ogmios URL ({DEFAULT_OGMIOS_URL})")
+    fund.add_argument("--ogmios-url", default=None,
+                      help="devnet Ogmios URL (default: $CARDANO_AGENT_OGMIOS_URL, else [chain] ogmios_url "
+                           f"in the home's agent.toml, else {DEFAULT_OGMIOS_URL})")
     fund.set_defaults(func=_fund)
     group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
 
@@ -183,13 +200,16 @@ def _up(args: argparse.Namespace) -> int:
 
 def _fund(args: argparse.Namespace) -> int:
     from sandbox.devnet import FAUCET_ADDRESS, build_faucet_tx
-    from sandbox.errors import SandboxConfigError, SandboxError
+    from sandbox.errors import SandboxError
     from sandbox.ledger import LedgerParams
     from wallets.ogmios import OgmiosChain
 
-    if args.lovelace <= 0:
-        raise SandboxConfigError("lovelace must be positive")
-    with OgmiosChain(args.ogmios_url) as chain:
+    args.lovelace = args.amount
+    if not args.address.startswith("addr"):
+        from wallets.keystore import Keystore
+
+        args.address = Keystore(args.home / "wallets").info(args.address).address
+    with OgmiosChain(_ogmios_url(args)) as chain:
         utxos = chain.utxos_at(FAUCET_ADDRESS)
         if not utxos:
             raise SandboxError("the faucet has no funds on this devnet")
@@ -204,3 +224,17 @@ def _fund(args: argparse.Namespace) -> int:
     else:
         print(tx_id)
     return 0
+
+
+def _ogmios_url(args: argparse.Namespace) -> str:
+    """``--ogmios-url``, else the environment, else the home's agent.toml, else the default."""
+    if args.ogmios_url:
+        return str(args.ogmios_url)
+    env = os.environ.get("CARDANO_AGENT_OGMIOS_URL")
+    if env:
+        return env
+    if (args.home / "agent.toml").is_file():
+        from agent.config import load_config
+
+        return load_config(args.home).chain.ogmios_url
+    return DEFAULT_OGMIOS_URL

@@ -128,6 +128,23 @@ def read_passphrase(*, confirm: bool = False, env: Mapping[str, str] | None = No
     return value
 
 
+MAINNET_MIN_PASSPHRASE_CHARS = 12
+"""A mainnet keystore's passphrase is all that stands between a stolen file and the funds."""
+
+
+def check_passphrase_strength(passphrase: str, network: str) -> None:
+    """Refuse a weak passphrase for a mainnet wallet (test networks hold no real value).
+
+    Raises:
+        KeystoreError: on mainnet, fewer than 12 characters or fewer than 5 different ones.
+    """
+    if network != "mainnet":
+        return
+    if len(passphrase) < MAINNET_MIN_PASSPHRASE_CHARS or len(set(passphrase)) < 5:
+        raise KeystoreError(f"a mainnet wallet needs a passphrase of at least {MAINNET_MIN_PASSPHRASE_CHARS} "
+                            "characters with at least 5 different ones (a few random words will do)")
+
+
 def _read_mnemonic(source: str | None) -> str:
     if source is None:
         if not _has_tty():
@@ -161,6 +178,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     if store.exists(args.name):
         raise KeystoreError(f"a wallet named {args.name!r} already exists in {store.root}")
     passphrase = read_passphrase(confirm=True)
+    check_passphrase_strength(passphrase, args.network)
     info, phrase = store.create(args.name, network=args.network, passphrase=passphrase)
     data = _info_dict(info) | {"mnemonic": phrase.reveal(), "warning": MNEMONIC_WARNING}
 
@@ -193,6 +211,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     phrase = parse_mnemonic(words)  # fail on a bad phrase before asking for a passphrase
     passphrase = read_passphrase(confirm=True)
+    check_passphrase_strength(passphrase, args.network)
     info = store.import_wallet(args.name, network=args.network, mnemonic=phrase, passphrase=passphrase)
     emit(args.json, _info_dict(info),
          lambda d: kv([("imported", d["name"]), ("network", d["network"]), ("address", d["address"])]))
@@ -215,10 +234,11 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     from agent.output import emit
 
     store = keystore_for(args.home)
-    store.info(args.name)
+    info = store.info(args.name)
     old = read_passphrase(prompt="Current passphrase: ")
     store.unlock(args.name, old)  # a wrong old passphrase fails before the new one is asked
     new = read_passphrase(confirm=True, env_name=NEW_PASSPHRASE_ENV, prompt="New passphrase: ")
+    check_passphrase_strength(new, info.network)
     store.change_passphrase(args.name, old, new)
     emit(args.json, {"name": args.name, "changed": True},
          lambda d: print(f"passphrase of wallet {d['name']!r} changed"))
@@ -298,6 +318,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from agent.output import emit, format_ada, kv, table
     from wallets.types import LOVELACE
 
+    from wallets.errors import ChainUnavailableError
+
     info = keystore_for(args.home).info(args.name)
     chain = _open_chain(args)
     try:
@@ -306,6 +328,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         pending = [tx for tx in _pending_for(args.home, info.name, info.address) if chain.in_mempool(tx)]
         balance = _balance(utxos)
         names = _token_names(chain, [a for a in balance if a != LOVELACE])
+    except ChainUnavailableError:
+        # The address is known without the chain: show it, and say plainly what is missing.
+        url = getattr(chain, "url", "the configured Ogmios URL")
+        unavailable = _info_dict(info) | {"balance": None, "error": f"chain unreachable at {url}"}
+        emit(args.json, unavailable, lambda d: kv(
+            [("wallet", d["name"]), ("network", d["network"]), ("address", d["address"]),
+             ("ADA", f"balance unavailable: {d['error']}")]))
+        return 0
     finally:
         chain.close()
     data = _info_dict(info) | {
@@ -514,7 +544,8 @@ def plan_split(utxos: list[Any], *, into: int, address: str, signer: Any, params
     lane_min = min_utxo_lovelace(address, 0, {}, params)
     slack = 2_000_000  # fee headroom for the first, measuring build (it keeps a change output)
     if (total - reserve - slack) // into < lane_min:
-        raise AmountError(f"cannot split {total} lovelace into {into} outputs of at least {lane_min} lovelace")
+        raise AmountError(f"cannot split {total / 1e6:.6f} ADA into {into} outputs of at least "
+                          f"{lane_min / 1e6:.6f} ADA each (plus the fee)")
 
     def build(each: int) -> Any:
         return build_payment([RequiredOutput(address, each)] * into, utxos=utxos, change_address=address,

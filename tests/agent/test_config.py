@@ -160,8 +160,8 @@ INVALID = [
     ("mainnet payee on devnet", '[policy]\npayees = {{ h = ["{m0}"] }}  # <-\n', "wrong network"),
     ("bad asset", '[policy]\nallowed_assets = ["DOGE"]  # <-\n', r"policy.allowed_assets\[0\]: asset: unknown asset"),
     ("budget without limit", '[[budgets]]\nname = "a"\nlimit_ada = 1\n[[budgets]]  # <-\nname = "b"\n', r"budgets\[1\]: budget without a limit"),
-    ("bad window", '[[budgets]]\nname = "a"\nlimit_ada = 1\n\n[[budgets]]\nname = "b"\nlimit_ada = 1\nwindow = "2w"  # <-\n',
-     r'budgets\[1\].window: expected 1h, 1d, 30d or none, got "2w"'),
+    ("bad window", '[[budgets]]\nname = "a"\nlimit_ada = 1\n\n[[budgets]]\nname = "b"\nlimit_ada = 1\nwindow = "fortnight"  # <-\n',
+     r'budgets\[1\].window: expected a duration like "1h", "7d", "2w" or "none", got "fortnight"'),
     ("duplicate budget", '[[budgets]]\nname = "a"\nlimit_ada = 1\n[[budgets]]\nname = "a"  # <-\nlimit_ada = 2\n', 'duplicate name "a"'),
     ("bad scope", '[[budgets]]\nname = "a"\nlimit_ada = 1\nscope = "route:"  # <-\n', r"budgets\[0\].scope"),
     ("limit twice", '[[budgets]]\nname = "a"\nlimit_ada = 1\nlimits = {{ lovelace = 5 }}  # <-\n', "given twice"),
@@ -170,7 +170,7 @@ INVALID = [
     ("bad cron", '[[schedules]]\nname = "s"\njob = "chat"\ncron = "0 25 * * *"  # <-\nparams = {{ message = "m" }}\n', r"schedules\[0\].cron: bad cron"),
     ("cron fields", '[[schedules]]\nname = "s"\njob = "chat"\ncron = "* * * *"  # <-\n', "expected 5 cron fields"),
     ("cron and every", '[[schedules]]  # <-\nname = "s"\njob = "chat"\ncron = "0 7 * * *"\nevery = "1h"\n', "exactly one of cron or every"),
-    ("bad every", '[[schedules]]\nname = "s"\njob = "chat"\nevery = "1w"  # <-\n', r'schedules\[0\].every: expected an interval'),
+    ("bad every", '[[schedules]]\nname = "s"\njob = "chat"\nevery = "1 week"  # <-\n', r'schedules\[0\].every: expected an interval'),
     ("unknown job", '[[schedules]]\nname = "s"\nevery = "1h"\njob = "mine"  # <-\n', "expected chat, token-analysis, images-generate or http"),
     ("bad params", '[[schedules]]\nname = "s"\nevery = "1h"\njob = "chat"\n\n[schedules.params]  # <-\nmesage = "typo"\n',
      r"schedules\[0\].params: chat: missing field 'message'"),
@@ -240,7 +240,8 @@ def run_init(home: Path, *argv: str) -> int:
 
 @pytest.mark.parametrize("network", ["devnet", "preprod", "mainnet"])
 def test_init_writes_a_file_that_loads(tmp_path, capsys, network):
-    """`init` writes a commented agent.toml with a daily budget and a daily token-analysis schedule."""
+    """`init` writes a commented agent.toml with a daily budget and a paid schedule that is off
+    (commented out) until the user removes the "# " in front of its lines."""
     home = tmp_path / "home"
     assert run_init(home, "--network", network) == 0
     assert "wrote" in capsys.readouterr().out
@@ -249,7 +250,11 @@ def test_init_writes_a_file_that_loads(tmp_path, capsys, network):
     cfg = load_config(home, env={})
     assert cfg.chain.network == network
     assert any(b.window_s == 86_400 and b.limits.get("lovelace") for b in cfg.budgets)
-    (sched,) = cfg.schedules
+    assert cfg.schedules == ()
+    start = text.index("# [[schedules]]")
+    block = text[start:].split("\n\n", 1)[0]
+    (home / "agent.toml").write_text(text.replace(block, "\n".join(ln[2:] for ln in block.splitlines())))
+    (sched,) = load_config(home, env={}).schedules
     assert (sched.kind, sched.cron, sched.report) == ("token-analysis", "0 7 * * *", True)
 
 
@@ -261,4 +266,4 @@ def test_init_refuses_to_overwrite_without_force(tmp_path):
         run_init(tmp_path)
     assert (tmp_path / "agent.toml").read_text() == "# mine\n"
     assert run_init(tmp_path, "--force", "--json") == 0
-    assert load_config(tmp_path, env={}).schedules
+    assert load_config(tmp_path, env={}).budgets

@@ -73,7 +73,8 @@ def test_refused_job_fails_with_its_reason_and_pays_nothing(agent_home_factory, 
     code, out, _ = cli(capsys, "run", "--until-idle", "--home", str(home.home))
     assert code == 1 and "1 failed" in out
     failed = cli_json(capsys, "job", "show", str(job["id"]), "--home", str(home.home))
-    assert failed["state"] == "failed" and "PolicyError" in failed["last_error"]
+    assert failed["state"] == "failed" and "over the per-call maximum of 1.000000 ADA" in failed["last_error"]
+    assert "Error" not in failed["last_error"]  # words, no Python class names
     assert home.balance() == before
 
 
@@ -127,7 +128,7 @@ def test_invalid_config_names_key_and_line_and_runs_nothing(agent_home, capsys):
         [[budgets]]
         name = "daily"
         limit_ada = 5
-        window = "2w"
+        window = "2 weeks"
         """)
     code, out, err = cli(capsys, "run", "--until-idle", "--home", str(agent_home.home))
     assert code == 2

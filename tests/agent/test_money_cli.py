@@ -210,12 +210,12 @@ def test_spend_human_report_and_last_payments(home, history, capsys):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("Spend since 2026-11-21 12:00 UTC, by route")
-    assert lines[1].split() == ["ROUTE", "COUNT", "AMOUNT", "FEE", "TOTAL"]
+    assert lines[1].split() == ["ROUTE", "COUNT", "AMOUNT", "(ADA)", "FEE", "(ADA)", "TOTAL", "(ADA)"]  # units in headers
     assert lines[2].split() == ["/chat", "1", "2.000000", "0.200000", "2.200000"]
     assert lines[3].split() == ["/images/generate", "2", "3.500000", "0.350000", "3.850000"]
     assert lines[4].split() == ["TOTAL", "3", "5.500000", "0.550000", "6.050000"]
     recent = out.split("Last 5 payments:\n")[1].splitlines()
-    assert recent[0].split()[:2] == ["TIME", "ROUTE"]
+    assert recent[0].split()[:3] == ["TIME", "(UTC)", "ROUTE"]
     assert [line.split()[4] for line in recent[1:]] == ["refused", "reserved", "unsettled", "settled", "settled"]
     assert "inv-bad" in recent[1] and "9.000000" in recent[1]
 
@@ -265,7 +265,7 @@ def test_spend_plot_without_matplotlib(home, history, capsys, tmp_path, monkeypa
     target = tmp_path / "spend.png"
     code, out, err = run(capsys, "spend", "--plot", str(target), "--home", str(home))
     assert code != 0 and out == ""
-    assert err.count("\n") == 1 and "pip install cardano-pay-agent[plot]" in err
+    assert err.count("\n") == 1 and "pip install 'cardano-pay-agent[plot]'" in err
     assert not target.exists()
 
 
@@ -301,7 +301,8 @@ def test_payments_lists_rows_newest_first(home, history, capsys):
     code, out, _ = run(capsys, "payments", "--home", str(home))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT", "FEE", "TX", "REASON"]
+    assert lines[0].split() == ["ID", "TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT", "(ADA)", "FEE", "(ADA)", "TX",
+                                "REASON"]
     assert [line.split()[0] for line in lines[1:]] == ["6", "5", "4", "2", "3", "1"]
     assert "payee_changed: new payee" in lines[1]
     data = json.loads(run(capsys, "payments", "--home", str(home), "--json", "--limit", "2")[1])

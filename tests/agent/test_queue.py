@@ -274,7 +274,8 @@ def test_counts_include_every_state(store):
     store.claim("w", now=T0, lease_s=5)
     counts = store.counts()
     assert counts["queued"] == 1 and counts["running"] == 1 and counts["done"] == 0
-    assert set(counts) == {"queued", "running", "paying", "awaiting_settlement", "done", "failed", "cancelled"}
+    assert set(counts) == {"queued", "running", "paying", "awaiting_settlement", "awaiting_approval",
+                           "awaiting_budget", "done", "failed", "cancelled"}
 
 
 def test_next_run_at_is_earliest_due_or_lease_expiry(store):

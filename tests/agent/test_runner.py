@@ -70,7 +70,7 @@ def test_transient_errors_retry_with_backoff_then_succeed():
 
 
 def test_final_errors_fail_at_once_with_a_one_line_reason():
-    """A policy refusal is not retried: the job is `failed` with the error type and message."""
+    """A policy refusal is not retried: the job is `failed` with the first line of its message."""
     store, clock = MemoryJobStore(), Clock()
     [job] = enqueue(store)
     refusal = PolicyError("invoice asks 10000 ADA,\nover the maximum", reason="over_max_per_call")
@@ -78,21 +78,62 @@ def test_final_errors_fail_at_once_with_a_one_line_reason():
     runner.run_once()
     failed = store.get(job.id)
     assert failed.state == "failed"
-    assert failed.last_error == "PolicyError: invoice asks 10000 ADA,"
+    assert failed.last_error == "invoice asks 10000 ADA,"  # words for people, no Python class name
     assert runner.stats.failed == 1
 
 
 def test_transient_errors_stop_after_max_attempts():
-    """After max_attempts transient failures the job is failed, not retried forever."""
+    """After max_attempts transient failures (5xx) the job is failed, not retried forever."""
     store, clock = MemoryJobStore(), Clock()
     [job] = enqueue(store, max_attempts=2)
-    errors = [ChainUnavailableError("down"), ChainUnavailableError("down"), ChainUnavailableError("down")]
+    errors = [TransientApiError("HTTP 503", status=503) for _ in range(3)]
     runner = Runner(store, ScriptedExecutor({"chat": errors}), clock=clock, backoff=Backoff(1, 1), lease_s=0)
     for _ in range(4):
         clock.now += 10
         runner.run_once()
     assert store.get(job.id).state == "failed"
     assert store.get(job.id).attempts == 2
+
+
+def test_a_chain_outage_is_a_pause_not_a_failure():
+    """With the chain down for 20 minutes a job uses none of its attempts, stays queued with
+    "waiting for the chain at <url> since <start>", waits longer each time (never over 5 minutes),
+    and completes once the chain is back."""
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store, max_attempts=2)
+    down = [ChainUnavailableError("Ogmios at ws://127.0.0.1:1337 unavailable after 3 attempts: refused")
+            for _ in range(40)]
+    executor = ScriptedExecutor({"chat": down})
+    runner = Runner(store, executor, clock=clock, rng=random.Random(3), lease_s=0)
+    start = clock.now
+    waits = []
+    while clock.now - start < 20 * 60:
+        assert runner.run_once() is not None
+        paused = store.get(job.id)
+        assert paused.state == "queued" and paused.attempts == 0
+        assert paused.last_error.startswith("waiting for the chain at ws://127.0.0.1:1337 since 1970-01-12T13:46:40")
+        waits.append(paused.run_at - clock.now)
+        clock.now = paused.run_at
+    assert max(waits) <= 300 and waits[-1] > 60 and waits[0] <= 2
+    assert len(waits) < 40  # backed off: not one try every few seconds
+    executor.script["chat"].clear()
+    runner.run_once()
+    assert store.get(job.id).state == "done"
+    assert runner.stats.failed == 0
+
+
+def test_an_api_outage_names_its_url_and_waits():
+    """An unreachable API (a network failure, not an HTTP status) pauses the job the same way."""
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store)
+    gone = TransientApiError("POST /chat: cannot reach the API at http://127.0.0.1:9/ (connection refused or "
+                             "host unreachable) after 4 attempts (request_id x)", status=0)
+    runner = Runner(store, ScriptedExecutor({"chat": [gone]}), clock=clock, lease_s=0)
+    runner.run_once()
+    paused = store.get(job.id)
+    assert paused.state == "queued" and paused.attempts == 0
+    assert paused.last_error.startswith("waiting for the API at http://127.0.0.1:9/ since ")
+    assert "Error" not in paused.last_error
 
 
 def test_a_dead_workers_job_is_taken_again_after_its_lease():

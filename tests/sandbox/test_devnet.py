@@ -213,7 +213,7 @@ def test_cli_sandbox_up_prints_its_url_and_stops_on_signal(tmp_path, stop_signal
     key = new_key()
     port = _free_port()
     cmd = [sys.executable, "-m", "agent.cli", "sandbox", "up", "--ogmios-port", str(port),
-           "--state-dir", str(tmp_path / "chain"), "--block-time", "0", "--fund", f"{key.address}=25000000", "--api-port", "0",
+           "--state-dir", str(tmp_path / "chain"), "--block-time", "0", "--fund", f"{key.address}=25", "--api-port", "0",
            "--kupo-port", "0"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -243,7 +243,7 @@ def test_cli_sandbox_fund_pays_from_the_faucet(devnet, capsys):
     from agent.cli import main
 
     payee = new_key().address
-    assert main(["sandbox", "fund", payee, "6000000", "--ogmios-url", devnet.ogmios_url]) == 0
+    assert main(["sandbox", "fund", payee, "6", "--ogmios-url", devnet.ogmios_url]) == 0
     tx_id = capsys.readouterr().out.strip()
     assert devnet.ledger.tip.tx_ids == (tx_id,)
     assert devnet.ledger.balance(payee)["lovelace"] == 6_000_000
@@ -253,15 +253,15 @@ def test_cli_sandbox_fund_reports_bad_input_without_traceback(devnet, capsys):
     """Unreachable Ogmios and a wrong-network address end in one error line and a non-zero exit."""
     from agent.cli import main
 
-    assert main(["sandbox", "fund", new_key().address, "6000000", "--ogmios-url", "ws://127.0.0.1:1"]) == 1
+    assert main(["sandbox", "fund", new_key().address, "6", "--ogmios-url", "ws://127.0.0.1:1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: Ogmios at ws://127.0.0.1:1 unavailable") and err.count("\n") == 1
     from pycardano import Address, Network
 
     mainnet = Address(new_key().verification_key.hash(), network=Network.MAINNET).encode()
-    assert main(["sandbox", "fund", mainnet, "6000000", "--ogmios-url", devnet.ogmios_url]) == 1
+    assert main(["sandbox", "fund", mainnet, "6", "--ogmios-url", devnet.ogmios_url]) == 1
     assert "configured for another network" in capsys.readouterr().err
-    assert main(["sandbox", "fund", "addr_test1nonsense", "6000000", "--ogmios-url", devnet.ogmios_url]) == 1
+    assert main(["sandbox", "fund", "addr_test1nonsense", "6", "--ogmios-url", devnet.ogmios_url]) == 1
     assert capsys.readouterr().err.startswith("error: not a bech32 payment address")
     with pytest.raises(SystemExit):
         main(["sandbox", "up", "--fund", "no-equals-sign"])
