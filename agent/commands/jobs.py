@@ -696,6 +696,13 @@ def _needs_approval(agent: Any, args: argparse.Namespace, exc: Any) -> int:
     for flag, dest in (("--stream", "stream"), ("--structured", "structured"), ("--bypass-cache", "bypass_cache")):
         if getattr(args, dest):
             argv.append(flag)
+    if args.kind == "http":
+        argv.append(args.url or args.url_arg or "URL")
+        for flag, dest in (("--method", "method"), ("--json-body", "json_body"), ("--data", "data")):
+            if getattr(args, dest, None) is not None:
+                argv += [flag, str(getattr(args, dest))]
+        for header in getattr(args, "header", None) or []:
+            argv += ["--header", header]
     if args.partner:
         argv += ["--partner", args.partner]
     cost = str(exc).split(" costs about ", 1)[-1].split(",", 1)[0] if " costs about " in str(exc) else "more"

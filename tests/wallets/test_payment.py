@@ -187,7 +187,8 @@ def test_output_below_min_utxo_is_refused(signer: KeySigner, payees: list[str]) 
     """An ADA output below the ledger minimum is refused, naming the output and the minimum; nothing signed."""
     before = signer.signed
     minimum = min_utxo_lovelace(payees[0], 0, {}, MAINNET_PARAMS)
-    with pytest.raises(AmountError, match=rf"output 1 \(split to {payees[0]}\).*minimum UTxO value of {minimum}"):
+    with pytest.raises(AmountError, match=rf"output 1 \(split to {payees[0]}\).*minimum UTxO value of "
+                                          rf"{minimum // 1_000_000}\.{minimum % 1_000_000:06d} ADA"):
         pay([RequiredOutput(payees[1], 2_000_000), RequiredOutput(payees[0], minimum - 1, role="split")],
             [utxo(signer.address, 50_000_000)], signer)
     assert signer.signed == before
