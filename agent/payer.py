@@ -229,12 +229,9 @@ class WalletPayer:
                 approval_id = self.approvals.park(invoice_id=invoice.invoice_id, host=host, route=route,
                                                   job_id=ctx.job_id, terms=terms, summary={"new_payees": sorted(invoice.payees)},
                                                   now=now)
-                parked = ApprovalRequiredError(
-                    f"{exc}; if the new payee is right, run `cardano-agent approve {approval_id}`",
-                    approval_id=str(approval_id))
-                parked.reason = "payee_changed"
-                self.ledger.record_refusal(reason=f"{parked.reason}: {parked}", now=now, **refusal)
-                raise parked from None
+                # Same error type, its message naming the approval that lets the new payee in.
+                exc.args = (f"{exc}; if the new payee is right, run `cardano-agent approve {approval_id}`",)
+                setattr(exc, "approval_id", str(approval_id))
             self.ledger.record_refusal(reason=f"{exc.reason}: {exc}", now=now, **refusal)
             raise
         try:

@@ -347,10 +347,11 @@ class Runner:
         wait = getattr(self.store, "wait", None)
         if wait is None:
             return False
-        if isinstance(exc, ApprovalRequiredError):
+        approval_id = getattr(exc, "approval_id", None)
+        if isinstance(exc, ApprovalRequiredError) or (approval_id and getattr(exc, "reason", "") == "payee_changed"):
             wait(job.id, AWAITING_APPROVAL, message, now=now)
-            log.info("job %s awaits approval %s", job.id, exc.approval_id)
-            self._note(f"job {job.id} awaits approval: cardano-agent approve {exc.approval_id}")
+            log.info("job %s awaits approval %s", job.id, approval_id)
+            self._note(f"job {job.id} awaits approval: cardano-agent approve {approval_id}")
             return True
         if isinstance(exc, BudgetExceededError) and self.budget_frees_at is not None:
             frees = self.budget_frees_at(exc, now)

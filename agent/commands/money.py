@@ -249,7 +249,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
     total = report["total"]
     plot = None
     if args.plot is not None:
-        bars = [(str(x.key), x.amount_lovelace + x.fee_lovelace) for x in lines]
+        bars = [(str(x["key"]), int(x["total_lovelace"])) for x in report["lines"]]
         if args.by == "day":
             bars.sort()
         plot = str(draw_plot(books, args.plot, since=since, until=now, label=args.since, bars=bars,

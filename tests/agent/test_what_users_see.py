@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def passphrase_env(monkeypatch):
 
 
 def cli(capsys, *argv):
+    os.environ.setdefault("CARDANO_AGENT_PASSPHRASE", PASSPHRASE)  # `run` takes it out of its environment
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -461,3 +463,32 @@ def test_the_need_figure_is_what_the_builder_can_do(agent_home_factory, capsys):
     assert match, error
     assert 100_000 < int(match.group(1)) < 250_000 and float(match.group(2)) > 3
     assert home.balance() == 2_100_000
+
+
+def test_a_payee_change_names_its_approval_and_the_job_waits_for_it(agent_home_factory, twin_factory, capsys):
+    """A job whose invoice pays a new address awaits approval N, and its reason says `approve N`;
+    approving pins the payee and the job then pays; nothing is paid before."""
+    from dataclasses import replace
+
+    import httpx
+
+    from sandbox.billing import DEFAULT_PAY_TO, GLOBEX_ADDRESS, TwinConfig
+
+    home = agent_home_factory()
+    other = twin_factory(replace(TwinConfig(), pay_to=GLOBEX_ADDRESS), on=home.devnet)
+    text = (home.home / "agent.toml").read_text()
+    (home.home / "agent.toml").write_text(text.replace(home.twin.url.rstrip("/"), other.url.rstrip("/")))
+    with home.open() as agent:
+        agent.pins.pin(httpx.URL(other.url).netloc.decode(), [DEFAULT_PAY_TO], 0)
+    before = home.balance()
+    job = cli_json(capsys, "job", "add", "chat", "--message", "hi", "--home", home.home)
+    code, out, err = cli(capsys, "run", "--until-idle", "--home", home.home)
+    assert code == 0, err
+    waiting = cli_json(capsys, "job", "show", job["id"], "--home", home.home)
+    (approval,) = cli_json(capsys, "approvals", "--home", home.home)["pending"]
+    assert waiting["state"] == "awaiting_approval"
+    assert f"run `cardano-agent approve {approval['id']}`" in waiting["last_error"]
+    assert home.balance() == before
+    assert cli(capsys, "approve", approval["id"], "--home", home.home)[0] == 0
+    code, out, err = cli(capsys, "run", "--until-idle", "--home", home.home)
+    assert code == 0 and "1 done" in out, err
