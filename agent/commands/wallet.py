@@ -70,7 +70,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = cmds.add_parser("send", parents=[common], help="send ADA to an address")
     p.add_argument("name")
     p.add_argument("address")
-    p.add_argument("amount", metavar="ADA", help="amount in ADA, up to 6 decimals")
+    p.add_argument("amount", metavar="ADA", help="amount in ADA, up to 6 decimals (or 5000000lovelace)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _chain_options(p)
     p.set_defaults(func=cmd_send)
@@ -432,19 +432,29 @@ def _paid(args: argparse.Namespace, payment: Any, tx_id: str, extra: dict[str, A
     emit(args.json, data, lambda d: kv(
         [("tx id", d["tx_id"]), ("fee", f"{format_ada(d['fee_lovelace'])} ADA"),
          ("cost", f"{format_ada(d['cost_lovelace'])} ADA")]
-        + [(k, v) for k, v in extra.items() if not isinstance(v, (list, dict))]))
+        + [_person_field(k, v) for k, v in extra.items() if not isinstance(v, (list, dict))]))
     return 0
+
+
+def _person_field(key: str, value: Any) -> tuple[str, Any]:
+    """A ``*_lovelace`` figure reads in ADA for a person (the JSON keeps the integer)."""
+    from agent.output import format_ada
+
+    if "lovelace" in key.split("_") and isinstance(value, int) and not isinstance(value, bool):
+        words = key.replace("amount_lovelace", "amount").replace("lovelace_each", "each").replace("_lovelace", "")
+        return words.replace("_", " "), f"{format_ada(value)} ADA"
+    return key.replace("_", " "), value
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Send ADA from a wallet; every check runs before the passphrase is asked and anything is signed."""
-    from agent.output import format_ada, parse_ada
+    from agent.output import format_ada, parse_amount
     from wallets.errors import AmountError, InsufficientFundsError
     from wallets.payment import PaymentSender
     from wallets.types import RequiredOutput
 
     try:
-        amount = parse_ada(args.amount)
+        amount = parse_amount(args.amount)  # ADA; lovelace only with its suffix
     except ValueError as exc:
         raise AmountError(str(exc)) from None
     if amount <= 0:

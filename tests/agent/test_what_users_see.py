@@ -492,3 +492,12 @@ def test_a_payee_change_names_its_approval_and_the_job_waits_for_it(agent_home_f
     assert cli(capsys, "approve", approval["id"], "--home", home.home)[0] == 0
     code, out, err = cli(capsys, "run", "--until-idle", "--home", home.home)
     assert code == 0 and "1 done" in out, err
+
+
+def test_wallet_send_and_split_read_in_ada_for_people():
+    """`wallet split`/`send` print "each 49.956545 ADA", not "lovelace_each 49956545"."""
+    from agent.commands.wallet import _person_field
+
+    assert _person_field("lovelace_each", 49_956_545) == ("each", "49.956545 ADA")
+    assert _person_field("amount_lovelace", 2_500_000) == ("amount", "2.500000 ADA")
+    assert _person_field("outputs", 4) == ("outputs", 4)
