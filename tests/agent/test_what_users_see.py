@@ -356,7 +356,8 @@ def test_job_show_status_and_reports_read_well(agent_home, capsys):
     assert tx in out
     code, out, _ = cli(capsys, "status", "--home", home)
     (wallet_line,) = [ln for ln in out.splitlines() if ln.startswith("wallet")]
-    assert len(wallet_line) <= 100 and "ADA" in wallet_line
+    # (a 2 s chain query can time out on a loaded machine: then the line says so, still short)
+    assert len(wallet_line) <= 100 and ("ADA in" in wallet_line or "balance unavailable" in wallet_line)
     status = cli_json(capsys, "status", "--home", home)
     budgets = cli_json(capsys, "budget", "show", "--home", home)
     assert status["budgets"] == budgets and budgets[0]["window"] == "1d"
