@@ -458,6 +458,8 @@ class Runner:
         return self.stats
 
     def _worker(self, worker_id: str, until_idle: bool, poll_s: float) -> None:
+        from wallets.backoff import backoff_s
+
         failures = 0
         while not self._stop.is_set():
             try:
@@ -467,7 +469,7 @@ class Runner:
                 # Busy, or the database is unreachable: wait longer each time (up to a minute),
                 # then try again; the job's durable state decides what happens next.
                 failures += 1
-                wait_s = min(60.0, poll_s * 2 ** min(failures, 7))
+                wait_s = backoff_s(min(failures, 7), base_s=2 * poll_s, max_s=60.0)
                 log.warning("%s: database unavailable (%s); retrying in %.1fs", worker_id, exc, wait_s)
                 self._stop.wait(wait_s)
                 continue

@@ -151,15 +151,17 @@ def _open_waiting(args: argparse.Namespace, *, secret: str | None, max_wait_s: f
     a wrong URL or password (a ConfigError) stops at once. SIGTERM or SIGINT end the wait.
     """
     from agent.errors import StoreError
+    from wallets.backoff import backoff_s
 
-    wait_s = 1.0
+    tries = 0
     while True:
         try:
             return _open(args, passphrase=True, secret=secret)
         except StoreError as exc:  # unreachable or lost; a wrong URL or password is a ConfigError
+            tries += 1
+            wait_s = backoff_s(tries, base_s=1.0, max_s=max_wait_s)
             print(f"waiting for the database: {exc}; retrying in {wait_s:.0f}s", file=sys.stderr, flush=True)
             time.sleep(wait_s)  # the process has nothing else to do until the database answers
-            wait_s = min(max_wait_s, wait_s * 2)
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
