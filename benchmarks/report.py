@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-FIGURES = ("payment", "throughput", "fee", "memory", "startup", "capacity", "fleet", "backends")
+FIGURES = ("payment", "throughput", "fee", "memory", "startup", "capacity", "fleet", "backends", "blocks")
 """Figure keys, in issue 7's order; each is a module ``benchmarks.<key>`` with ``measure(quick)``."""
 
 TITLES = {
@@ -17,6 +17,7 @@ TITLES = {
     "capacity": "6. Sandbox capacity (devnet, full validation)",
     "fleet": "7. Fleet: SQLite vs PostgreSQL, 1 vs 2 hosts x 8 workers",
     "backends": "8. Ogmios vs Blockfrost backend (payment, 8 workers, HTTP requests)",
+    "blocks": "9. Paid calls at real block times vs the chain's capacity; agent CPU per call",
 }
 
 
@@ -59,6 +60,12 @@ TARGETS: tuple[Check, ...] = (
     Check("backends", "failed", "= 0", lambda v: v == 0),
     Check("backends", "double_spent", "= 0", lambda v: v == 0),
     Check("backends", "missing_on_chain", "= 0", lambda v: v == 0),
+    Check("blocks", "vs_capacity", "≤ 1.5× the capacity limit", lambda v: v <= 1.5),
+    Check("blocks", "cpu_ms_per_call", "≤ 3 ms", lambda v: v <= 3),
+    Check("blocks", "failed", "= 0", lambda v: v == 0),
+    Check("blocks", "double_spent", "= 0", lambda v: v == 0),
+    Check("blocks", "missing_on_chain", "= 0", lambda v: v == 0),
+    Check("blocks", "ledger_mismatch_lovelace", "= 0", lambda v: v == 0),
 )
 
 

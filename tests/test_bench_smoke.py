@@ -39,6 +39,10 @@ EXPECTED: dict[str, dict[str, type | tuple[type, ...]]] = {
                  "blockfrost_requests_per_payment": NUMBERS, "ogmios_calls_per_s_8": NUMBERS,
                  "blockfrost_calls_per_s_8": NUMBERS, "blockfrost_requests_per_call_8": NUMBERS,
                  "failed": int, "double_spent": int, "missing_on_chain": int},
+    "blocks": {"jobs": int, "block_time_s": NUMBERS, "wall_blocks": NUMBERS, "tx_bytes": int, "capacity_blocks": int,
+               "vs_capacity": NUMBERS, "parked": int, "cpu_ms_per_call": NUMBERS, "calls_per_s_block_time_0": NUMBERS,
+               "cpu_bound_calls_per_s": NUMBERS, "failed": int, "double_spent": int, "missing_on_chain": int,
+               "ledger_mismatch_lovelace": int},
 }
 
 
