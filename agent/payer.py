@@ -169,7 +169,8 @@ class WalletPayer:
         now = self.clock()
         # Expiry is judged by the stricter of the local clock and the chain's (a slow local
         # clock must not make an expired invoice look payable, nor stretch the TTL).
-        now_dt = datetime.fromtimestamp(self._judged_now(now), tz=timezone.utc)
+        tip = self._read_tip()  # once per payment: judging expiry, the TTL and recovery's sync point
+        now_dt = datetime.fromtimestamp(self._judged_now(now, tip=tip), tz=timezone.utc)
         try:
             body = json.loads(response_body or b"null")
         except ValueError:
@@ -247,7 +248,8 @@ class WalletPayer:
         crash_point("after_reserve")
         ctx.notify("paying")
         with self._working_on(row.id):
-            proof = self._build_and_send(invoice, row, decision.pin, host, partner=request.headers.get("X-Partner"))
+            proof = self._build_and_send(invoice, row, decision.pin, host, partner=request.headers.get("X-Partner"),
+                                         tip=tip)
         ctx.notify("awaiting_settlement")
         return proof
 
@@ -293,12 +295,13 @@ class WalletPayer:
 
     # -- steps ------------------------------------------------------------------------------
     def _build_and_send(self, invoice: Invoice, row: PaymentRow, pin: frozenset[str], host: str, *,
-                        partner: str | None) -> Proof:
+                        partner: str | None, tip: Any = None) -> Proof:
         owner = str(row.id)
-        now = self._judged_now(self.clock())
         try:
+            # ``tip``: read before this transaction exists (in ``pay``), so recovery may read from it.
+            tip = tip if tip is not None else self.chain.tip()
+            now = self._judged_now(self.clock(), tip=tip)
             seconds_left = invoice.seconds_left(datetime.fromtimestamp(now, tz=timezone.utc))
-            tip = self.chain.tip()  # the chain point before this transaction exists: recovery reads from it
             ttl_slot = self._slot_now(now, tip=tip) + max(1, seconds_left - TTL_MARGIN_S)
             payment = self.sender.build(invoice.outputs, ttl_slot=ttl_slot, metadata=invoice.metadata(), owner=owner)
         except (AgentError, WalletError) as exc:
@@ -339,13 +342,21 @@ class WalletPayer:
                  payment.cost_lovelace - payment.fee_lovelace, payment.fee_lovelace)
         return self._proof(row, invoice.expires_at, partner=partner)
 
-    def _judged_now(self, now: float) -> float:
+    def _read_tip(self) -> Any:
+        """The chain tip, or None when the chain cannot say now (the payment then reads it again)."""
+        try:
+            return self.chain.tip()
+        except WalletError as exc:
+            log.debug("chain tip unavailable (%s)", exc)
+            return None
+
+    def _judged_now(self, now: float, *, tip: Any = None) -> float:
         """``now``, or the start of the chain tip's slot when that is later (the local clock is slow)."""
         slot_time = getattr(self.chain, "slot_time", None)
         if not callable(slot_time):
             return now
         try:
-            tip_slot = self.chain.tip().slot
+            tip_slot = (tip if tip is not None else self.chain.tip()).slot
             return max(now, float(slot_time(tip_slot))) if tip_slot > 0 else now
         except WalletError as exc:
             log.debug("chain time unavailable (%s); judging by the local clock", exc)

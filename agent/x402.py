@@ -345,6 +345,23 @@ def validate_address(value: object, network: NetworkInfo, *, where: str) -> str:
         raise InvoiceError(f"{where} is not a bech32 payment address: {_show(_clip(value))}")
     if value != lowered and value != value.upper():
         raise InvoiceError(f"{where} mixes upper and lower case, which bech32 forbids: {_show(_clip(value))}")
+    key = (lowered, network.address_prefix, network.testnet)
+    known = _VALID_ADDRESSES.get(key)
+    if known is not None:
+        return known  # the same payee, already decoded and judged (decoding is ~10% of a payment's CPU)
+    canonical = _validate_decoded(value, lowered, network, where=where)
+    if len(_VALID_ADDRESSES) >= _VALID_ADDRESSES_MAX:
+        _VALID_ADDRESSES.clear()
+    _VALID_ADDRESSES[key] = canonical
+    return canonical
+
+
+_VALID_ADDRESSES: dict[tuple[str, str, bool], str] = {}
+"""Addresses that passed :func:`validate_address`, by (lower-case text, network): a pure function's results."""
+_VALID_ADDRESSES_MAX = 4096
+
+
+def _validate_decoded(value: str, lowered: str, network: NetworkInfo, *, where: str) -> str:
     from pycardano import Address, Network  # heavy: imported only when an address is checked
 
     try:

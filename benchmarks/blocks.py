@@ -36,7 +36,7 @@ LANES = 8
 LANE_LOVELACE = 5_000_000_000
 WORKERS = 4
 FULL = {"jobs": 1000, "block_time_s": 20.0, "jobs_block_time_0": 300}
-QUICK = {"jobs": 40, "block_time_s": 2.0, "jobs_block_time_0": 30}
+QUICK = {"jobs": 20, "block_time_s": 2.0, "jobs_block_time_0": 15}
 CONFIRM_TIMEOUT_S = 120.0
 
 
