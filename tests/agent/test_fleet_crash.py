@@ -10,7 +10,8 @@ the wallet moved by exactly what the ledger says.
 
 Each host names itself with ``CARDANO_AGENT_HOST``, so the two judge each other by process
 lease (as machines must), not by PID. The default size (60 jobs, 8 kills per host) keeps the
-full tier's time; issue 14's size is ``FLEET_CRASH_JOBS=200 FLEET_CRASH_KILLS=20``.
+full tier's time; issue 14's size is ``FLEET_CRASH_JOBS=200 FLEET_CRASH_KILLS=20`` (passed on
+2026-12-01 in 26 min on a 2-core machine at load 15).
 """
 
 from __future__ import annotations
