@@ -14,6 +14,8 @@ from typing import Any
 
 import cbor2
 
+from wallets import bech32
+
 
 ASSET_SEP = "."
 
@@ -493,50 +495,9 @@ def _decode(raw: bytes) -> DecodedTx:
 
 # --- addresses ------------------------------------------------------------------------------
 
-_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_BECH32_INDEX = {c: i for i, c in enumerate(_BECH32_CHARSET)}
-_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def _polymod(values: list[int]) -> int:
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
-    chk = 1
-    for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            if (top >> i) & 1:
-                chk ^= gen[i]
-    return chk
-
-
-def _hrp_expand(hrp: str) -> list[int]:
-    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-
-
-def _convert_bits(data: bytes | list[int], from_bits: int, to_bits: int, pad: bool) -> list[int]:
-    acc = bits = 0
-    out = []
-    maxv = (1 << to_bits) - 1
-    for b in data:
-        acc = (acc << from_bits) | b
-        bits += from_bits
-        while bits >= to_bits:
-            bits -= to_bits
-            out.append((acc >> bits) & maxv)
-    if pad and bits:
-        out.append((acc << (to_bits - bits)) & maxv)
-    elif not pad and (bits >= from_bits or (acc << (to_bits - bits)) & maxv):
-        raise DecodeError("invalid bech32 padding")
-    return out
-
-
 def bech32_encode(hrp: str, payload: bytes) -> str:
     """Encode ``payload`` as bech32 with prefix ``hrp`` (no length limit, as Cardano uses it)."""
-    data = _convert_bits(payload, 8, 5, True)
-    polymod = _polymod(_hrp_expand(hrp) + data + [0] * 6) ^ 1
-    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
-    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data + checksum)
+    return bech32.encode(hrp, payload)
 
 
 def bech32_decode(text: str) -> tuple[str, bytes]:
@@ -544,22 +505,11 @@ def bech32_decode(text: str) -> tuple[str, bytes]:
     if text.lower() != text and text.upper() != text:
         raise DecodeError("mixed-case bech32")
     text = text.lower()
-    hrp, sep, rest = text.rpartition("1")
-    if not sep or not hrp or len(rest) < 6 or any(c not in _BECH32_INDEX for c in rest):
-        raise DecodeError(f"not a bech32 string: {text!r}")
-    data = [_BECH32_INDEX[c] for c in rest]
-    if _polymod(_hrp_expand(hrp) + data) != 1:
-        raise DecodeError("bad bech32 checksum")
-    return hrp, bytes(_convert_bits(data[:-6], 5, 8, False))
-
-
-def _base58_encode(payload: bytes) -> str:
-    n = int.from_bytes(payload, "big")
-    out = ""
-    while n:
-        n, r = divmod(n, 58)
-        out = _BASE58[r] + out
-    return "1" * (len(payload) - len(payload.lstrip(b"\0"))) + out
+    try:
+        return bech32.decode(text)
+    except bech32.Bech32Error as exc:
+        what = {"checksum": "bad bech32 checksum", "padding": "invalid bech32 padding"}
+        raise DecodeError(what.get(exc.reason, f"not a bech32 string: {text!r}")) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,7 +549,7 @@ def address_to_str(address: bytes) -> str:
     network = address_network(address)
     if network is None:
         byron_is_mainnet(address)  # validates the structure
-        return _base58_encode(address)
+        return bech32.base58_encode(address)
     if len(address) < 29:
         raise DecodeError("address too short")
     return bech32_encode("addr" if network == 1 else "addr_test", address)

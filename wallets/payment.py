@@ -22,6 +22,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import cbor2
 
+from wallets import bech32
 from wallets.errors import AddressError, AmountError, InsufficientFundsError, WalletError
 from wallets.types import LOVELACE, OutputRef, ProtocolParams, RequiredOutput, Utxo, is_native_asset
 
@@ -192,20 +193,7 @@ def build_payment(
 
 # --- addresses ---------------------------------------------------------------------------
 
-_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_BECH32_INDEX = {c: i for i, c in enumerate(_BECH32_CHARSET)}
 _HRP_NETWORK = {"addr": 1, "addr_test": 0}
-
-
-def _bech32_polymod(values: list[int]) -> int:
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
-    chk = 1
-    for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            chk ^= gen[i] if (top >> i) & 1 else 0
-    return chk
 
 
 @lru_cache(maxsize=4096)
@@ -213,21 +201,14 @@ def _decode_address(address: str) -> tuple[bytes, int]:
     """Return ``(address bytes, network id)`` of a Shelley bech32 payment address, or raise AddressError."""
     if not isinstance(address, str) or address != address.lower() or len(address) > 200:
         raise AddressError(f"not a bech32 payment address: {address!r}")
-    hrp, sep, rest = address.rpartition("1")
-    if not sep or hrp not in _HRP_NETWORK or len(rest) < 6 or any(c not in _BECH32_INDEX for c in rest):
+    hrp = address.rpartition("1")[0]
+    if hrp not in _HRP_NETWORK:
         raise AddressError(f"not a bech32 payment address: {address!r}")
-    data = [_BECH32_INDEX[c] for c in rest]
-    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    if _bech32_polymod(expanded + data) != 1:
-        raise AddressError(f"bad checksum in address {address!r}")
-    acc, bits, raw = 0, 0, bytearray()
-    for v in data[:-6]:
-        acc, bits = (acc << 5) | v, bits + 5
-        if bits >= 8:
-            bits -= 8
-            raw.append((acc >> bits) & 0xFF)
-    if bits >= 5 or acc & ((1 << bits) - 1):
-        raise AddressError(f"bad padding in address {address!r}")
+    try:
+        raw = bech32.decode(address)[1]
+    except bech32.Bech32Error as exc:
+        what = {"checksum": "bad checksum in address", "padding": "bad padding in address"}
+        raise AddressError(f"{what.get(exc.reason, 'not a bech32 payment address:')} {address!r}") from None
     kind, network_id = (raw[0] >> 4, raw[0] & 0x0F) if raw else (-1, -1)
     sizes = {0: 57, 1: 57, 2: 57, 3: 57, 6: 29, 7: 29}
     if not (sizes.get(kind) == len(raw) or (kind in (4, 5) and len(raw) >= 32)):
@@ -246,19 +227,7 @@ def address_from_bytes(raw: bytes) -> str:
     """Return the bech32 form of raw Shelley address bytes (``addr`` or ``addr_test`` by network id)."""
     if not raw:
         raise AddressError("empty address")
-    hrp = "addr" if raw[0] & 0x0F == 1 else "addr_test"
-    acc, bits, data = 0, 0, []
-    for byte in raw:
-        acc, bits = (acc << 8) | byte, bits + 8
-        while bits >= 5:
-            bits -= 5
-            data.append((acc >> bits) & 31)
-    if bits:
-        data.append((acc << (5 - bits)) & 31)
-    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    polymod = _bech32_polymod(expanded + data + [0] * 6) ^ 1
-    data += [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
-    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data)
+    return bech32.encode("addr" if raw[0] & 0x0F == 1 else "addr_test", raw)
 
 
 # --- values and outputs ------------------------------------------------------------------
