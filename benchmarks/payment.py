@@ -65,10 +65,10 @@ def ledger_durability(quick: bool, root: Path) -> dict[str, float]:
     """p50 of one payment's four ledger writes, as the agent makes them vs all NORMAL, on the bench's disk."""
     from agent.budget import BudgetBook, BudgetSpec
     from agent.ledger import SpendLedger
-    from agent.store import Database
+    from agent.store import Database, SqliteDatabase
     from wallets.types import OutputRef, RequiredOutput
 
-    class _Normal(Database):
+    class _Normal(SqliteDatabase):
         def atomic(self, *, immediate: bool = True, durable: bool = False) -> Any:
             return super().atomic(immediate=immediate)
 
@@ -89,7 +89,7 @@ def ledger_durability(quick: bool, root: Path) -> dict[str, float]:
         db.close()
         return round(percentile(times, 50) * 1000, 3)
 
-    full = p50_ms(Database(root / "durable" / "agent.db"))
+    full = p50_ms(SqliteDatabase(root / "durable" / "agent.db"))
     normal = p50_ms(_Normal(root / "normal" / "agent.db"))
     return {"ledger_writes_full_p50_ms": full, "ledger_writes_normal_p50_ms": normal}
 
