@@ -69,6 +69,32 @@ def _run_as() -> str | None:
     raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists")
 
 
+def reap_orphans(bindir: Path) -> int:
+    """Stop and delete clusters left by test processes that died without stopping them.
+
+    Only clusters made here (an ``owner.pid`` file in their directory) whose owner no longer
+    exists are touched; return how many.
+    """
+    reaped = 0
+    for owner_file in glob.glob("/tmp/agentpg-*/owner.pid"):
+        root = Path(owner_file).parent
+        try:
+            pid = int(Path(owner_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # its owner lives
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        cluster = PgCluster(bindir, root, 0, _run_as())
+        cluster.stop()
+        reaped += 1
+    return reaped
+
+
 class PgCluster:
     """A running throwaway cluster; use :meth:`start`, then :meth:`stop` (or ``with``)."""
 
@@ -89,7 +115,9 @@ class PgCluster:
         bindir = bindir or find_bindir()
         if bindir is None:
             raise RuntimeError("no PostgreSQL binaries (initdb, pg_ctl, postgres) found")
+        reap_orphans(bindir)
         root = Path(tempfile.mkdtemp(prefix="agentpg-", dir="/tmp"))
+        (root / "owner.pid").write_text(str(os.getpid()))
         user = _run_as()
         cluster = cls(bindir, root, port or _free_port(), user)
         try:

@@ -189,3 +189,29 @@ def test_durable_atomic_commits_on_both_engines(fresh):
     assert fresh.execute("SELECT count(*) AS n FROM probe").fetchone()["n"] == 1
     if fresh.engine == "sqlite":
         assert fresh.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+def test_clusters_of_dead_test_processes_are_reaped():
+    """A cluster directory whose test process died is removed; one whose owner lives is kept."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from tests.pgcluster import find_bindir, reap_orphans
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    orphan = Path(tempfile.mkdtemp(prefix="agentpg-", dir="/tmp"))
+    (orphan / "owner.pid").write_text(dead)
+    alive = Path(tempfile.mkdtemp(prefix="agentpg-", dir="/tmp"))
+    (alive / "owner.pid").write_text(str(os.getpid()))
+    try:
+        reap_orphans(find_bindir() or Path("/nonexistent"))
+        assert not orphan.exists() and alive.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(alive, ignore_errors=True)
+        shutil.rmtree(orphan, ignore_errors=True)
