@@ -361,7 +361,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s,
                         name=process_worker_name(), stop_grace_s=args.stop_grace_s, concurrency=concurrency,
-                        tip=_tip_reader(agent), budget_frees_at=budget_frees_at)
+                        tip=_tip_reader(agent), tip_poll_s=TIP_POLL_S.get(agent.config.chain.backend, 2.0),
+                        budget_frees_at=budget_frees_at)
 
         def on_signal(signum: int, frame: Any) -> None:
             print(f"stopping: no new jobs; payments in hand get up to {args.stop_grace_s:g}s…", file=sys.stderr)
@@ -395,6 +396,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     emit(args.json, data, human)
     # Waiting (for an approval, a budget window, the chain) is not failing: exit 0.
     return 0 if not stats.failed else 1
+
+
+TIP_POLL_S = {"ogmios": 0.25, "blockfrost": 2.0}
+"""How often the settlement watcher reads the tip: Blockfrost's rate limit (10 requests/s) is shared."""
 
 
 def _tip_reader(agent: Any) -> Any:
