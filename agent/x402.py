@@ -362,28 +362,24 @@ _VALID_ADDRESSES_MAX = 4096
 
 
 def _validate_decoded(value: str, lowered: str, network: NetworkInfo, *, where: str) -> str:
-    from pycardano import Address, Network  # heavy: imported only when an address is checked
+    from wallets.address import parse_address
+    from wallets.errors import AddressError
 
     try:
-        address = Address.from_primitive(lowered)
-    except Exception:
+        address = parse_address(lowered)
+    except AddressError:
         raise InvoiceError(f"{where} is not a valid bech32 address: {_show(_clip(value))}") from None
-    if address.payment_part is None:
-        raise InvoiceError(f"{where} is not a payment address: {_show(_clip(value))}")
-    from pycardano import PointerAddress, ScriptHash
-
     # A script may lock what it receives forever; a pointer's stake part is deprecated
     # (Conway) and unverifiable here. Either way the payee is not a plain key holder.
-    if isinstance(address.payment_part, ScriptHash):
+    if address.payment == "script":
         raise InvoiceError(f"{where} is a script address; only key addresses are paid: {_show(_clip(value))}")
-    if isinstance(address.staking_part, PointerAddress):
+    if address.stake == "pointer":
         raise InvoiceError(f"{where} is a pointer address; it is not paid: {_show(_clip(value))}")
-    expected = Network.TESTNET if network.testnet else Network.MAINNET
-    if address.network != expected or not lowered.startswith(network.address_prefix + "1"):
+    if address.testnet != network.testnet or not lowered.startswith(network.address_prefix + "1"):
         raise InvoiceError(
             f"{where} is an address of the wrong network for {network.chain_label}: {_show(_clip(value))}"
         )
-    return str(address)
+    return address.text
 
 
 def proof_headers(

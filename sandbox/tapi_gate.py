@@ -39,11 +39,12 @@ def refuse(status: int, code: str, message: str, headers: Mapping[str, str] | No
 
 
 def _valid_devnet_address(text: str) -> bool:
-    from pycardano import Address, Network
+    from wallets.address import parse_address_any_case
+    from wallets.errors import AddressError
 
     try:
-        return Address.from_primitive(text).network == Network.TESTNET
-    except Exception:  # any decoding failure: not an address
+        return parse_address_any_case(text).testnet
+    except AddressError:
         return False
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Mapping, Protocol, Sequence
 
 import cbor2
 
-from wallets import bech32
+from wallets.address import address_text, parse_address
 from wallets.errors import AddressError, AmountError, InsufficientFundsError, WalletError
 from wallets.types import LOVELACE, OutputRef, ProtocolParams, RequiredOutput, Utxo, is_native_asset
 
@@ -84,7 +83,7 @@ def min_utxo_lovelace(address: str, lovelace: int, assets: Mapping[str, int], pa
     and the size depends on the lovelace field itself. If ``lovelace`` satisfies the rule, the
     threshold for the output as it stands is returned; otherwise the least amount that does.
     """
-    addr, _ = _decode_address(address)
+    addr = parse_address(address).raw
     base = _output_size_without_coin(addr, _multiasset(assets))
 
     def needed(coin: int) -> int:
@@ -128,7 +127,8 @@ def plan_payment(
         raise PaymentError(f"ttl_slot must be a non-negative integer slot, got {ttl_slot!r}")
     if not outputs:
         raise AmountError("a payment needs at least one output")
-    change_addr, network_id = _decode_address(change_address)
+    change = parse_address(change_address)
+    change_addr, network_id = change.raw, change.network_id
     planned = [_plan_output(i, o, network_id, params) for i, o in enumerate(outputs)]
     aux_bytes = _encode_metadata(metadata) if metadata else None
     ctx = _Context(planned, change_addr, params, ttl_slot, aux_bytes)
@@ -193,41 +193,14 @@ def build_payment(
 
 # --- addresses ---------------------------------------------------------------------------
 
-_HRP_NETWORK = {"addr": 1, "addr_test": 0}
-
-
-@lru_cache(maxsize=4096)
-def _decode_address(address: str) -> tuple[bytes, int]:
-    """Return ``(address bytes, network id)`` of a Shelley bech32 payment address, or raise AddressError."""
-    if not isinstance(address, str) or address != address.lower() or len(address) > 200:
-        raise AddressError(f"not a bech32 payment address: {address!r}")
-    hrp = address.rpartition("1")[0]
-    if hrp not in _HRP_NETWORK:
-        raise AddressError(f"not a bech32 payment address: {address!r}")
-    try:
-        raw = bech32.decode(address)[1]
-    except bech32.Bech32Error as exc:
-        what = {"checksum": "bad checksum in address", "padding": "bad padding in address"}
-        raise AddressError(f"{what.get(exc.reason, 'not a bech32 payment address:')} {address!r}") from None
-    kind, network_id = (raw[0] >> 4, raw[0] & 0x0F) if raw else (-1, -1)
-    sizes = {0: 57, 1: 57, 2: 57, 3: 57, 6: 29, 7: 29}
-    if not (sizes.get(kind) == len(raw) or (kind in (4, 5) and len(raw) >= 32)):
-        raise AddressError(f"not a payment address: {address!r}")
-    if network_id != _HRP_NETWORK[hrp]:
-        raise AddressError(f"address prefix and network id disagree: {address!r}")
-    return bytes(raw), network_id
-
-
 def address_bytes(address: str) -> bytes:
     """Return the raw bytes of a bech32 payment address (AddressError if it does not parse)."""
-    return _decode_address(address)[0]
+    return parse_address(address).raw
 
 
 def address_from_bytes(raw: bytes) -> str:
     """Return the bech32 form of raw Shelley address bytes (``addr`` or ``addr_test`` by network id)."""
-    if not raw:
-        raise AddressError("empty address")
-    return bech32.encode("addr" if raw[0] & 0x0F == 1 else "addr_test", raw)
+    return address_text(raw)
 
 
 # --- values and outputs ------------------------------------------------------------------
@@ -275,7 +248,8 @@ def _plan_output(i: int, out: RequiredOutput, network_id: int, params: ProtocolP
         raise AmountError(f"{what}: amount must be positive, got {amount}")
     if asset != LOVELACE and not is_native_asset(asset):
         raise AmountError(f"{what}: unknown asset {asset!r}")
-    addr, net = _decode_address(out.address)
+    parsed = parse_address(out.address)
+    addr, net = parsed.raw, parsed.network_id
     if net != network_id:
         raise AddressError(f"{what}: address is for network id {net}, the wallet is on network id {network_id}")
     if asset == LOVELACE:

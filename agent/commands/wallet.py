@@ -399,20 +399,18 @@ def check_address(address: str, network: str) -> str:
     Raises:
         AddressError: it does not parse, or belongs to the other network.
     """
-    from pycardano import Address, Network
-
+    from wallets.address import parse_address_any_case
     from wallets.errors import AddressError
     from wallets.networks import get_network
 
     try:
-        parsed = Address.decode(address.strip())
-    except Exception:  # noqa: BLE001 - pycardano raises several types for garbage
+        parsed = parse_address_any_case(address.strip())
+    except AddressError:
         raise AddressError(f"not a Cardano address: {address!r}") from None
-    testnet = get_network(network).testnet
-    if (parsed.network == Network.TESTNET) != testnet:
-        kind = "a mainnet" if parsed.network == Network.MAINNET else "a testnet"
+    if parsed.testnet != get_network(network).testnet:
+        kind = "a testnet" if parsed.testnet else "a mainnet"
         raise AddressError(f"{address[:20]}… is {kind} address but this wallet is on {network}")
-    return parsed.encode()
+    return parsed.text
 
 
 def _confirm(question: str, assume_yes: bool) -> None:
