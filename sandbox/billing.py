@@ -201,9 +201,15 @@ def _is_asset(asset: str) -> bool:
 
 
 def _check_address(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.startswith("addr_test1") or len(value) < 20:
-        raise SandboxConfigError(f"{where}: expected a devnet (addr_test1…) address, got {value!r}")
-    return value
+    from wallets.address import parse_address
+    from wallets.errors import AddressError
+
+    try:
+        if isinstance(value, str) and parse_address(value).testnet:
+            return value
+    except AddressError:
+        pass
+    raise SandboxConfigError(f"{where}: expected a devnet (addr_test1…) address, got {value!r}")
 
 
 def validate(config: TwinConfig) -> TwinConfig:

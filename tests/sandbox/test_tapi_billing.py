@@ -88,6 +88,7 @@ delay_ms = 10
 @pytest.mark.parametrize("text, fragment", [
     ("chain = 'cardano-mainnet'", "cardano-devnet"),
     ("pay_to = 'addr1vx53fltufhm5evcsa5wa4a6t9w48ruapm8zf9dy8hdnqcsqh54v25'", "pay_to"),
+    ("pay_to = 'addr_test1vqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq'", "pay_to"),  # bad checksum
     ("asset = 'SNEK'", "asset"),
     ("[prices]\nchat = 500", "below 1000000"),
     ("[prices]\nchat = '2'", "prices.chat"),
