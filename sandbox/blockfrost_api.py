@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from sandbox import blockfrost_json as bj
 from sandbox.errors import LedgerRejection, SandboxError
+from sandbox.serving import serve_in_thread, stop_serving
 from wallets.blockfrost import SANDBOX_PROJECT_ID
 from wallets.types import OutputRef
 
@@ -215,24 +216,9 @@ class BlockfrostServer:
         Raises:
             SandboxError: the port cannot be bound or the server did not start.
         """
-        import uvicorn
-
         server = cls(node, **options)
-        try:
-            sock = socket.create_server((host, port))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle wait per answer
-        except OSError as exc:
-            raise SandboxError(f"cannot listen on {host}:{port} for the Blockfrost API: {exc.strerror}") from exc
-        uv = uvicorn.Server(uvicorn.Config(server.app, log_level="warning", lifespan="off", access_log=False))
-        thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, name="blockfrost-api", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + startup_timeout_s
-        while thread.is_alive() and not uv.started and time.monotonic() < deadline:
-            threading.Event().wait(0.01)
-        if not uv.started:
-            uv.should_exit = True
-            sock.close()
-            raise SandboxError(f"the Blockfrost API did not start on {host}:{port}")
+        uv, thread, sock = serve_in_thread(server.app, host=host, port=port, what="the Blockfrost API",
+                                           name="blockfrost-api", startup_timeout_s=startup_timeout_s)
         server._server, server._thread, server._sock = uv, thread, sock
         bound_host, bound_port = sock.getsockname()[:2]
         server.url = f"http://{bound_host}:{bound_port}{API_PREFIX}"
@@ -242,12 +228,7 @@ class BlockfrostServer:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop serving (held requests are released) and wait for the thread."""
         self.faults.release.set()
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        if self._sock is not None:
-            self._sock.close()
+        stop_serving(self._server, self._thread, self._sock, timeout_s)
 
     def __enter__(self) -> BlockfrostServer:
         return self

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from sandbox.errors import SandboxError
+from sandbox.serving import serve_in_thread, stop_serving
 
 log = logging.getLogger(__name__)
 
@@ -308,39 +309,16 @@ class KupoApi:
         Raises:
             SandboxError: the port cannot be bound or the server does not start.
         """
-        import uvicorn
-
-        try:
-            sock = socket.create_server((host, port))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as exc:
-            raise SandboxError(f"cannot listen on {host}:{port} for the Kupo API: {exc.strerror}") from exc
-        config = uvicorn.Config(create_app(node), interface="asgi3", proxy_headers=False, lifespan="off",
-                                log_config=None, log_level="warning", access_log=False, ws="none")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="kupo-api", daemon=True)
-        thread.start()
-        started = threading.Event()
-
-        def watch() -> None:
-            while thread.is_alive() and not server.started:
-                started.wait(0.01)
-            started.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-        if not started.wait(startup_timeout_s) or not server.started:
-            server.should_exit = True
-            sock.close()
-            raise SandboxError(f"the Kupo API did not start on {host}:{port}")
+        server, thread, sock = serve_in_thread(
+            create_app(node), host=host, port=port, what="the Kupo API", name="kupo-api",
+            startup_timeout_s=startup_timeout_s, interface="asgi3", proxy_headers=False, log_config=None, ws="none")
         api = cls(server, thread, sock)
         log.info("Kupo API serving at %s", api.url)
         return api
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop serving and wait for the server thread to end."""
-        self._server.should_exit = True
-        self._thread.join(timeout_s)
-        self._sock.close()
+        stop_serving(self._server, self._thread, self._sock, timeout_s)
 
     def __enter__(self) -> KupoApi:
         return self

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping, cast
 
-from sandbox.errors import SandboxError
+from sandbox.serving import serve_in_thread, stop_serving
 from sandbox.facilitator import CardanoExactFacilitator, DevnetPort, Faults
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,6 @@ class X402Server:
         and keeps the idle devnet producing (empty) blocks meanwhile, as a live chain would;
         with ``block_time_s == 0`` (tests) it answers at once, ``settlement_pending`` if short.
         """
-        import uvicorn
-
         node = devnet.node
         block_time = float(getattr(node, "block_time_s", 0) or 0)
         timeout = confirmation_timeout_s if confirmation_timeout_s is not None else (20.0 if block_time else 0.0)
@@ -196,34 +194,14 @@ class X402Server:
         facilitator = CardanoExactFacilitator(DevnetPort(node), network=NETWORK, confirmation_timeout_s=timeout,
                                               poll_s=block_time or 0.1, on_wait=on_wait, faults=faults)
         app = create_app(facilitator, routes or Routes())
-        try:
-            sock = socket.create_server((host, port), reuse_port=False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as exc:
-            raise SandboxError(f"cannot listen on {host}:{port} for the x402 v2 server: {exc.strerror}") from exc
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="x402-v2", daemon=True)
-        thread.start()
-        started = threading.Event()
-
-        def watch() -> None:
-            while thread.is_alive() and not server.started:
-                started.wait(0.01)
-            started.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-        if not started.wait(startup_timeout_s) or not server.started:
-            server.should_exit = True
-            sock.close()
-            raise SandboxError(f"the x402 v2 server did not start on {host}:{port}")
+        server, thread, sock = serve_in_thread(app, host=host, port=port, what="the x402 v2 server", name="x402-v2",
+                                               startup_timeout_s=startup_timeout_s)
         running = cls(server, thread, sock, app, facilitator)
         log.info("x402 v2 server serving at %s", running.url)
         return running
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout_s)
-        self._sock.close()
+        stop_serving(self._server, self._thread, self._sock, timeout_s)
 
     def __enter__(self) -> X402Server:
         return self
