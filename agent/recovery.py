@@ -92,13 +92,9 @@ def owner_is_gone(owner: str | None, *, updated_at: float, now: float, registry:
     if pid == os.getpid():
         with _live_lock:
             return owner not in _live
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    from agent.workers import pid_exists
+
+    return not pid_exists(pid)
 
 
 @dataclass(frozen=True, slots=True)

@@ -506,13 +506,9 @@ def lease_owner_is_dead(owner: str, *, host: str | None = None) -> bool:
     pid = int(pid_text)
     if pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    from agent.workers import pid_exists
+
+    return not pid_exists(pid)
 
 
 def _idle(counts: dict[str, int], store: Any = None, now: float | None = None) -> bool:

@@ -59,7 +59,8 @@ def split_owner(owner: str) -> tuple[str, int] | None:
     return host, int(pid_text)
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """True while process ``pid`` exists on this host (one we may not signal counts as existing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,6 +68,9 @@ def _pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_pid_exists = pid_exists
 
 
 @dataclass(frozen=True)
