@@ -11,7 +11,8 @@ chain tip wakes them at each block.
   block body size (mainnet's 90,112 bytes), rounded up, plus the one block a call needs to
   see its payment confirmed; ``vs_capacity`` = wall ÷ limit (target ≤ 1.5);
 * ``cpu_ms_per_call``: user + system CPU time of this process (the agent only: the sandbox
-  runs in a child process) ÷ paid calls (target ≤ 3 ms);
+  runs in a child process) ÷ paid calls (target ≤ 3 ms), after two untimed warm-up calls
+  (the first payment imports and builds what the later ones reuse);
 * with block time 0, ``calls_per_s_block_time_0`` beside ``cpu_bound_calls_per_s`` =
   1000 ÷ the CPU ms per call there: how close the agent runs to its own CPU-time bound;
 * ledger checks as in figure 2: none failed, none paid twice, every paid transaction on the
@@ -38,6 +39,8 @@ WORKERS = 4
 FULL = {"jobs": 1000, "block_time_s": 20.0, "jobs_block_time_0": 300}
 QUICK = {"jobs": 20, "block_time_s": 2.0, "jobs_block_time_0": 15}
 CONFIRM_TIMEOUT_S = 120.0
+WARMUP_JOBS = 2
+"""Paid untimed first: the first payment imports and builds what every later one reuses."""
 
 
 def _cpu_s() -> float:
@@ -62,9 +65,6 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
         agent = open_agent(home, sandbox.env)
         stack.callback(agent.close)
         agent.payer()  # unlock and connect before the clock starts
-        now = time.time()
-        for i in range(jobs):
-            agent.jobs.enqueue("chat", {"message": f"bench job {i}"}, now=now)
         executor = TApiExecutor(agent)
         stack.callback(executor.close)
 
@@ -72,6 +72,13 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
             t = agent.chain.tip()
             return (t.slot, t.id)
 
+        for i in range(WARMUP_JOBS):
+            agent.jobs.enqueue("chat", {"message": f"warm-up job {i}"}, now=time.time())
+        Runner(agent.jobs, executor, workers=1, concurrency=WARMUP_JOBS, name=f"{tag}warm",
+               tip=tip if block_time_s > 0 else None, tip_poll_s=0.1).run(until_idle=True, poll_s=0.05)
+        warm_done = agent.jobs.counts().get("done", 0)
+        now = time.time()
+        measured = {agent.jobs.enqueue("chat", {"message": f"bench job {i}"}, now=now).id for i in range(jobs)}
         runner = Runner(agent.jobs, executor, workers=WORKERS, concurrency=jobs, name=f"{tag}blocks",
                         tip=tip if block_time_s > 0 else None, tip_poll_s=0.1)
         cpu_before = _cpu_s()
@@ -85,7 +92,7 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
     per_job = Counter(r.job_id for r in rows)
     per_invoice = Counter(r.invoice_id for r in rows)
     missing = [r for r, seen in zip(rows, sandbox.confirmed([r.tx_id or "" for r in rows])) if not seen]
-    done = counts.get("done", 0)
+    done = counts.get("done", 0) - warm_done
     return {
         "jobs": jobs,
         "done": done,
@@ -93,7 +100,7 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
         "parked": stats.parked,
         "seconds": elapsed,
         "cpu_s": cpu,
-        "tx_bytes": sum(len(r.cbor or b"") for r in rows),
+        "tx_bytes": sum(len(r.cbor or b"") for r in rows if r.job_id in measured),
         "double_spent": sum(n - 1 for n in per_job.values() if n > 1) + sum(n - 1 for n in per_invoice.values() if n > 1),
         "missing_on_chain": len(missing),
         "ledger_mismatch_lovelace": abs((start_balance - end_balance) - sum(r.cost_lovelace or 0 for r in rows)),
