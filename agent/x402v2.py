@@ -312,6 +312,13 @@ def parse_requirement(raw: object, index: int, *, network: NetworkInfo, version:
         raise Rejection("bad_pay_to", f"payTo {_show(pay_to)} is not a bech32 Shelley address")
     if not pay_to.startswith(network.address_prefix + "1"):
         raise Rejection("bad_pay_to", f"payTo {_show(pay_to)} is an address of another network")
+    from wallets.address import parse_address
+    from wallets.errors import AddressError
+
+    try:
+        parse_address(pay_to)
+    except AddressError:
+        raise Rejection("bad_pay_to", f"payTo {_show(pay_to)} is not a valid bech32 address") from None
     timeout = raw.get("maxTimeoutSeconds")
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
         raise Rejection("bad_timeout", f"maxTimeoutSeconds {_show(timeout)} is not a positive integer")

@@ -116,6 +116,7 @@ def test_network_and_cip34_alias_accepted(network: str) -> None:
     ({"asset": TOKEN.upper()}, "bad_asset", "policy"),
     ({"payTo": "addr1vpzgxa4t388ryka85n6uxms0zqsgvg9e5jr4tqelj5gxljqlzxmhq"}, "bad_pay_to", "another network"),
     ({"payTo": "stake_test1uq"}, "bad_pay_to", "bech32"),
+    ({"payTo": "addr_test1vqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq"}, "bad_pay_to", "not a valid bech32"),
     ({"maxTimeoutSeconds": 10}, "timeout_too_short", "too short"),
     ({"maxTimeoutSeconds": "600"}, "bad_timeout", "positive integer"),
     ({"extra": {"confirmationPolicy": {"l1Confirmations": 50}}}, "bad_extra", "confirmationPolicy"),
