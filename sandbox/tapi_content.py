@@ -48,7 +48,7 @@ def png_b64(seed: str) -> str:
     return base64.b64encode(make_png(seed)).decode("ascii")
 
 
-class ImageTooLargeError(ValueError):
+class ImagePayloadTooLargeError(ValueError):
     """A base64 image above the size limit (answered 413)."""
 
 
@@ -60,7 +60,7 @@ def decode_image(text: str, *, max_bytes: int) -> bytes:
     """Decode a base64 image (raw or ``data:image/...;base64,`` URI), enforcing ``max_bytes`` on the base64 text."""
     payload = _DATA_URI.sub("", text, count=1)
     if len(payload) > max_bytes:
-        raise ImageTooLargeError(f"image is {len(payload)} bytes of base64; the limit is {max_bytes}")
+        raise ImagePayloadTooLargeError(f"image is {len(payload)} bytes of base64; the limit is {max_bytes}")
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:

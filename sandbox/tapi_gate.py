@@ -17,7 +17,7 @@ from fastapi import HTTPException
 
 from sandbox.billing import Partner, TwinConfig
 from sandbox.invoices import CreditBook, Invoice, InvoiceStateError, InvoiceStore, Output
-from sandbox.verifier import ChainUnavailableError, PaymentRefusedError, TxView, Verifier, decode_tx, parse_proof
+from sandbox.verifier import OgmiosUnreachableError, ProofRefusedError, TxView, Verifier, decode_tx, parse_proof
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Gate:
             if view is not None:
                 self.verifier.check(view, inv.outputs)
                 return self.store.advance(invoice_id, "confirmed", tx_hash=inv.tx_hash, now=now)
-        except (ChainUnavailableError, PaymentRefusedError, InvoiceStateError) as exc:
+        except (OgmiosUnreachableError, ProofRefusedError, InvoiceStateError) as exc:
             log.info("status of %s not refreshed: %s", invoice_id, exc)
         return self.store.get(invoice_id, now=now)
 
@@ -153,12 +153,12 @@ class Gate:
                 wallet: str | None) -> Charge:
         try:
             return self._verify(invoice_id, proof, route, partner, wallet)
-        except PaymentRefusedError as exc:
+        except ProofRefusedError as exc:
             log.info("payment for %s refused: %s", invoice_id, exc.code)
             raise refuse(402, exc.code, exc.message) from None
         except InvoiceStateError as exc:
             raise refuse(402, exc.code, exc.message) from None
-        except ChainUnavailableError as exc:
+        except OgmiosUnreachableError as exc:
             raise refuse(503, "chain_unavailable", str(exc), {"Retry-After": "1"}) from None
 
     def _verify(self, invoice_id: str, proof: str, route: str, partner: Partner | None,
@@ -166,13 +166,13 @@ class Gate:
         now = self.clock()
         inv = self.store.get(invoice_id, now=now)
         if inv is None:
-            raise PaymentRefusedError("unknown_invoice", f"this server never issued invoice {invoice_id[:80]!r}")
+            raise ProofRefusedError("unknown_invoice", f"this server never issued invoice {invoice_id[:80]!r}")
         if inv.status in ("consumed", "expired", "failed"):
-            raise PaymentRefusedError(f"invoice_{inv.status}", f"invoice {invoice_id} is {inv.status}")
+            raise ProofRefusedError(f"invoice_{inv.status}", f"invoice {invoice_id} is {inv.status}")
         if inv.route != route:
-            raise PaymentRefusedError("invoice_route_mismatch", f"invoice {invoice_id} is for {inv.route}, not {route}")
+            raise ProofRefusedError("invoice_route_mismatch", f"invoice {invoice_id} is for {inv.route}, not {route}")
         if inv.partner != (partner.name if partner else None) or inv.wallet != wallet:
-            raise PaymentRefusedError("invoice_partner_mismatch",
+            raise ProofRefusedError("invoice_partner_mismatch",
                                       f"invoice {invoice_id} was issued to another partner or wallet")
         kind, value = parse_proof(proof)
         cbor_view: TxView | None = None
@@ -183,9 +183,9 @@ class Gate:
             tx_id = value
         owner = self.store.owner_of(tx_id)
         if owner is not None and owner != invoice_id:
-            raise PaymentRefusedError("transaction_already_used", f"transaction {tx_id} already paid invoice {owner}")
+            raise ProofRefusedError("transaction_already_used", f"transaction {tx_id} already paid invoice {owner}")
         if inv.tx_hash is not None and inv.tx_hash != tx_id:
-            raise PaymentRefusedError("invoice_bound_to_other_transaction",
+            raise ProofRefusedError("invoice_bound_to_other_transaction",
                                       f"invoice {invoice_id} is being paid by {inv.tx_hash}")
         view = self.verifier.locate(tx_id)
         if view is None and cbor_view is not None and isinstance(value, bytes):
@@ -193,8 +193,8 @@ class Gate:
         elif view is None:
             if inv.status == "submitted" and now >= inv.expires_at:
                 self.store.advance(invoice_id, "failed", now=now, error="payment vanished before it confirmed")
-                raise PaymentRefusedError("invoice_failed", f"invoice {invoice_id} expired before its payment confirmed")
-            raise PaymentRefusedError("payment_not_found", f"transaction {tx_id} is neither on the ledger nor in the mempool")
+                raise ProofRefusedError("invoice_failed", f"invoice {invoice_id} expired before its payment confirmed")
+            raise ProofRefusedError("payment_not_found", f"transaction {tx_id} is neither on the ledger nor in the mempool")
         else:
             self.verifier.check(view, inv.outputs)
         if view.where != "ledger" and not self.config.accept_mempool:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sandbox.tapi_content import (
     BadImageError,
     ChatSessions,
-    ImageTooLargeError,
+    ImagePayloadTooLargeError,
     decode_image,
     png_b64,
     sse_frames,
@@ -94,7 +94,7 @@ def _billed(response: Response, charge: Charge) -> None:
 def _image(text: str, request: Request) -> bytes:
     try:
         return decode_image(text, max_bytes=_gate(request).config.max_image_bytes)
-    except ImageTooLargeError as exc:
+    except ImagePayloadTooLargeError as exc:
         raise refuse(413, "image_too_large", str(exc)) from None
     except BadImageError as exc:
         raise refuse(422, "invalid_image", str(exc)) from None

@@ -26,7 +26,7 @@ MAX_PROOF_HEX = 2 * 16_384
 _HEX = frozenset("0123456789abcdef")
 
 
-class PaymentRefusedError(SandboxError):
+class ProofRefusedError(SandboxError):
     """A payment proof that does not settle the invoice; ``code`` is a stable snake_case reason."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -35,7 +35,7 @@ class PaymentRefusedError(SandboxError):
         self.message = message
 
 
-class ChainUnavailableError(SandboxError):
+class OgmiosUnreachableError(SandboxError):
     """Ogmios could not be reached or answered something unexpected."""
 
 
@@ -50,10 +50,10 @@ class TxView:
 
 
 def parse_proof(proof: str) -> tuple[str, str | bytes]:
-    """Return ``("hash", tx_id)`` or ``("cbor", bytes)``; raise PaymentRefusedError for anything else."""
+    """Return ``("hash", tx_id)`` or ``("cbor", bytes)``; raise ProofRefusedError for anything else."""
     text = proof.strip().lower()
     if not text or len(text) > MAX_PROOF_HEX or len(text) % 2 or not set(text) <= _HEX:
-        raise PaymentRefusedError("invalid_payment_proof", "X-Payment must be a 64-hex tx hash or hex signed CBOR")
+        raise ProofRefusedError("invalid_payment_proof", "X-Payment must be a 64-hex tx hash or hex signed CBOR")
     if len(text) == 64:
         return "hash", text
     return "cbor", bytes.fromhex(text)
@@ -90,7 +90,7 @@ def decode_tx(cbor: bytes) -> TxView:
             outputs.append((str(Address.from_primitive(bytes(raw_addr))), _assets_from_cbor_value(value)))
         network_id = body.get(15)
     except Exception as exc:  # any decoding failure means the proof is garbage
-        raise PaymentRefusedError("invalid_payment_proof", f"X-Payment is not a signed transaction ({type(exc).__name__})") from exc
+        raise ProofRefusedError("invalid_payment_proof", f"X-Payment is not a signed transaction ({type(exc).__name__})") from exc
     tx_id = hashlib.blake2b(body_bytes, digest_size=32).hexdigest()
     return TxView(tx_id, tuple(outputs), "cbor", network_id)
 
@@ -107,12 +107,12 @@ def _assets_from_ogmios_value(value: Mapping[str, Any]) -> dict[str, int]:
 
 
 def check_outputs(view: TxView, required: Sequence[Output], *, network_id: int = 0) -> None:
-    """Raise PaymentRefusedError unless ``view`` pays every required output, per address and asset."""
+    """Raise ProofRefusedError unless ``view`` pays every required output, per address and asset."""
     wrong_prefix = "addr1" if network_id == 0 else "addr_test1"
     if (view.network_id is not None and view.network_id != network_id) or any(
         addr.startswith(wrong_prefix) for addr, _ in view.outputs
     ):
-        raise PaymentRefusedError("wrong_network", f"transaction {view.tx_id} is not for network id {network_id}")
+        raise ProofRefusedError("wrong_network", f"transaction {view.tx_id} is not for network id {network_id}")
     paid: dict[tuple[str, str], int] = defaultdict(int)
     for addr, assets in view.outputs:
         for asset, qty in assets.items():
@@ -124,9 +124,9 @@ def check_outputs(view: TxView, required: Sequence[Output], *, network_id: int =
     for (addr, asset), (amount, role) in needed.items():
         got = paid.get((addr, asset), 0)
         if got == 0:
-            raise PaymentRefusedError("missing_output", f"no {asset} output to {role} {addr}")
+            raise ProofRefusedError("missing_output", f"no {asset} output to {role} {addr}")
         if got < amount:
-            raise PaymentRefusedError("short_output", f"{role} {addr} got {got} {asset}, needs {amount}")
+            raise ProofRefusedError("short_output", f"{role} {addr} got {got} {asset}, needs {amount}")
 
 
 class OgmiosReader:
@@ -143,7 +143,7 @@ class OgmiosReader:
         try:
             return connect(self.url, open_timeout=self.timeout_s, max_size=None)
         except Exception as exc:  # OSError, TimeoutError, websockets' InvalidHandshake...
-            raise ChainUnavailableError(f"cannot reach Ogmios at {self.url}: {exc}") from exc
+            raise OgmiosUnreachableError(f"cannot reach Ogmios at {self.url}: {exc}") from exc
 
     def _call(self, ws: Any, method: str, params: Mapping[str, Any] | None = None) -> dict:
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": method}
@@ -153,9 +153,9 @@ class OgmiosReader:
             ws.send(json.dumps(msg))
             reply = json.loads(ws.recv(timeout=self.timeout_s))
         except Exception as exc:  # ConnectionClosed, TimeoutError, bad JSON
-            raise ChainUnavailableError(f"Ogmios {method} at {self.url} failed: {type(exc).__name__}") from exc
+            raise OgmiosUnreachableError(f"Ogmios {method} at {self.url} failed: {type(exc).__name__}") from exc
         if not isinstance(reply, dict):
-            raise ChainUnavailableError(f"Ogmios {method} answered a non-object")
+            raise OgmiosUnreachableError(f"Ogmios {method} answered a non-object")
         return reply
 
     def ledger_outputs(self, tx_id: str) -> TxView | None:
@@ -164,12 +164,12 @@ class OgmiosReader:
         with self._session() as ws:
             reply = self._call(ws, "queryLedgerState/utxo", {"outputReferences": refs})
         if "error" in reply:
-            raise ChainUnavailableError(f"utxo query refused: {reply['error'].get('message')}")
+            raise OgmiosUnreachableError(f"utxo query refused: {reply['error'].get('message')}")
         try:
             items = sorted(reply["result"], key=lambda u: u["index"])
             outs = tuple((u["address"], _assets_from_ogmios_value(u["value"])) for u in items)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ChainUnavailableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
+            raise OgmiosUnreachableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
         return TxView(tx_id, outs, "ledger") if outs else None
 
     def unspent_outputs(self, tx_id: str) -> list[tuple[int, str, dict[str, int]]]:
@@ -178,12 +178,12 @@ class OgmiosReader:
         with self._session() as ws:
             reply = self._call(ws, "queryLedgerState/utxo", {"outputReferences": refs})
         if "error" in reply:
-            raise ChainUnavailableError(f"utxo query refused: {reply['error'].get('message')}")
+            raise OgmiosUnreachableError(f"utxo query refused: {reply['error'].get('message')}")
         try:
             return [(int(u["index"]), str(u["address"]), _assets_from_ogmios_value(u["value"]))
                     for u in reply["result"]]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ChainUnavailableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
+            raise OgmiosUnreachableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
 
     def mempool_tx(self, tx_id: str) -> TxView | None:
         """Return the transaction from a fresh mempool snapshot, or None if it is not there."""
@@ -201,17 +201,17 @@ class OgmiosReader:
                 try:
                     outs = tuple((o["address"], _assets_from_ogmios_value(o["value"])) for o in tx["outputs"])
                 except (KeyError, TypeError, ValueError) as exc:
-                    raise ChainUnavailableError(f"unexpected mempool transaction from Ogmios: {exc!r}") from exc
+                    raise OgmiosUnreachableError(f"unexpected mempool transaction from Ogmios: {exc!r}") from exc
                 network = {"mainnet": 1, "testnet": 0}.get(str(tx.get("network")))
                 return TxView(tx_id, outs, "mempool", network)
 
     def submit(self, cbor: bytes) -> str:
-        """Submit a signed transaction; return its id or raise PaymentRefusedError with the node's reason."""
+        """Submit a signed transaction; return its id or raise ProofRefusedError with the node's reason."""
         with self._session() as ws:
             reply = self._call(ws, "submitTransaction", {"transaction": {"cbor": cbor.hex()}})
         if "error" in reply:
             err = reply["error"]
-            raise PaymentRefusedError("payment_rejected_by_node",
+            raise ProofRefusedError("payment_rejected_by_node",
                                       f"node refused the transaction ({err.get('code')}: {err.get('message')})")
         return str(reply["result"]["transaction"]["id"])
 

@@ -238,12 +238,12 @@ def test_node_rejection_of_a_cbor_proof_is_refused(unit_twin) -> None:
 
 def test_chain_unreachable_is_503_and_changes_nothing(unit_twin) -> None:
     """When Ogmios cannot be read the retry is a transient 503 with Retry-After; the invoice stays pending."""
-    from sandbox.verifier import ChainUnavailableError
+    from sandbox.verifier import OgmiosUnreachableError
 
     detail = _invoice(unit_twin)
 
     def down(tx_id: str):
-        raise ChainUnavailableError("cannot reach Ogmios")
+        raise OgmiosUnreachableError("cannot reach Ogmios")
 
     unit_twin.reader.ledger_outputs = down  # type: ignore[method-assign]
     before = _state(unit_twin, detail)

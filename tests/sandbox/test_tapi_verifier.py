@@ -6,9 +6,9 @@ import pytest
 
 from sandbox.invoices import Output
 from sandbox.verifier import (
-    ChainUnavailableError,
+    OgmiosUnreachableError,
     OgmiosReader,
-    PaymentRefusedError,
+    ProofRefusedError,
     TxView,
     check_outputs,
     decode_tx,
@@ -26,7 +26,7 @@ def test_parse_proof_tells_hash_from_cbor() -> None:
     assert parse_proof("AB" * 32) == ("hash", "ab" * 32)
     assert parse_proof(" 84a0 ") == ("cbor", bytes.fromhex("84a0"))
     for bad in ("", "xyz", "abc", "ab" * 20_000):
-        with pytest.raises(PaymentRefusedError) as err:
+        with pytest.raises(ProofRefusedError) as err:
             parse_proof(bad)
         assert err.value.code == "invalid_payment_proof"
 
@@ -43,7 +43,7 @@ def test_decode_tx_matches_pycardano_id_and_outputs() -> None:
 @pytest.mark.parametrize("cbor", [b"", b"\x00", bytes.fromhex("84a0"), bytes.fromhex("8401020304"), b"\x84" + b"\xff" * 50])
 def test_decode_tx_refuses_garbage(cbor: bytes) -> None:
     """Bytes that are not a signed transaction are invalid_payment_proof."""
-    with pytest.raises(PaymentRefusedError) as err:
+    with pytest.raises(ProofRefusedError) as err:
         decode_tx(cbor)
     assert err.value.code == "invalid_payment_proof"
 
@@ -57,18 +57,18 @@ def test_check_outputs_sums_per_address_and_asset() -> None:
     need = [Output(PAY, 3, TOKEN, "payTo"), Output(PARTNER, 1_000_000, "lovelace", "partner")]
     check_outputs(_view((PAY, {TOKEN: 1, "lovelace": 1}), (PAY, {TOKEN: 2}), (PARTNER, {"lovelace": 1_000_000}),
                         ("addr_test1change", {"lovelace": 5})), need)
-    with pytest.raises(PaymentRefusedError, match="short_output"):
+    with pytest.raises(ProofRefusedError, match="short_output"):
         check_outputs(_view((PAY, {TOKEN: 2}), (PARTNER, {"lovelace": 1_000_000})), need)
-    with pytest.raises(PaymentRefusedError, match="missing_output"):
+    with pytest.raises(ProofRefusedError, match="missing_output"):
         check_outputs(_view((PAY, {"lovelace": 3}), (PARTNER, {"lovelace": 1_000_000})), need)
 
 
 def test_check_outputs_refuses_the_other_network() -> None:
     """A mainnet address among the outputs, or network id 1, is wrong_network."""
     need = [Output(PAY, 1, "lovelace", "payTo")]
-    with pytest.raises(PaymentRefusedError, match="wrong_network"):
+    with pytest.raises(ProofRefusedError, match="wrong_network"):
         check_outputs(_view((PAY, {"lovelace": 1}), ("addr1vx53fltufhm5", {"lovelace": 1})), need)
-    with pytest.raises(PaymentRefusedError, match="wrong_network"):
+    with pytest.raises(ProofRefusedError, match="wrong_network"):
         check_outputs(TxView("t" * 64, ((PAY, {"lovelace": 1}),), "cbor", 1), need)
 
 
@@ -89,17 +89,17 @@ def test_reader_sees_ledger_mempool_and_node_refusals(devnet_factory) -> None:
     net.produce_block()
     on_ledger = reader.ledger_outputs(tx_id)
     assert on_ledger is not None and on_ledger.outputs[:2] == pooled.outputs[:2]
-    with pytest.raises(PaymentRefusedError) as err:
+    with pytest.raises(ProofRefusedError) as err:
         reader.submit(tx.to_cbor())  # its inputs are spent now
     assert err.value.code == "payment_rejected_by_node"
 
 
 def test_reader_without_ogmios_is_chain_unavailable() -> None:
-    """No Ogmios at the URL: ChainUnavailableError, not a hang or a raw socket error."""
+    """No Ogmios at the URL: OgmiosUnreachableError, not a hang or a raw socket error."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(ChainUnavailableError):
+    with pytest.raises(OgmiosUnreachableError):
         OgmiosReader(f"ws://127.0.0.1:{port}", timeout_s=2).ledger_outputs("00" * 32)
