@@ -32,11 +32,11 @@ _WITNESS_SET_BYTES = len(cbor2.dumps({0: [[bytes(32), bytes(64)]]}))
 _MAX_METADATA_CHUNK_BYTES = 64
 
 
-class PaymentError(WalletError):
+class TransactionBuildError(WalletError):
     """A payment that cannot be built as asked (bad TTL, too many inputs, a misbehaving signer)."""
 
 
-class MetadataError(PaymentError):
+class MetadataError(TransactionBuildError):
     """Transaction metadata that the ledger would refuse (strings over 64 bytes, bad labels, floats)."""
 
 
@@ -124,7 +124,7 @@ def plan_payment(
 ) -> PaymentPlan:
     """Select inputs from ``utxos`` and balance the payment, without signing (see ``build_payment``)."""
     if not isinstance(ttl_slot, int) or isinstance(ttl_slot, bool) or ttl_slot < 0:
-        raise PaymentError(f"ttl_slot must be a non-negative integer slot, got {ttl_slot!r}")
+        raise TransactionBuildError(f"ttl_slot must be a non-negative integer slot, got {ttl_slot!r}")
     if not outputs:
         raise AmountError("a payment needs at least one output")
     change = parse_address(change_address)
@@ -184,7 +184,7 @@ def build_payment(
         AmountError: a bad amount or asset, or an output below its minimum UTxO value.
         AddressError: an address that does not parse or is on another network.
         InsufficientFundsError: the UTxOs cannot cover the outputs and the fee.
-        PaymentError: bad TTL, metadata, a transaction past the size limit, a bad signature shape.
+        TransactionBuildError: bad TTL, metadata, a transaction past the size limit, a bad signature shape.
     """
     plan = plan_payment(outputs, utxos=utxos, change_address=change_address, params=params,
                         ttl_slot=ttl_slot, metadata=metadata)
@@ -360,7 +360,7 @@ class _Context:
             body = self.body(inputs, fee, change_for(fee))
             if fee >= min_fee(len(body) + self.overhead - 1, self.params):
                 return fee, body
-        raise PaymentError("fee did not converge")  # unreachable: the largest candidate always suffices
+        raise TransactionBuildError("fee did not converge")  # unreachable: the largest candidate always suffices
 
     def assemble(self, selected: list[Utxo]) -> _Draft | _Short:
         in_lovelace = sum(u.lovelace for u in selected)
@@ -400,12 +400,12 @@ class _Context:
     def _check_size(self, body: bytes, change_assets: Mapping[str, int]) -> None:
         size = len(body) + self.overhead - 1
         if size > self.params.max_tx_size:
-            raise PaymentError(f"transaction would be {size} bytes, above the {self.params.max_tx_size}-byte limit "
+            raise TransactionBuildError(f"transaction would be {size} bytes, above the {self.params.max_tx_size}-byte limit "
                                "(too many inputs: consolidate the wallet's UTxOs)")
         if change_assets:
             value_size = len(cbor2.dumps([0, _multiasset(change_assets)]))
             if value_size > self.params.max_value_size:
-                raise PaymentError(f"change would hold {len(change_assets)} assets, past the value size limit")
+                raise TransactionBuildError(f"change would hold {len(change_assets)} assets, past the value size limit")
 
 
 def _dedupe(utxos: Sequence[Utxo]) -> list[Utxo]:
@@ -469,7 +469,7 @@ def _sign(draft: _Draft, ctx: _Context, outputs: Sequence[RequiredOutput], signe
     body_hash = hashlib.blake2b(draft.body, digest_size=32).digest()
     vkey, signature = signer.sign(body_hash)
     if len(vkey) != 32 or len(signature) != 64:
-        raise PaymentError("signer returned a key or signature of the wrong size")
+        raise TransactionBuildError("signer returned a key or signature of the wrong size")
     witness = cbor2.dumps({0: [[bytes(vkey), bytes(signature)]]})
     tx = b"\x84" + draft.body + witness + b"\xf5" + (ctx.aux_bytes if ctx.aux_bytes else b"\xf6")
     tx_id = body_hash.hex()

@@ -91,7 +91,7 @@ class PaymentSender:
 
         Raises:
             InsufficientFundsError: the wallet cannot cover it, even after waiting.
-            AmountError, AddressError, PaymentError: from the builder, for bad outputs.
+            AmountError, AddressError, TransactionBuildError: from the builder, for bad outputs.
             ChainError: the chain could not be queried.
         """
         params = self._chain.protocol_params()

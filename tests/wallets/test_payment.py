@@ -15,7 +15,7 @@ from wallets.chain import MAINNET_PARAMS, FakeChain
 from wallets.errors import AddressError, AmountError, InsufficientFundsError
 from wallets.payment import (
     MetadataError,
-    PaymentError,
+    TransactionBuildError,
     SignedPayment,
     address_bytes,
     address_from_bytes,
@@ -294,7 +294,7 @@ def test_metadata_limits(signer: KeySigner, payees: list[str]) -> None:
 
 def test_ttl_and_signer_checks(signer: KeySigner, payees: list[str]) -> None:
     """A negative TTL, no outputs, or a signer returning wrong-sized bytes are refused."""
-    with pytest.raises(PaymentError):
+    with pytest.raises(TransactionBuildError):
         build_payment([RequiredOutput(payees[0], 2_000_000)], utxos=[utxo(signer.address, 9_000_000)],
                       change_address=signer.address, signer=signer, params=MAINNET_PARAMS, ttl_slot=-1)
     with pytest.raises(AmountError):
@@ -306,16 +306,16 @@ def test_ttl_and_signer_checks(signer: KeySigner, payees: list[str]) -> None:
         def sign(self, tx_body_hash: bytes) -> tuple[bytes, bytes]:
             return b"k" * 31, b"s" * 64
 
-    with pytest.raises(PaymentError, match="wrong size"):
+    with pytest.raises(TransactionBuildError, match="wrong size"):
         build_payment([RequiredOutput(payees[0], 2_000_000)], utxos=[utxo(signer.address, 9_000_000)],
                       change_address=signer.address, signer=BadSigner(), params=MAINNET_PARAMS, ttl_slot=1)
 
 
 def test_too_many_inputs_is_refused(signer: KeySigner, payees: list[str]) -> None:
-    """A payment needing a transaction past max_tx_size raises PaymentError instead of building it."""
+    """A payment needing a transaction past max_tx_size raises TransactionBuildError instead of building it."""
     small = ProtocolParams(44, 155381, 4310, max_tx_size=1_000, max_value_size=5000)
     utxos = [utxo(signer.address, 1_100_000, n=i) for i in range(40)]
-    with pytest.raises(PaymentError, match="byte limit"):
+    with pytest.raises(TransactionBuildError, match="byte limit"):
         pay([RequiredOutput(payees[0], 30_000_000)], utxos, signer, params=small)
 
 
