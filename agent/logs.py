@@ -17,6 +17,7 @@ import threading
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 REDACTED = "[REDACTED]"
 LOG_FILENAME = "agent.log"
@@ -112,6 +113,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, never to a stream closed since."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _last_line_is_json(path: Path) -> bool | None:
     """Whether the log file's last line is a JSON object (None: no file or no line)."""
     try:
@@ -122,6 +138,15 @@ def _last_line_is_json(path: Path) -> bool | None:
     except OSError:
         return None
     return lines[-1].lstrip().startswith(b"{") if lines else None
+
+
+def teardown_logging() -> None:
+    """Remove the handlers :func:`setup_logging` added (a command that ends leaves none behind)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_cardano_agent", False):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def setup_logging(home: Path | None, *, verbose: int = 0, json_lines: bool = False,
@@ -151,7 +176,7 @@ def setup_logging(home: Path | None, *, verbose: int = 0, json_lines: bool = Fal
             file_handler.doRollover()
         handlers.append(file_handler)
     if console:
-        stream = logging.StreamHandler(sys.stderr)
+        stream = _StderrHandler()
         stream.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
         stream.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(message)s"))
         handlers.append(stream)

@@ -556,10 +556,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     """One API call now: pay if asked, print the answer and (on stderr) what it cost."""
     import uuid
 
-    from agent.errors import ApprovalRequiredError
-    from agent.executor import TApiExecutor
     from agent.logs import setup_logging
-    from agent.payer import JobContext, job_context
 
     request = _request_from(args)
     partner = request.pop("partner", None)
@@ -571,6 +568,20 @@ def cmd_call(args: argparse.Namespace) -> int:
     from agent.cli import require_home
 
     setup_logging(require_home(args.home), verbose=getattr(args, "verbose", 0))
+    try:
+        return _call(args, request, partner, call_id, call_tag)
+    finally:
+        from agent.logs import teardown_logging
+
+        teardown_logging()
+
+
+def _call(args: argparse.Namespace, request: dict[str, Any], partner: str | None, call_id: str,
+          call_tag: str) -> int:
+    from agent.errors import ApprovalRequiredError
+    from agent.executor import TApiExecutor
+    from agent.payer import JobContext, job_context
+
     with _open(args, passphrase=True) as agent:
         # As `run` does: resolve what a killed `call` (or any dead process) left, from the
         # chain, before paying; otherwise its reserved inputs would starve this payment.
