@@ -120,7 +120,7 @@ def test_approve_in_the_browser_and_the_job_finishes(agent_home_factory, browser
         job = agent.enqueue("chat", {"message": "worth approving"})
         _run_until_idle(agent)
         (parked,) = agent.approvals.pending()
-        assert agent.jobs.get(job["id"]).state == "failed"
+        assert agent.jobs.get(job["id"]).state == "awaiting_approval"
         server = console_for(agent)
 
         browser.get(server.url + "/approvals")
@@ -144,7 +144,8 @@ def test_approve_in_the_browser_and_the_job_finishes(agent_home_factory, browser
 
 
 def test_deny_in_the_browser_pays_nothing(agent_home_factory, browser, console_for):
-    """Denying a parked payment in the browser: it is never paid, the job stays failed, the wallet keeps its ADA."""
+    """Denying a parked payment in the browser: it is never paid; run again, the job's new invoice asks
+    again (it waits for approval); the wallet keeps its ADA."""
     from selenium.webdriver.common.by import By
 
     home = agent_home_factory(extra="approve_above_ada = 1\n")
@@ -159,7 +160,8 @@ def test_deny_in_the_browser_pays_nothing(agent_home_factory, browser, console_f
         agent.jobs.retry(job["id"], agent.clock())  # even run again, a denied payment is not paid
         _run_until_idle(agent)
         assert agent.approvals.get(parked.id).state == "denied"
-        assert agent.jobs.get(job["id"]).state == "failed"
+        assert agent.jobs.get(job["id"]).state == "awaiting_approval"
+        assert [a.id for a in agent.approvals.pending()] != [parked.id]
         assert [r for r in agent.ledger.rows() if r.paid] == []
         browser.get(server.url + "/approvals")
         assert f"approve-{parked.id}" not in browser.page_source
