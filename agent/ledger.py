@@ -97,6 +97,8 @@ register_migrations("ledger", [
     "ALTER TABLE payments ADD COLUMN owner TEXT;\n"
     "ALTER TABLE payments ADD COLUMN sync_slot INTEGER;\n"
     "ALTER TABLE payments ADD COLUMN sync_id TEXT;",
+    # Recovery judges a payment chained on another's change by that payment (SpendLedger.by_tx).
+    "CREATE INDEX payments_by_tx ON payments (tx_id);",
 ])
 
 
@@ -438,6 +440,11 @@ class SpendLedger:
             "SELECT * FROM payments WHERE invoice_id = ?"
             " ORDER BY state IN ('refused', 'released'), id DESC LIMIT 1", (invoice_id,),
         ).fetchone()
+        return _row(r) if r else None
+
+    def by_tx(self, tx_id: str) -> PaymentRow | None:
+        """Return the row whose transaction is ``tx_id`` (the latest, should a signed one be signed again), or None."""
+        r = self.db.execute("SELECT * FROM payments WHERE tx_id = ? ORDER BY id DESC LIMIT 1", (tx_id,)).fetchone()
         return _row(r) if r else None
 
     def by_job(self, job_id: int) -> list[PaymentRow]:

@@ -590,7 +590,7 @@ class WalletPayer:
             slot_now = self._slot_now(self.clock())
         except (ChainUnavailableError, WalletError) as exc:
             return recovery.Evidence(recovery.UNKNOWN, f"the chain could not be read: {exc}")
-        return recovery.judge(self.chain, row, slot_now=slot_now)
+        return recovery.judge(self.chain, row, slot_now=slot_now, parent_of=self.ledger.by_tx)
 
     def _keep(self, row: PaymentRow, evidence: recovery.Evidence) -> None:
         if row.state == SIGNED:

@@ -13,7 +13,8 @@ absence of unspent outputs, which a payee's sweep or a chained payment removes):
 - ``landed``: a block holds it (or one of its outputs is on the ledger);
 - ``pending``: it waits in the mempool;
 - ``never``: it can never land: another transaction on the chain spent one of its inputs,
-  or its TTL has passed (the chain read reaches a block at or past it, or the clock is
+  or one of its inputs is change of a payment of ours that never landed, or that landed and
+  whose change was spent before this transaction was signed (``parent_of``), or its TTL has passed (the chain read reaches a block at or past it, or the clock is
   :data:`EXPIRY_GRACE_SLOTS` past it) while it is in no block from the signing point and not
   in the mempool;
 - ``absent``: no block holds it and it is not in the mempool, but its TTL is open (it may
@@ -33,7 +34,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from wallets.errors import ChainError
 from wallets.types import OutputRef
@@ -110,7 +111,7 @@ class Evidence:
         return self.verdict in (LANDED, PENDING)
 
 
-def judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
+def judge(chain: Any, row: Any, *, slot_now: int, parent_of: Callable[[str], Any] | None = None) -> Evidence:
     """What the chain says about ``row``'s signed transaction (see the module docstring).
 
     Args:
@@ -118,7 +119,52 @@ def judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
         row: an ``agent.ledger.PaymentRow`` with ``tx_id``, ``inputs``, ``ttl_slot`` and its
             signing point (``sync_slot``, ``sync_id``).
         slot_now: the ledger's current slot (by the chain's clock).
+        parent_of: the payment row whose transaction has a given id, or None; lets a transaction
+            chained on a payment's change be judged by that payment's fate.
     """
+    evidence = _judge(chain, row, slot_now=slot_now)
+    if evidence.verdict != ABSENT or parent_of is None or not row.inputs:
+        return evidence
+    return _judge_by_parents(chain, row, slot_now=slot_now, parent_of=parent_of) or evidence
+
+
+def _judge_by_parents(chain: Any, row: Any, *, slot_now: int, parent_of: Callable[[str], Any]) -> Evidence | None:
+    """An absent transaction with an input gone from the ledger: can that input ever be spent by it?
+
+    The input is change of one of our payments (a chained payment). If that payment can never
+    land, the input will never exist. If it is in a block, the input was spent by another
+    transaction: this one is in no block from its signing point, and was not in one before it
+    was signed. The ledger is read *before* this transaction is looked for again, so a block
+    made in between cannot pass for that other transaction.
+    """
+    try:
+        live = {u.ref for u in chain.utxos_by_refs(list(row.inputs))}
+    except ChainError:
+        return None
+    gone = [ref for ref in row.inputs if ref not in live]
+    if not gone:
+        return None
+    again = _judge(chain, row, slot_now=slot_now)
+    if again.verdict != ABSENT:
+        return again
+    for ref in gone:
+        parent = parent_of(ref.tx_id)
+        if parent is None or parent.tx_id == row.tx_id:
+            continue
+        if parent.state == "released":
+            return Evidence(NEVER, f"its input {ref} is change of payment {parent.id}, which never landed "
+                                   f"({parent.reason}); {again.detail}")
+        fate = _judge(chain, parent, slot_now=slot_now)
+        if fate.verdict == LANDED:
+            return Evidence(NEVER, f"its input {ref}, change of payment {parent.id} ({fate.detail}), was spent "
+                                   f"by another transaction; {again.detail}")
+        if fate.verdict == NEVER:
+            return Evidence(NEVER, f"its input {ref} is change of payment {parent.id}, which can never land "
+                                   f"({fate.detail}); {again.detail}")
+    return None
+
+
+def _judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
     tx_id = row.tx_id
     try:
         if chain.in_mempool(tx_id):

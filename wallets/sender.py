@@ -66,6 +66,9 @@ class PaymentSender:
         self._spent: set[OutputRef] = set()
         # Pending change that our confirmed payments spent, while its parent's pending record lingers.
         self._consumed: set[OutputRef] = set()
+        # Pending change the ledger called unknown (3117): another process's record, its change spent
+        # since (or its transaction dropped). Never offered again while that record lingers.
+        self._dead_pending: set[OutputRef] = set()
 
     @property
     def address(self) -> str:
@@ -143,6 +146,7 @@ class PaymentSender:
             except InputsSpentError as exc:
                 spent = _refs_from_error(exc.data) or set(payment.inputs)
                 self._spent |= spent
+                self._dead_pending |= spent
                 for parent in {r.tx_id for r in spent} & set(self._inflight):
                     self._settled(parent, confirmed=False)  # its change is gone: dropped or replaced
                 self._reservations.release(owner)
@@ -203,10 +207,13 @@ class PaymentSender:
             chain_refs = {u.ref for u in on_chain}
         self._spent &= chain_refs  # a spent input that left the UTxO set needs no remembering
         pending = self._reservations.pending_change()
-        self._consumed &= {u.ref for u in pending}
+        pending_refs = {u.ref for u in pending}
+        self._consumed &= pending_refs
+        self._dead_pending &= pending_refs
         merged = {u.ref: u for u in on_chain}
         for u in pending:
-            merged.setdefault(u.ref, u)
+            if u.ref not in self._dead_pending:
+                merged.setdefault(u.ref, u)
         return [u for ref, u in merged.items() if ref not in self._spent and ref not in self._consumed]
 
     def _settle(self, chain_refs: set[OutputRef], *, check_mempool: bool) -> bool:

@@ -321,3 +321,71 @@ def test_a_job_whose_payment_fate_is_unknown_waits_instead_of_paying_anew(agent_
         proof = agent.payer().resume_proof(job.id)  # the node is back: the same bytes go out
         assert proof is not None and proof.payment == payment.tx_id
     assert _on_chain(agent_home, payment.tx_id)
+
+
+def _signed_on(agent, invoice, utxo, *, payee_lovelace=2_000_000):
+    """A payment row signed (not submitted) that spends exactly ``utxo``: what a payer builds on pending change."""
+    from wallets.payment import plan_payment, sign_payment
+
+    payer = agent.payer()
+    outputs = [RequiredOutput(DEFAULT_PAY_TO, payee_lovelace)]
+    row = agent.ledger.reserve(invoice_id=invoice, host="twin", route="/chat", job_id=None, outputs=outputs,
+                               amounts={"lovelace": payee_lovelace}, fee_estimate_lovelace=200_000,
+                               owner=payer.owner)
+    tip = agent.chain.tip()
+    plan = plan_payment(outputs, utxos=[utxo], change_address=payer.sender.address,
+                        params=agent.chain.protocol_params(), ttl_slot=payer._slot_now(time.time()) + 3000, metadata={674: {"msg": ["x402", invoice]}})
+    payment = sign_payment(plan, payer.sender._signer)
+    assert payment.inputs == (utxo.ref,)
+    agent.ledger.mark_signed(row.id, tx_id=payment.tx_id, cbor=payment.cbor, fee_lovelace=payment.fee_lovelace,
+                             inputs=payment.inputs, ttl_slot=payment.ttl_slot, cost_lovelace=payment.cost_lovelace,
+                             sync_point=(tip.slot, tip.id))
+    return row, payment
+
+
+def test_a_payment_built_on_change_spent_before_it_was_signed_is_released(agent_home):
+    """Seen in the crash soak: a live `run` chained on a dead process's stale pending change.
+
+    That change had been spent (by the dead process's next payment, confirmed) before the new
+    payment was signed, so its input is gone, no block after its signing point spends it, and
+    its TTL is an hour away. Its parent is in a block, so the input was spent by another
+    transaction: it can never land. Before the fix it was "resubmission refused ... kept as signed" at
+    every start until its TTL, and its job waited that hour.
+    """
+    with agent_home.open() as agent:
+        parent, pay_p = _sent_row(agent, "inv-parent")
+        agent_home.devnet.produce_block()
+        agent.ledger.mark_settled(parent.id)
+        [change] = pay_p.change
+        spender, _ = _signed_on(agent, "inv-spender", change, payee_lovelace=1_000_000)
+        agent.chain.submit(agent.ledger.get(spender.id).cbor)
+        agent.ledger.mark_submitted(spender.id)
+        agent_home.devnet.produce_block()
+        stale, pay_c = _signed_on(agent, "inv-stale", change)  # signed after its input was spent
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        result = agent.recover()
+        row = agent.ledger.get(stale.id)
+        assert row.state == "released", (result, row.reason)
+        assert result["released"] == 1 and result["unresolved"] == 0
+        assert "spent" in row.reason and change.ref.tx_id[:16] in row.reason
+    assert not _on_chain(agent_home, pay_c.tx_id)
+    assert agent_home.balance() == before
+
+
+def test_a_payment_built_on_change_of_a_released_payment_is_released(agent_home):
+    """Chained on the change of a payment that provably never landed: its input will never exist."""
+    with agent_home.open() as agent:
+        parent, pay_p = _signed_row(agent, invoice="inv-dead-parent", ttl_offset=-200)  # expired, never sent
+        [change] = pay_p.change
+        child, pay_c = _signed_on(agent, "inv-orphan", change)
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        result = agent.recover()
+        assert agent.ledger.get(parent.id).state == "released"
+        row = agent.ledger.get(child.id)
+        assert row.state == "released", (result, row.reason)
+        assert result == counts(released=2)
+        assert f"payment {parent.id}" in row.reason
+    assert not _on_chain(agent_home, pay_c.tx_id)
+    assert agent_home.balance() == before

@@ -184,6 +184,34 @@ def test_inputs_spent_are_dropped(signer: KeySigner) -> None:
     assert retry.inputs == (b,)
 
 
+def test_stale_pending_change_refused_once_is_not_offered_again(signer: KeySigner) -> None:
+    """A dead process's pending change, spent since, is offered by the shared store: after one 3117, never again.
+
+    Seen in the crash soak: a second `run` chained on change another (killed) process had
+    recorded as pending; that change had been spent by the killed process's next payment. The
+    spent reference was forgotten at the next selection (it is not on the ledger either), so
+    the same dead input was picked again and again.
+    """
+    chain = FakeChain(auto_confirm=False)
+    chain.fund(signer.address, 40_000_000)
+    store = MemoryReservations()
+    dead = PaymentSender(chain, signer, reservations=store, wait_s=0)
+    parent = dead.pay(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="dead")
+    chain.produce_block()
+    [change] = parent.change
+    chain.confirm_elsewhere("ee" * 32, [change.ref])  # its next payment, confirmed; the process is gone
+    chain.fund(signer.address, 30_000_000)
+    live = PaymentSender(chain, signer, reservations=store, wait_s=0)
+    first = live.build(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="c1")
+    assert first.inputs == (change.ref,)  # the bigger coin, offered by the dead process's record
+    with pytest.raises(InputsSpentError):
+        live.submit(first, owner="c1")
+    for n in range(3):
+        again = live.build(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner=f"c{n + 2}")
+        assert change.ref not in again.inputs, f"dead change picked again (build {n + 2})"
+        live.release(f"c{n + 2}")
+
+
 def test_refused_submit_releases_but_lost_connection_keeps(signer: KeySigner) -> None:
     """A ledger refusal frees the inputs; a lost connection keeps them reserved (the tx may be in)."""
     chain = FakeChain()
