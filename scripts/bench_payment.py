@@ -18,7 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wallets.chain import MAINNET_PARAMS, FakeChain  # noqa: E402
+from sandbox.memchain import MemoryChain  # noqa: E402
+from wallets.chain import MAINNET_PARAMS  # noqa: E402
 from wallets.payment import build_payment, min_fee  # noqa: E402
 from wallets.sender import PaymentSender  # noqa: E402
 from wallets.types import OutputRef, RequiredOutput, Utxo  # noqa: E402
@@ -87,12 +88,12 @@ def bench_build(n: int = 1000) -> dict[str, Any]:
 def bench_sender(n: int = 200) -> dict[str, Any]:
     """Time ``PaymentSender.pay`` over an in-memory chain: n back-to-back payments chained from one UTxO.
 
-    Includes the UTxO query, confirmation bookkeeping, reservation, build, sign, submit (the fake
-    ledger verifies the signature and every rule) and recording the pending change.
+    Includes the UTxO query, confirmation bookkeeping, reservation, build, sign, submit (the sandbox
+    ledger checks the signature and every phase-1 rule) and recording the pending change.
     """
     signer = _Signer()
     payee = _Signer().address
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     chain.fund(signer.address, 10_000_000_000)
     sender = PaymentSender(chain, signer)
     samples = []
@@ -102,7 +103,7 @@ def bench_sender(n: int = 200) -> dict[str, Any]:
         samples.append(time.perf_counter() - start)
         if i % 50 == 49:
             chain.produce_block()  # keep the mempool chain realistic in length
-    return {"name": "sender pay (reserve+select+build+sign+submit+record, fake chain)", "n": n,
+    return {"name": "sender pay (reserve+select+build+sign+submit+record, in-memory chain)", "n": n,
             **_summary_ms(samples)}
 
 

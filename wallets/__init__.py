@@ -29,7 +29,6 @@ _LAZY = {
     "WalletInfo": "wallets.keystore",
     "UnlockedWallet": "wallets.hd",
     "Chain": "wallets.chain",
-    "FakeChain": "wallets.chain",
     "OgmiosChain": "wallets.ogmios",
     "BlockfrostChain": "wallets.blockfrost",
     "PaymentSender": "wallets.sender",
@@ -45,7 +44,6 @@ _LAZY = {
 __all__ = [
     "BlockfrostChain",
     "Chain",
-    "FakeChain",
     "Keystore",
     "MemoryReservations",
     "OgmiosChain",

@@ -1,4 +1,4 @@
-"""agent.recovery: owners and the verdict on a signed transaction, from the chain only (FakeChain)."""
+"""agent.recovery: owners and the verdict on a signed transaction, from the chain only (MemoryChain)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from agent import recovery
+from sandbox.memchain import MemoryChain
 from tests.wallets.test_payment import KeySigner, fresh_address
-from wallets.chain import FakeChain
 from wallets.errors import ChainUnavailableError
 from wallets.sender import PaymentSender
 from wallets.types import OutputRef, RequiredOutput
@@ -26,7 +26,7 @@ def _row(payment, tip, *, ttl_slot=None):
 @pytest.fixture
 def paid():
     """(chain, tip before, payment A, payment B chained on A's change), both in blocks, every output spent."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     signer = KeySigner()
     chain.fund(signer.address, 50_000_000)
     tip = chain.tip()
@@ -49,7 +49,7 @@ def test_a_landed_transaction_with_no_output_left_is_landed(paid):
 
 def test_mempool_is_pending_and_unsent_within_ttl_is_absent():
     """In the mempool: pending. Nowhere with its TTL open: absent (may be resubmitted, never released)."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     signer = KeySigner()
     chain.fund(signer.address, 50_000_000)
     tip = chain.tip()
@@ -62,7 +62,7 @@ def test_mempool_is_pending_and_unsent_within_ttl_is_absent():
 
 def test_never_only_past_the_ttl_with_the_chain_read_past_it_or_the_grace_gone():
     """Just past its TTL by the clock while no block is past it: not yet never (a late block may hold it)."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     signer = KeySigner()
     chain.fund(signer.address, 50_000_000)
     tip = chain.tip()
@@ -117,7 +117,7 @@ def test_owners_live_while_their_payer_or_process_lives(tmp_path):
 
 def test_without_a_signing_point_an_unspent_input_proves_it_never_landed():
     """Rows from before signing points: an input still unspent means in no block; past the TTL, never."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     signer = KeySigner()
     chain.fund(signer.address, 50_000_000)
     unsent = PaymentSender(chain, signer).build([RequiredOutput(fresh_address(), 2_000_000)], ttl_slot=50, owner="a")

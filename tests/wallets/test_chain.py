@@ -1,4 +1,4 @@
-"""Chain access: OgmiosChain against a loopback JSON-RPC stub, and the FakeChain's ledger checks."""
+"""Chain access: OgmiosChain against a loopback JSON-RPC stub, and the MemoryChain's ledger checks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from sandbox.memchain import MemoryChain
 from tests.wallets.test_payment import TOKEN, KeySigner, fresh_address, pay
-from wallets.chain import MAINNET_PARAMS, Chain, FakeChain
+from wallets.chain import MAINNET_PARAMS, Chain
 from wallets.errors import (
     ChainProtocolError,
     ChainUnavailableError,
@@ -102,8 +103,8 @@ def chain(stub: Stub) -> Iterator[OgmiosChain]:
 
 
 def test_ogmios_chain_is_a_chain(chain: OgmiosChain) -> None:
-    """OgmiosChain and FakeChain both satisfy the Chain protocol."""
-    assert isinstance(chain, Chain) and isinstance(FakeChain(), Chain)
+    """OgmiosChain and MemoryChain both satisfy the Chain protocol."""
+    assert isinstance(chain, Chain) and isinstance(MemoryChain(), Chain)
 
 
 def test_tip_and_origin(stub: Stub, chain: OgmiosChain) -> None:
@@ -325,13 +326,13 @@ def test_threads_share_the_connection_safely(stub: Stub, chain: OgmiosChain) -> 
     assert errors == [] and stub.connections == 1
 
 
-# --- FakeChain ---------------------------------------------------------------------------
+# --- MemoryChain ---------------------------------------------------------------------------
 
 
 def test_fake_chain_mempool_and_blocks() -> None:
     """Without auto_confirm a tx waits in the mempool (its outputs chainable) until a block confirms it."""
     signer, payee = KeySigner(), fresh_address()
-    chain = FakeChain(auto_confirm=False, slot=10)
+    chain = MemoryChain(auto_confirm=False, slot=10)
     chain.fund(signer.address, 20_000_000)
     first = pay([RequiredOutput(payee, 2_000_000)], chain.utxos_at(signer.address), signer)
     chain.submit(first.cbor)
@@ -346,7 +347,7 @@ def test_fake_chain_mempool_and_blocks() -> None:
 def test_fake_chain_refuses_like_the_ledger() -> None:
     """Spent inputs (3117), another key's signature (3101), a past TTL (3118) are refused with typed errors."""
     signer, thief, payee = KeySigner(), KeySigner(), fresh_address()
-    chain = FakeChain(slot=10)
+    chain = MemoryChain(slot=10)
     chain.fund(signer.address, 20_000_000)
     utxos = chain.utxos_at(signer.address)
     p = pay([RequiredOutput(payee, 2_000_000)], utxos, signer)
@@ -367,7 +368,7 @@ def test_fake_chain_refuses_like_the_ledger() -> None:
 
 def test_fake_chain_fault_injection() -> None:
     """fail_next makes the next call of a method raise the given error, once."""
-    chain = FakeChain()
+    chain = MemoryChain()
     chain.fail_next("tip", ChainUnavailableError("down"))
     with pytest.raises(ChainUnavailableError):
         chain.tip()

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wallets.chain import MAINNET_PARAMS, FakeChain
+from sandbox.memchain import MemoryChain
+from wallets.chain import MAINNET_PARAMS
 from wallets.errors import AddressError, AmountError, InsufficientFundsError
 from wallets.payment import (
     MetadataError,
@@ -150,7 +151,7 @@ def test_signature_verifies_over_body_hash(signer: KeySigner, payees: list[str])
 
 def test_fake_ledger_accepts_with_exact_fee(signer: KeySigner, payees: list[str]) -> None:
     """A ledger applying the fee, min-UTxO, signature and conservation rules accepts the transaction."""
-    chain = FakeChain()
+    chain = MemoryChain()
     chain.fund(signer.address, 30_000_000, {TOKEN: 40})
     p = pay([RequiredOutput(payees[0], 1_234_567), RequiredOutput(payees[1], 3, TOKEN)],
             chain.utxos_at(signer.address), signer)
@@ -257,7 +258,7 @@ def test_dust_folds_into_fee_only_as_last_resort(signer: KeySigner, payees: list
     p = pay([RequiredOutput(payees[0], 2_000_000)], [utxo(signer.address, 2_500_000)], signer)
     assert p.change == () and p.fee_lovelace == 500_000 and p.cost_lovelace == 2_500_000
     assert p.fee_lovelace >= min_fee(len(p.cbor) - 1, MAINNET_PARAMS)
-    chain = FakeChain()
+    chain = MemoryChain()
     chain.fund(signer.address, 2_500_000)
     assert chain.submit(pay([RequiredOutput(payees[0], 2_000_000)], chain.utxos_at(signer.address),
                             signer).cbor)

@@ -1,4 +1,4 @@
-"""PaymentSender over FakeChain: reservations, mempool chaining, waiting, confirmations, refusals."""
+"""PaymentSender over MemoryChain: reservations, mempool chaining, waiting, confirmations, refusals."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any, Collection
 
 import pytest
 
+from sandbox.memchain import MemoryChain
 from tests.threads import run_threads
-
 from tests.wallets.test_payment import KeySigner, fresh_address
-from wallets.chain import FakeChain
 from wallets.errors import (
     ChainUnavailableError,
     FeeTooSmallError,
@@ -39,7 +38,7 @@ def signer() -> KeySigner:
 
 def test_back_to_back_from_one_utxo_within_one_block(signer: KeySigner) -> None:
     """Ten payments from a single UTxO chain on each other's change in the mempool and all confirm."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     chain.fund(signer.address, 100_000_000)
     payee = fresh_address()
     sender = PaymentSender(chain, signer)
@@ -57,7 +56,7 @@ def test_back_to_back_from_one_utxo_within_one_block(signer: KeySigner) -> None:
 @pytest.mark.parametrize("auto_confirm", [True, False])
 def test_concurrent_payments_never_share_an_input(signer: KeySigner, auto_confirm: bool) -> None:
     """Twenty payments launched at once from four UTxOs are all accepted, each input spent once."""
-    chain = FakeChain(auto_confirm=auto_confirm)
+    chain = MemoryChain(auto_confirm=auto_confirm)
     for _ in range(4):
         chain.fund(signer.address, 50_000_000)
     payee = fresh_address()
@@ -74,7 +73,7 @@ def test_concurrent_payments_never_share_an_input(signer: KeySigner, auto_confir
 
 def test_waits_for_an_in_flight_payment_instead_of_failing(signer: KeySigner) -> None:
     """With the only UTxO reserved by a payment not yet submitted, the next build waits and chains on its change."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     chain.fund(signer.address, 40_000_000)
     payee = fresh_address()
     sender = PaymentSender(chain, signer, poll_s=0.01)
@@ -99,7 +98,7 @@ def test_waits_for_an_in_flight_payment_instead_of_failing(signer: KeySigner) ->
 
 def test_gives_up_waiting_after_the_deadline(signer: KeySigner) -> None:
     """If no in-flight payment frees funds before wait_s, build raises InsufficientFundsError."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     chain.fund(signer.address, 40_000_000)
     ticks = iter(range(1000))
     sender = PaymentSender(chain, signer, wait_s=3, poll_s=0.001, clock=lambda: float(next(ticks)))
@@ -110,7 +109,7 @@ def test_gives_up_waiting_after_the_deadline(signer: KeySigner) -> None:
 
 def test_hopeless_payment_fails_at_once(signer: KeySigner) -> None:
     """A payment the whole wallet cannot cover fails immediately even while others are in flight."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     chain.fund(signer.address, 40_000_000)
     sender = PaymentSender(chain, signer, wait_s=3600, clock=lambda: 0.0)
     sender.build(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="holder")
@@ -120,7 +119,7 @@ def test_hopeless_payment_fails_at_once(signer: KeySigner) -> None:
 
 def test_release_frees_inputs(signer: KeySigner) -> None:
     """release(owner) of an abandoned payment makes its inputs selectable again."""
-    chain = FakeChain()
+    chain = MemoryChain()
     ref = chain.fund(signer.address, 40_000_000)
     sender = PaymentSender(chain, signer, wait_s=0)
     abandoned = sender.build(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="gone")
@@ -147,7 +146,7 @@ class ConflictOnce(MemoryReservations):
 
 def test_reservation_conflict_reselects(signer: KeySigner) -> None:
     """When another process wins the race for the chosen inputs, other inputs are selected."""
-    chain = FakeChain()
+    chain = MemoryChain()
     a = chain.fund(signer.address, 40_000_000)
     b = chain.fund(signer.address, 30_000_000)
     store = ConflictOnce()
@@ -158,7 +157,7 @@ def test_reservation_conflict_reselects(signer: KeySigner) -> None:
 
 def test_two_senders_share_one_store(signer: KeySigner) -> None:
     """Two senders over one reservation store (two workers) never pick the same input."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     for _ in range(6):
         chain.fund(signer.address, 20_000_000)
     store = MemoryReservations()
@@ -169,7 +168,7 @@ def test_two_senders_share_one_store(signer: KeySigner) -> None:
 
 def test_inputs_spent_are_dropped(signer: KeySigner) -> None:
     """On InputsSpentError the spent input is not selected again, the owner is released, the error surfaces."""
-    chain = FakeChain()
+    chain = MemoryChain()
     a = chain.fund(signer.address, 40_000_000)
     b = chain.fund(signer.address, 30_000_000)
     sender = PaymentSender(chain, signer, wait_s=0)
@@ -192,7 +191,7 @@ def test_stale_pending_change_refused_once_is_not_offered_again(signer: KeySigne
     spent reference was forgotten at the next selection (it is not on the ledger either), so
     the same dead input was picked again and again.
     """
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     chain.fund(signer.address, 40_000_000)
     store = MemoryReservations()
     dead = PaymentSender(chain, signer, reservations=store, wait_s=0)
@@ -214,7 +213,7 @@ def test_stale_pending_change_refused_once_is_not_offered_again(signer: KeySigne
 
 def test_refused_submit_releases_but_lost_connection_keeps(signer: KeySigner) -> None:
     """A ledger refusal frees the inputs; a lost connection keeps them reserved (the tx may be in)."""
-    chain = FakeChain()
+    chain = MemoryChain()
     chain.fund(signer.address, 40_000_000)
     sender = PaymentSender(chain, signer, wait_s=0)
     p = sender.build(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="x")
@@ -231,7 +230,7 @@ def test_refused_submit_releases_but_lost_connection_keeps(signer: KeySigner) ->
 
 def test_dropped_transaction_frees_its_inputs(signer: KeySigner) -> None:
     """A tx out of the mempool and past its TTL is dropped; its inputs return and its change goes."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     ref = chain.fund(signer.address, 40_000_000)
     sender = PaymentSender(chain, signer)
     p = sender.pay(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="x")
@@ -249,7 +248,7 @@ def test_dropped_transaction_frees_its_inputs(signer: KeySigner) -> None:
 
 def test_confirmation_releases_without_mempool_queries(signer: KeySigner) -> None:
     """Once a payment's change shows on the ledger, it is settled from the UTxO query alone."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     chain.fund(signer.address, 40_000_000)
     sender = PaymentSender(chain, signer)
     p = sender.pay(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="x")
@@ -261,7 +260,7 @@ def test_confirmation_releases_without_mempool_queries(signer: KeySigner) -> Non
 
 def test_track_resumes_a_payment_after_restart(signer: KeySigner) -> None:
     """A payment submitted by an earlier process is tracked until confirmed, its inputs kept meanwhile."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     chain.fund(signer.address, 40_000_000)
     old = PaymentSender(chain, signer)
     p = old.pay(ada(fresh_address(), 2_000_000), ttl_slot=TTL, owner="job-1")
@@ -275,7 +274,7 @@ def test_track_resumes_a_payment_after_restart(signer: KeySigner) -> None:
 
 def test_tracked_unsubmitted_payment_keeps_its_inputs(signer: KeySigner) -> None:
     """A tracked payment the API server has not submitted yet keeps its inputs while another build waits."""
-    chain = FakeChain(auto_confirm=False)
+    chain = MemoryChain(auto_confirm=False)
     ref = chain.fund(signer.address, 40_000_000)
     ticks = iter(range(1000))
     sender = PaymentSender(chain, signer, wait_s=3, poll_s=0.001, clock=lambda: float(next(ticks)))
@@ -293,7 +292,7 @@ def test_tracked_unsubmitted_payment_keeps_its_inputs(signer: KeySigner) -> None
 
 def test_inputs_are_reserved_before_signing(signer: KeySigner) -> None:
     """The reservation (the intent) is written before the key signs; a failing signer frees it again."""
-    chain = FakeChain()
+    chain = MemoryChain()
     ref = chain.fund(signer.address, 40_000_000)
     seen: list[set[OutputRef]] = []
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from sandbox.memchain import MemoryChain
 from tests.wallets.test_payment import KeySigner, fresh_address
-from wallets.chain import FakeChain, IntersectionNotFoundError
+from wallets.chain import IntersectionNotFoundError
 from wallets.sender import PaymentSender
 from wallets.types import OutputRef, RequiredOutput
 
@@ -24,7 +25,7 @@ def _chained_pair(chain: Any, signer: KeySigner, ttl_slot: int) -> tuple[Any, An
 
 def test_fake_chain_finds_a_landed_transaction_whatever_happened_to_its_outputs() -> None:
     """A transaction whose every output is spent is still found, in its block; absent ones are not."""
-    chain = FakeChain()
+    chain = MemoryChain()
     signer = KeySigner()
     chain.fund(signer.address, 50_000_000)
     start = chain.tip()
@@ -40,7 +41,7 @@ def test_fake_chain_finds_a_landed_transaction_whatever_happened_to_its_outputs(
 
 def test_fake_chain_names_another_spender_of_the_inputs() -> None:
     """spent_by names the other transaction that consumed an input the asked one needed."""
-    chain = FakeChain()
+    chain = MemoryChain()
     start = chain.tip()
     ref = OutputRef("cd" * 32, 0)
     chain.confirm_elsewhere("ef" * 32, [ref])

@@ -319,11 +319,11 @@ OTHER = ("addr_test1qpu5vlrf4xkxv2qpwngf6cjhtw542ayty80v8dyr49rf5ewvxwdrt70qlcpe
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], home: Path,
          tmp_path: Path) -> Any:
-    """The vector wallet imported on devnet, funded with 100 ADA + 7 ADA/500 tokens on a FakeChain."""
-    from wallets.chain import FakeChain
+    """The vector wallet imported on devnet, funded with 100 ADA + 7 ADA/500 tokens on a MemoryChain."""
+    from sandbox.memchain import MemoryChain
 
     _import_vector(capsys, home, tmp_path, network="devnet")
-    chain = FakeChain(slot=50)
+    chain = MemoryChain(slot=50)
     chain.fund(VECTOR_TESTNET, 100_000_000)
     chain.fund(VECTOR_TESTNET, 7_000_000, {TOKEN: 500})
     monkeypatch.setattr(wallet_cmd, "_open_chain", lambda args: chain)
