@@ -555,7 +555,7 @@ class X402Auth(httpx.Auth):
             yield _Notify("refused", proof, response)
             raise PaymentRejectedError(
                 f"invoice {proof.invoice_id}: the server refused the paid call with HTTP {status}: "
-                f"{_short(detail)}",
+                f"{short_detail(detail)}",
                 status=status, detail=detail, invoice_id=proof.invoice_id, request_id=key,
             )
 
@@ -710,7 +710,8 @@ def _v2_detail(response: httpx.Response, detail: Any) -> Any:
     return refusal_reason(response)
 
 
-def _short(detail: Any, limit: int = 200) -> str:
+def short_detail(detail: Any, limit: int = 200) -> str:
+    """An error detail as one short line (JSON for structures), safe to print."""
     text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
     from agent.output import terminal_safe
 

@@ -1,116 +1,27 @@
-"""Server-Sent Events: an incremental ``text/event-stream`` parser, and the chat stream built on it.
+"""The T API chat stream: Server-Sent Events, read with ``httpx-sse``, of JSON frames until ``data: [DONE]``.
 
-Lines go in (``httpx.Response.iter_lines`` already splits on CR, LF and CRLF), events come
-out. A blank line dispatches the event; ``data`` lines are joined with newlines; comments
-(``:``) are ignored. At the end of the stream a pending event is still dispatched, because
-servers often close right after their last ``data:`` line.
+The event-stream format (fields, multi-line data, comments, CR/LF/CRLF line ends, and a
+last event left incomplete by the end of the stream, which is dropped as the spec says) is
+httpx-sse's; this module turns frames into :class:`ChatEvent` and tells a stream that
+finished (``[DONE]``) from one that was cut.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, AsyncGenerator, AsyncIterable, AsyncIterator, Generator, Iterable, Iterator
+from typing import Any, AsyncGenerator, Generator
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
+from agent.auth import short_detail
 from agent.errors import ApiError, TransientApiError
 
 _CUT_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 DONE = "[DONE]"
 """The data of the frame that ends an OpenAI-style stream."""
-
-
-@dataclass(frozen=True)
-class SSEEvent:
-    """One dispatched event: its type, its data, and the last event id seen."""
-
-    event: str = "message"
-    data: str = ""
-    id: str | None = None
-    retry_ms: int | None = None
-
-    @property
-    def is_done(self) -> bool:
-        """True for the ``data: [DONE]`` frame."""
-        return self.data.strip() == DONE
-
-
-class SSEDecoder:
-    """Feed it lines one at a time; it returns an event whenever a blank line completes one."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-        self._event = ""
-        self._last_id: str | None = None
-        self._retry_ms: int | None = None
-        self._started = False
-
-    def feed(self, line: str) -> SSEEvent | None:
-        """Take one line (without its line ending); return the event it completes, if any."""
-        if not self._started:
-            self._started = True
-            line = line.removeprefix("\ufeff")
-        line = line.rstrip("\r\n")
-        if line == "":
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        field, sep, value = line.partition(":")
-        if sep and value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._event = value
-        elif field == "id":
-            if "\0" not in value:
-                self._last_id = value
-        elif field == "retry":
-            if value.isdigit():
-                self._retry_ms = int(value)
-        return None
-
-    def flush(self) -> SSEEvent | None:
-        """End of stream: dispatch what is pending (if it has data)."""
-        return self._dispatch()
-
-    def _dispatch(self) -> SSEEvent | None:
-        data, event = self._data, self._event
-        self._data, self._event = [], ""
-        if not data:
-            return None
-        return SSEEvent(
-            event=event or "message",
-            data="\n".join(data),
-            id=self._last_id,
-            retry_ms=self._retry_ms,
-        )
-
-
-def iter_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
-    """Parse an iterable of lines into events, dispatching a trailing one at the end."""
-    decoder = SSEDecoder()
-    for line in lines:
-        event = decoder.feed(line)
-        if event is not None:
-            yield event
-    tail = decoder.flush()
-    if tail is not None:
-        yield tail
-
-
-async def aiter_sse(lines: AsyncIterable[str]) -> AsyncIterator[SSEEvent]:
-    """The async twin of :func:`iter_sse`."""
-    decoder = SSEDecoder()
-    async for line in lines:
-        event = decoder.feed(line)
-        if event is not None:
-            yield event
-    tail = decoder.flush()
-    if tail is not None:
-        yield tail
 
 
 # --- the T API chat stream: SSE frames of JSON until data: [DONE] ---------------------------
@@ -138,6 +49,13 @@ def chat_event(data: str, event: str = "message") -> ChatEvent:
     return ChatEvent(type=kind, text=text if isinstance(text, str) else "", raw=payload)
 
 
+def _not_a_stream(response: httpx.Response, request_id: str) -> ApiError:
+    kind = response.headers.get("content-type", "").partition(";")[0].strip()
+    came = f"Content-Type {kind}" if kind else "no Content-Type"
+    return ApiError(f"POST /chat stream: answered with {came}, not text/event-stream (request_id {request_id})",
+                    status=response.status_code, request_id=request_id)
+
+
 def _stream_cut(response: httpx.Response, request_id: str, exc: Exception | None = None) -> TransientApiError:
     reason = type(exc).__name__ if exc is not None else "the stream ended before [DONE]"
     return TransientApiError(f"POST /chat stream cut: {reason} (request_id {request_id})",
@@ -154,10 +72,13 @@ class ChatStream:
 
     def _generate(self) -> Generator[ChatEvent, None, None]:
         try:
-            for sse in iter_sse(self._response.iter_lines()):
-                if sse.is_done:
+            for sse in EventSource(self._response).iter_sse():
+                if sse.data.strip() == DONE:
                     return
-                yield chat_event(sse.data, sse.event)
+                if sse.data:  # httpx-sse also hands on events with no data (an id or event line alone)
+                    yield chat_event(sse.data, sse.event)
+        except SSEError as exc:
+            raise _not_a_stream(self._response, self.request_id) from exc
         except _CUT_EXCEPTIONS as exc:
             raise _stream_cut(self._response, self.request_id, exc) from exc
         finally:
@@ -191,10 +112,13 @@ class AsyncChatStream:
 
     async def _generate(self) -> AsyncGenerator[ChatEvent, None]:
         try:
-            async for sse in aiter_sse(self._response.aiter_lines()):
-                if sse.is_done:
+            async for sse in EventSource(self._response).aiter_sse():
+                if sse.data.strip() == DONE:
                     return
-                yield chat_event(sse.data, sse.event)
+                if sse.data:
+                    yield chat_event(sse.data, sse.event)
+        except SSEError as exc:
+            raise _not_a_stream(self._response, self.request_id) from exc
         except _CUT_EXCEPTIONS as exc:
             raise _stream_cut(self._response, self.request_id, exc) from exc
         finally:
@@ -217,11 +141,3 @@ class AsyncChatStream:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-
-def short_detail(detail: Any, limit: int = 200) -> str:
-    """An error detail as one short line (JSON for structures)."""
-    text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
-    from agent.output import terminal_safe
-
-    text = " ".join(terminal_safe(str(text)).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

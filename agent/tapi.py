@@ -26,10 +26,10 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.auth import DEFAULT_MAX_BODY_BYTES, cap_stream, read_capped, response_detail
+from agent.auth import DEFAULT_MAX_BODY_BYTES, cap_stream, read_capped, response_detail, short_detail
 from agent.errors import AgentError, ApiError, TransientApiError
 from agent.retry import RetryPolicy, is_transient_status, parse_retry_after, utc_now
-from agent.sse import AsyncChatStream, ChatEvent, ChatStream, short_detail  # noqa: F401  (re-exported)
+from agent.sse import AsyncChatStream, ChatEvent, ChatStream  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 

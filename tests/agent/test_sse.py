@@ -6,32 +6,47 @@ import httpx
 import pytest
 
 from agent.errors import ApiError, TransientApiError
-from agent.sse import ChatStream, SSEDecoder, SSEEvent, chat_event, iter_sse
+from agent.sse import ChatStream, chat_event
 
 
 def test_frames_split_on_blank_lines_and_join_multiline_data() -> None:
-    """A blank line dispatches; several data lines join with newlines; comments are ignored."""
-    lines = [": keep-alive", "event: note", "data: one", "data: two", "", "data:three", "", "id: 7", "retry: 1500",
-             "data: four", ""]
-    events = list(iter_sse(lines))
-    assert events[0] == SSEEvent(event="note", data="one\ntwo")
-    assert events[1] == SSEEvent(data="three")
-    assert events[2] == SSEEvent(data="four", id="7", retry_ms=1500)
+    """A blank line dispatches; several data lines join with newlines; comments, id and retry are no text.
+
+    Line ends may be LF, CRLF or CR; a non-JSON frame is text of its SSE event type.
+    """
+    body = (b": keep-alive\n\nevent: note\ndata: one\ndata: two\n\ndata:three\r\n\r\n"
+            b"id: 7\rretry: 1500\rdata: four\r\rdata: [DONE]\n\n")
+    assert [(e.type, e.text) for e in _stream(body)] == [("note", "one\ntwo"), ("message", "three"),
+                                                         ("message", "four")]
 
 
-def test_trailing_event_without_blank_line_is_dispatched() -> None:
-    """A stream that closes right after its last data line still yields that event."""
-    events = list(iter_sse(["data: [DONE]"]))
-    assert len(events) == 1 and events[0].is_done
+def test_an_incomplete_last_event_is_dropped() -> None:
+    """A stream ending without the blank line after its last frame: that frame is not dispatched (SSE spec).
+
+    So a ``data: [DONE]`` cut before its blank line is not taken as the end: the stream was cut.
+    """
+    cut_done = _stream(b'data: {"type":"content","text":"a"}\n\ndata: [DONE]')
+    assert next(cut_done).text == "a"
+    with pytest.raises(TransientApiError, match="before \\[DONE\\]"):
+        next(cut_done)
+    cut_text = _stream(b'data: {"type":"content","text":"a"}\n\ndata: {"type":"content","text":"half"}\n')
+    assert [next(cut_text).text] == ["a"]
+    with pytest.raises(TransientApiError, match="before \\[DONE\\]"):
+        next(cut_text)
 
 
-def test_bom_and_events_without_data() -> None:
-    """A leading BOM is dropped and an event with no data dispatches nothing."""
-    decoder = SSEDecoder()
-    assert decoder.feed("\ufeffevent: ping") is None
-    assert decoder.feed("") is None
-    assert decoder.feed("data: x") is None
-    assert decoder.feed("") == SSEEvent(data="x")
+def test_events_without_data_dispatch_nothing() -> None:
+    """An event line or an id alone, ended by a blank line, yields no chat event."""
+    body = b'event: ping\n\nid: 1\n\ndata: {"type":"content","text":"x"}\n\n\n\ndata: [DONE]\n\n'
+    assert [e.text for e in _stream(body)] == ["x"]
+
+
+def test_an_answer_that_is_not_an_event_stream_is_a_clear_api_error() -> None:
+    """A 200 JSON answer to a streamed chat: ApiError naming what came (not a silent empty stream)."""
+    stream = ChatStream(httpx.Response(200, json={"reply": "whole"}), "rid")
+    with pytest.raises(ApiError, match="Content-Type application/json, not text/event-stream") as caught:
+        next(stream)
+    assert not isinstance(caught.value, TransientApiError) and caught.value.request_id == "rid"
 
 
 def test_chat_event_reads_json_text_and_falls_back_to_raw_text() -> None:

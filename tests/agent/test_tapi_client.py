@@ -162,6 +162,9 @@ def test_chat_image_bytes_become_a_data_uri_and_bad_messages_are_refused() -> No
     assert len(server.seen) == 1
 
 
+SSE_TYPE = {"content-type": "text/event-stream"}
+
+
 def _sse(*texts: str, done: bool = True) -> bytes:
     frames = [f"data: {json.dumps({'type': 'content', 'text': t})}\n\n" for t in texts]
     return ("".join(frames) + ("data: [DONE]\n\n" if done else "")).encode()
@@ -186,7 +189,7 @@ def test_chat_stream_pays_then_streams_in_x402_mode() -> None:
 
     def answer(request: httpx.Request) -> httpx.Response:
         if request.headers.get("x-payment") == TX:
-            return httpx.Response(200, content=iter([_sse("paid ", "words")]))
+            return httpx.Response(200, content=iter([_sse("paid ", "words")]), headers=SSE_TYPE)
         return httpx.Response(402, json=INVOICE)
 
     server.queue("/chat", answer, answer)
@@ -416,7 +419,7 @@ def test_async_client_chats_streams_and_retries() -> None:
     server = Server()
     server.queue("/chat", paid_only({"reply": "paid"}), paid_only({"reply": "paid"}),
                  httpx.Response(503, headers={"Retry-After": "2"}),
-                 httpx.Response(200, content=_sse("a", "b")))
+                 httpx.Response(200, content=_sse("a", "b"), headers=SSE_TYPE))
     handler = Handler()
     sleeps: list[float] = []
 
