@@ -1,4 +1,4 @@
-"""The twin's payment verifier: reads the chain as an Ogmios client, never through the ledger object.
+"""The twin's payment verifier: reads the chain as an Ogmios client (the agent's), never through the ledger object.
 
 A proof (``X-Payment``) is a 64-hex transaction id or the hex CBOR of a signed transaction.
 The verifier finds the transaction on the ledger (``queryLedgerState/utxo`` by output
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from sandbox.errors import SandboxError
 from sandbox.invoices import Output
+from wallets.types import OutputRef
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +95,6 @@ def decode_tx(cbor: bytes) -> TxView:
     return TxView(tx_id, tuple(outputs), "cbor", network_id)
 
 
-def _assets_from_ogmios_value(value: Mapping[str, Any]) -> dict[str, int]:
-    assets: dict[str, int] = {}
-    for policy, entry in value.items():
-        if policy == "ada":
-            assets[LOVELACE] = int(entry["lovelace"])
-        elif isinstance(entry, Mapping):
-            for name, qty in entry.items():
-                assets[f"{policy}.{name}"] = int(qty)
-    return assets
-
-
 def check_outputs(view: TxView, required: Sequence[Output], *, network_id: int = 0) -> None:
     """Raise ProofRefusedError unless ``view`` pays every required output, per address and asset."""
     wrong_prefix = "addr1" if network_id == 0 else "addr_test1"
@@ -130,90 +119,76 @@ def check_outputs(view: TxView, required: Sequence[Output], *, network_id: int =
 
 
 class OgmiosReader:
-    """A minimal JSON-RPC client of Ogmios v6 over a WebSocket; one connection per call."""
+    """The verifier's reads and submissions, through the agent's Ogmios client (``wallets.ogmios``).
+
+    One client for every Ogmios reader: the same parsing, reconnection and typed errors as the
+    payer's. Chain failures become :class:`OgmiosUnreachableError`, node refusals of a submitted
+    proof :class:`ProofRefusedError`.
+    """
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, max_outputs: int = 64) -> None:
+        from wallets.ogmios import OgmiosChain
+
         self.url = url
-        self.timeout_s = timeout_s
         self.max_outputs = max_outputs
+        self._chain = OgmiosChain(url, timeout_s=timeout_s)
 
-    def _session(self) -> Any:
-        from websockets.sync.client import connect
+    def __repr__(self) -> str:
+        return f"OgmiosReader({self.url!r})"
 
-        try:
-            return connect(self.url, open_timeout=self.timeout_s, max_size=None)
-        except Exception as exc:  # OSError, TimeoutError, websockets' InvalidHandshake...
-            raise OgmiosUnreachableError(f"cannot reach Ogmios at {self.url}: {exc}") from exc
-
-    def _call(self, ws: Any, method: str, params: Mapping[str, Any] | None = None) -> dict:
-        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": method}
-        if params is not None:
-            msg["params"] = params
-        try:
-            ws.send(json.dumps(msg))
-            reply = json.loads(ws.recv(timeout=self.timeout_s))
-        except Exception as exc:  # ConnectionClosed, TimeoutError, bad JSON
-            raise OgmiosUnreachableError(f"Ogmios {method} at {self.url} failed: {type(exc).__name__}") from exc
-        if not isinstance(reply, dict):
-            raise OgmiosUnreachableError(f"Ogmios {method} answered a non-object")
-        return reply
-
-    def ledger_outputs(self, tx_id: str) -> TxView | None:
-        """Return the transaction's unspent outputs on the ledger, or None if none are there."""
-        refs = [{"transaction": {"id": tx_id}, "index": i} for i in range(self.max_outputs)]
-        with self._session() as ws:
-            reply = self._call(ws, "queryLedgerState/utxo", {"outputReferences": refs})
-        if "error" in reply:
-            raise OgmiosUnreachableError(f"utxo query refused: {reply['error'].get('message')}")
-        try:
-            items = sorted(reply["result"], key=lambda u: u["index"])
-            outs = tuple((u["address"], _assets_from_ogmios_value(u["value"])) for u in items)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise OgmiosUnreachableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
-        return TxView(tx_id, outs, "ledger") if outs else None
+    def close(self) -> None:
+        """Close the connection (a later call opens a new one)."""
+        self._chain.close()
 
     def unspent_outputs(self, tx_id: str) -> list[tuple[int, str, dict[str, int]]]:
-        """The transaction's outputs still unspent on the ledger: (index, address, {asset: quantity})."""
-        refs = [{"transaction": {"id": tx_id}, "index": i} for i in range(self.max_outputs)]
-        with self._session() as ws:
-            reply = self._call(ws, "queryLedgerState/utxo", {"outputReferences": refs})
-        if "error" in reply:
-            raise OgmiosUnreachableError(f"utxo query refused: {reply['error'].get('message')}")
+        """The transaction's outputs still unspent on the ledger: (index, address, {asset: quantity}), by index."""
+        from wallets.errors import ChainError
+
+        refs = [OutputRef(tx_id, i) for i in range(self.max_outputs)]
         try:
-            return [(int(u["index"]), str(u["address"]), _assets_from_ogmios_value(u["value"]))
-                    for u in reply["result"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise OgmiosUnreachableError(f"unexpected utxo answer from Ogmios: {exc!r}") from exc
+            utxos = self._chain.utxos_by_refs(refs)
+        except ChainError as exc:
+            raise OgmiosUnreachableError(f"utxo query at {self.url} failed: {exc}") from exc
+        return [(u.ref.index, u.address, {LOVELACE: u.lovelace, **u.assets})
+                for u in sorted(utxos, key=lambda u: u.ref.index)]
+
+    def ledger_outputs(self, tx_id: str) -> TxView | None:
+        """The transaction's unspent outputs on the ledger, or None if none are there."""
+        outs = tuple((address, assets) for _index, address, assets in self.unspent_outputs(tx_id))
+        return TxView(tx_id, outs, "ledger") if outs else None
 
     def mempool_tx(self, tx_id: str) -> TxView | None:
-        """Return the transaction from a fresh mempool snapshot, or None if it is not there."""
-        with self._session() as ws:
-            self._call(ws, "acquireMempool")  # the first snapshot of a connection comes at once
-            if self._call(ws, "hasTransaction", {"id": tx_id}).get("result") is not True:
+        """The transaction from a fresh mempool snapshot, or None if it is not there."""
+        from wallets.errors import ChainError, ChainProtocolError
+        from wallets.ogmios import parse_value
+
+        try:
+            tx = self._chain.mempool_transaction(tx_id)
+            if tx is None:
                 return None
-            while True:
-                reply = self._call(ws, "nextTransaction", {"fields": "all"})
-                tx = (reply.get("result") or {}).get("transaction")
-                if tx is None:
-                    return None
-                if tx.get("id") != tx_id:
-                    continue
-                try:
-                    outs = tuple((o["address"], _assets_from_ogmios_value(o["value"])) for o in tx["outputs"])
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise OgmiosUnreachableError(f"unexpected mempool transaction from Ogmios: {exc!r}") from exc
-                network = {"mainnet": 1, "testnet": 0}.get(str(tx.get("network")))
-                return TxView(tx_id, outs, "mempool", network)
+            outs = []
+            for out in tx.get("outputs") or ():
+                lovelace, assets = parse_value(out.get("value") if isinstance(out, dict) else None)
+                address = out.get("address")
+                if not isinstance(address, str):
+                    raise ChainProtocolError("bad address in a mempool transaction's output")
+                outs.append((address, {LOVELACE: lovelace, **assets}))
+        except ChainError as exc:
+            raise OgmiosUnreachableError(f"mempool query at {self.url} failed: {exc}") from exc
+        network = {"mainnet": 1, "testnet": 0}.get(str(tx.get("network")))
+        return TxView(tx_id, tuple(outs), "mempool", network)
 
     def submit(self, cbor: bytes) -> str:
         """Submit a signed transaction; return its id or raise ProofRefusedError with the node's reason."""
-        with self._session() as ws:
-            reply = self._call(ws, "submitTransaction", {"transaction": {"cbor": cbor.hex()}})
-        if "error" in reply:
-            err = reply["error"]
+        from wallets.errors import ChainError, SubmitError
+
+        try:
+            return self._chain.submit(cbor)
+        except SubmitError as exc:
             raise ProofRefusedError("payment_rejected_by_node",
-                                      f"node refused the transaction ({err.get('code')}: {err.get('message')})")
-        return str(reply["result"]["transaction"]["id"])
+                                    f"node refused the transaction ({exc.code}: {exc})") from None
+        except ChainError as exc:
+            raise OgmiosUnreachableError(f"submitting to Ogmios at {self.url} failed: {exc}") from exc
 
 
 class Verifier:

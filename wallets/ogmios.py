@@ -354,6 +354,24 @@ class OgmiosChain:
             raise ChainProtocolError("hasTransaction answer is not a boolean")
         return found
 
+    def mempool_transaction(self, tx_id: str) -> dict[str, Any] | None:
+        """``tx_id`` as Ogmios shows it (every field: outputs, network...) if it waits in the mempool, else None."""
+        with self._lock:
+            self._query("acquireMempool")
+            try:
+                if self._query("hasTransaction", {"id": tx_id}) is not True:
+                    return None
+                while True:
+                    tx = _get(self._query("nextTransaction", {"fields": "all"}), "transaction")
+                    if tx is None:
+                        return None  # left the snapshot's end: it cannot happen within one snapshot
+                    if not isinstance(tx, dict):
+                        raise ChainProtocolError("nextTransaction answer is not a transaction")
+                    if tx.get("id") == tx_id:
+                        return tx
+            finally:
+                self._query("releaseMempool")
+
     def find_transaction(self, tx_id: str, *, since: tuple[int, str] | None,
                          inputs: Sequence[OutputRef] = ()) -> TxLookup:
         """Did ``tx_id`` land? Chain sync (``findIntersection`` at ``since``, ``nextBlock`` to the tip).
