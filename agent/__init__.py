@@ -28,7 +28,6 @@ from agent.errors import (
 _LAZY = {
     "Agent": "agent.app",
     "TClient": "agent.tapi",
-    "AsyncTClient": "agent.tapi_async",
     "X402Auth": "agent.auth",
     "AsyncX402Auth": "agent.auth",
     "Invoice": "agent.x402",
@@ -40,7 +39,6 @@ __all__ = [
     "AgentError",
     "ApiError",
     "ApprovalRequiredError",
-    "AsyncTClient",
     "AsyncX402Auth",
     "BudgetExceededError",
     "ConfigError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, AsyncGenerator, Generator
+from typing import Any, Generator
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -100,44 +100,3 @@ class ChatStream:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class AsyncChatStream:
-    """The async twin of :class:`ChatStream`."""
-
-    def __init__(self, response: httpx.Response, request_id: str) -> None:
-        self.request_id = request_id
-        self._response = response
-        self._events = self._generate()
-
-    async def _generate(self) -> AsyncGenerator[ChatEvent, None]:
-        try:
-            async for sse in EventSource(self._response).aiter_sse():
-                if sse.data.strip() == DONE:
-                    return
-                if sse.data:
-                    yield chat_event(sse.data, sse.event)
-        except SSEError as exc:
-            raise _not_a_stream(self._response, self.request_id) from exc
-        except _CUT_EXCEPTIONS as exc:
-            raise _stream_cut(self._response, self.request_id, exc) from exc
-        finally:
-            await self._response.aclose()
-        raise _stream_cut(self._response, self.request_id)
-
-    def __aiter__(self) -> AsyncChatStream:
-        return self
-
-    async def __anext__(self) -> ChatEvent:
-        return await self._events.__anext__()
-
-    async def aclose(self) -> None:
-        await self._events.aclose()
-        await self._response.aclose()
-
-    async def __aenter__(self) -> AsyncChatStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-

@@ -1,9 +1,7 @@
 """The T API client: every route of the guide with typed results, in api-key or x402 mode.
 
-``TClient`` (sync, here) and ``AsyncTClient`` (:mod:`agent.tapi_async`, also importable
-from here) share the request builders and result parsers in :class:`_Routes`; each only
-runs the send-and-retry loop. Every call carries an
-``X-Request-Id`` (fresh uuid4 hex, or the caller's) that is reused across retries, so a
+Each route is a request plan (:class:`_Call`) and the parser of its answer; one
+send-and-retry loop runs them all. Every call carries an ``X-Request-Id`` (fresh uuid4 hex, or the caller's) that is reused across retries, so a
 resend after a 5xx or a timeout presents the proof of a call already paid instead of
 paying again (see :mod:`agent.auth`). api-key mode never pays; ``images/variations`` and
 the free routes never carry the x402 auth.
@@ -29,7 +27,7 @@ import httpx
 from agent.auth import DEFAULT_MAX_BODY_BYTES, cap_stream, read_capped, response_detail, short_detail
 from agent.errors import AgentError, ApiError, TransientApiError
 from agent.retry import RetryPolicy, is_transient_status, parse_retry_after, utc_now
-from agent.sse import AsyncChatStream, ChatEvent, ChatStream  # noqa: F401  (re-exported)
+from agent.sse import ChatEvent, ChatStream  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +109,7 @@ class PrepaidBalance:
 
 @dataclass(frozen=True)
 class _Call:
-    """One logical API call, independent of sync or async sending."""
+    """One logical API call: what to send; the client adds the headers of its mode."""
 
     method: str
     path: str
@@ -207,21 +205,41 @@ def _json_body(response: httpx.Response) -> Any:
         ) from exc
 
 
-class _Routes:
-    """Settings, request builders and result parsers shared by the sync and async clients."""
+def new_request_id() -> str:
+    """A fresh ``X-Request-Id``: uuid4 as 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+class TClient:
+    """The T API over ``httpx.Client``.
+
+    Args:
+        source: the base URL, or an Agent-like object (``.config.api.base_url/api_key/partner``,
+            ``.x402_auth()``, ``.wallet_address``) to take them from.
+        api_key: api-key mode: sent as ``api-key``; this client then never pays.
+        auth: x402 mode: an :class:`agent.auth.X402Auth` attached to the payable routes only.
+        partner, wallet_address: partner billing headers on payable calls (x402 mode).
+        transport: an httpx transport (``httpx.MockTransport`` in tests).
+        timeout_s: per-request timeout.
+        retry: backoff for 5xx, 408/425/429, timeouts and connection errors.
+        sleep, clock, rng, request_ids: injected for tests.
+    """
 
     def __init__(
         self,
         source: str | httpx.URL | Any,
         *,
-        api_key: str | None,
-        auth: httpx.Auth | None,
-        partner: str | None,
-        wallet_address: str | None,
-        retry: RetryPolicy,
-        clock: Callable[[], datetime],
-        rng: random.Random | None,
-        new_request_id: Callable[[], str],
+        api_key: str | None = None,
+        auth: httpx.Auth | None = None,
+        partner: str | None = None,
+        wallet_address: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+        request_ids: Callable[[], str] = new_request_id,
         max_body_bytes: int | None = None,
     ) -> None:
         if isinstance(source, (str, httpx.URL)):
@@ -243,8 +261,10 @@ class _Routes:
         self._retry = retry
         self._clock = clock
         self._rng = rng
-        self._new_request_id = new_request_id
+        self._new_request_id = request_ids
         self._max_body_bytes = max_body_bytes or DEFAULT_MAX_BODY_BYTES
+        self._sleep = sleep
+        self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout_s)
 
     @property
     def mode(self) -> str:
@@ -256,7 +276,7 @@ class _Routes:
 
     # --- building ------------------------------------------------------------------------
 
-    def _request(self, http: httpx.Client | httpx.AsyncClient, call: _Call, request_id: str) -> httpx.Request:
+    def _request(self, call: _Call, request_id: str) -> httpx.Request:
         if call.key_only and not self._api_key:
             raise ApiKeyRequiredError(f"{call.path} is api-key only (never paid): configure an api key")
         headers = {REQUEST_ID_HEADER: request_id, **call.headers}
@@ -266,7 +286,7 @@ class _Routes:
             headers["X-Partner"] = self._partner
             if self._wallet_address:
                 headers["X-Wallet-Address"] = self._wallet_address
-        return http.build_request(
+        return self._http.build_request(
             call.method, call.path, json=call.json, params=call.params, headers=headers,
             data=call.data, files=call.files,
         )
@@ -433,49 +453,6 @@ class _Routes:
         )
 
 
-def new_request_id() -> str:
-    """A fresh ``X-Request-Id``: uuid4 as 32 hex digits."""
-    return uuid.uuid4().hex
-
-
-class TClient(_Routes):
-    """The T API over ``httpx.Client``.
-
-    Args:
-        source: the base URL, or an Agent-like object (``.config.api.base_url/api_key/partner``,
-            ``.x402_auth()``, ``.wallet_address``) to take them from.
-        api_key: api-key mode: sent as ``api-key``; this client then never pays.
-        auth: x402 mode: an :class:`agent.auth.X402Auth` attached to the payable routes only.
-        partner, wallet_address: partner billing headers on payable calls (x402 mode).
-        transport: an httpx transport (``httpx.MockTransport`` in tests).
-        timeout_s: per-request timeout.
-        retry: backoff for 5xx, 408/425/429, timeouts and connection errors.
-        sleep, clock, rng, request_ids: injected for tests.
-    """
-
-    def __init__(
-        self,
-        source: str | httpx.URL | Any,
-        *,
-        api_key: str | None = None,
-        auth: httpx.Auth | None = None,
-        partner: str | None = None,
-        wallet_address: str | None = None,
-        transport: httpx.BaseTransport | None = None,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy = RetryPolicy(),
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], datetime] = utc_now,
-        rng: random.Random | None = None,
-        request_ids: Callable[[], str] = new_request_id,
-        max_body_bytes: int | None = None,
-    ) -> None:
-        super().__init__(source, api_key=api_key, auth=auth, partner=partner, wallet_address=wallet_address,
-                         retry=retry, clock=clock, rng=rng, new_request_id=request_ids,
-                         max_body_bytes=max_body_bytes)
-        self._sleep = sleep
-        self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout_s)
-
     def close(self) -> None:
         self._http.close()
 
@@ -490,7 +467,7 @@ class TClient(_Routes):
         attempt = 0
         while True:
             attempt += 1
-            request = self._request(self._http, call, request_id)
+            request = self._request(call, request_id)
             response: httpx.Response | None = None
             error: Exception | None = None
             try:
@@ -576,19 +553,10 @@ class TClient(_Routes):
 
 
 __all__ = [
-    "ApiKeyRequiredError", "AsyncChatStream", "AsyncTClient", "ChatEvent", "ChatReply", "ChatStream",
+    "ApiKeyRequiredError", "ChatEvent", "ChatReply", "ChatStream",
     "ImageResult", "ImageTooLargeError", "InvalidRequestError", "MAX_IMAGE_BYTES", "PaymentStatus",
     "PrepaidBalance", "TClient", "TokenReport", "new_request_id",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # AsyncTClient lives in agent.tapi_async (which imports this module); loaded on first use.
-    if name == "AsyncTClient":
-        from agent.tapi_async import AsyncTClient
-
-        return AsyncTClient
-    raise AttributeError(f"module 'agent.tapi' has no attribute {name!r}")
 
 
 def _network_problem(exc: Exception) -> str:

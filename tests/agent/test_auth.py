@@ -326,6 +326,33 @@ def test_async_auth_with_async_handler_refuses_a_second_invoice() -> None:
     assert len(handler.paid) == 1 and len(handler.refused_calls) == 1
 
 
+def test_async_client_pays_once_and_a_resend_presents_the_same_proof() -> None:
+    """Through httpx.AsyncClient: a 402 is paid once; the paid retry's 503 keeps the proof, and the
+    caller's resend of the same call presents it (no second payment) and settles."""
+    seen: list[tuple[str | None, str]] = []
+    answers = iter([httpx.Response(402, json=INVOICE), httpx.Response(503), httpx.Response(200, json={"ok": 1})])
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers.get("x-payment"), request.headers["x-request-id"]))
+        return next(answers)
+
+    handler, time = AsyncFakeHandler(), FakeTime()
+    auth = AsyncX402Auth(handler, pending_backoff=BACKOFF, sleep=time.async_sleep, clock=time.clock)
+
+    async def drive() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(server), auth=auth) as client:
+            statuses = []
+            for _ in range(2):
+                response = await client.post("https://api.test/chat", json={"message": "hi"},
+                                             headers={"X-Request-Id": "rid-9"})
+                statuses.append(response.status_code)
+            return statuses
+
+    assert asyncio.run(drive()) == [503, 200]
+    assert seen == [(None, "rid-9"), (TX, "rid-9"), (TX, "rid-9")]
+    assert len(handler.paid) == 1 and len(handler.settled_calls) == 1 and auth.proof_for("rid-9") is None
+
+
 def test_async_only_auth_refuses_the_sync_flow() -> None:
     """AsyncX402Auth (or an async handler) used from a sync client fails clearly before sending."""
     with pytest.raises(AsyncAuthOnlyError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -19,7 +18,6 @@ from agent.retry import RetryPolicy
 from agent.tapi import (
     MAX_IMAGE_BYTES,
     ApiKeyRequiredError,
-    AsyncTClient,
     ImageTooLargeError,
     InvalidRequestError,
     TClient,
@@ -412,30 +410,6 @@ def test_agent_like_source_supplies_url_partner_and_auth() -> None:
         assert t.mode == "x402"
         assert t.chat("hi").reply == "paid"
     assert server.seen[0].headers["x-partner"] == "acme" and len(handler.paid) == 1
-
-
-def test_async_client_chats_streams_and_retries() -> None:
-    """AsyncTClient: paid chat, streamed chat and a retried 503 with an async injected sleep."""
-    server = Server()
-    server.queue("/chat", paid_only({"reply": "paid"}), paid_only({"reply": "paid"}),
-                 httpx.Response(503, headers={"Retry-After": "2"}),
-                 httpx.Response(200, content=_sse("a", "b"), headers=SSE_TYPE))
-    handler = Handler()
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    async def drive() -> None:
-        async with AsyncTClient(BASE, auth=x402(handler), transport=httpx.MockTransport(server), retry=RETRY,
-                                sleep=sleep, clock=lambda: NOW) as t:
-            assert (await t.chat("hi")).reply == "paid"
-            stream = await t.chat_stream("hi")
-            assert [e.text async for e in stream] == ["a", "b"]
-            assert (await t.health()) == {"reply": "ok", "session_id": "s"}
-
-    asyncio.run(drive())
-    assert sleeps == [2.0] and len(handler.paid) == 1 and len(handler.settled_calls) == 1
 
 
 def test_against_the_twin_free_and_api_key_routes(twin: Any) -> None:
