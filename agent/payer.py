@@ -29,9 +29,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from agent.approvals import invoice_terms
+from agent.approvals import Approvals, PayeePins, invoice_terms
 from agent.auth import Proof, proof_headers, response_detail
 from agent.faults import crash_point
 from agent.errors import (
@@ -56,7 +56,15 @@ from wallets.errors import (
     WalletError,
 )
 from wallets.networks import NetworkInfo
-from wallets.types import LOVELACE, OutputRef
+from wallets.types import LOVELACE, ProtocolParams, Tip
+
+if TYPE_CHECKING:
+    import httpx
+
+    from agent.workers import ProcessRegistry
+    from wallets.chain import Chain
+    from wallets.payment import SignedPayment
+    from wallets.sender import PaymentSender
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +120,7 @@ def current_job() -> JobContext:
     return getattr(_context, "value", None) or JobContext()
 
 
-def estimate_fee_lovelace(n_outputs: int, params: Any) -> int:
+def estimate_fee_lovelace(n_outputs: int, params: ProtocolParams) -> int:
     """A safe upper estimate of the fee before building: used to hold budget, then trued up."""
     size = 450 + 110 * (n_outputs + 1)
     return params.min_fee_coefficient * size + params.min_fee_constant
@@ -134,8 +142,8 @@ class WalletPayer:
         stopping: once set (SIGTERM), no new payment is started.
     """
 
-    def __init__(self, *, sender: Any, chain: Any, ledger: SpendLedger, policy: PaymentPolicy,
-                 pins: Any, approvals: Any, network: NetworkInfo, proof: str = "hash",
+    def __init__(self, *, sender: PaymentSender, chain: Chain, ledger: SpendLedger, policy: PaymentPolicy,
+                 pins: PayeePins, approvals: Approvals, network: NetworkInfo, proof: str = "hash",
                  partner: str | None = None, clock: Callable[[], float] = time.time,
                  stopping: threading.Event | None = None) -> None:
         if proof not in ("hash", "cbor"):
@@ -162,7 +170,7 @@ class WalletPayer:
         recovery.forget_owner(self.owner)
 
     # -- PaymentHandler ---------------------------------------------------------------------
-    def pay(self, request: Any, response_body: bytes) -> Proof:
+    def pay(self, request: httpx.Request, response_body: bytes) -> Proof:
         """Pay the invoice in a 402 body for ``request``; raise an AgentError to refuse (nothing paid)."""
         if self.stopping is not None and self.stopping.is_set():
             raise StopRequestedError("the agent is stopping: no new payment started")
@@ -199,8 +207,12 @@ class WalletPayer:
         params = self.chain.protocol_params()
         fee_estimate = estimate_fee_lovelace(len(invoice.outputs), params)
         estimated_cost = self._cost_estimate(invoice, params) + fee_estimate
-        refusal = dict(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
-                       amounts=invoice.total_by_asset(), outputs=invoice.outputs, tags=ctx.tags)
+
+        def record_refusal(reason: str) -> None:
+            self.ledger.record_refusal(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
+                                       reason=reason, now=now, amounts=invoice.total_by_asset(),
+                                       outputs=invoice.outputs, tags=ctx.tags)
+
         terms = invoice_terms(invoice, host)
         try:
             if invoice.seconds_left(now_dt) < MIN_PAYABLE_S:
@@ -233,7 +245,7 @@ class WalletPayer:
                 # Same error type, its message naming the approval that lets the new payee in.
                 exc.args = (f"{exc}; if the new payee is right, run `cardano-agent approve {approval_id}`",)
                 setattr(exc, "approval_id", str(approval_id))
-            self.ledger.record_refusal(reason=f"{exc.reason}: {exc}", now=now, **refusal)
+            record_refusal(f"{exc.reason}: {exc}")
             raise
         try:
             row = self.ledger.reserve(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
@@ -243,7 +255,7 @@ class WalletPayer:
                                       partner=request.headers.get("X-Partner") or invoice.partner,
                                       batch_target=invoice.batch_target or 1, owner=self.owner)
         except BudgetExceededError as exc:
-            self.ledger.record_refusal(reason=f"budget: {exc}", now=now, **refusal)
+            record_refusal(f"budget: {exc}")
             raise
         crash_point("after_reserve")
         ctx.notify("paying")
@@ -253,13 +265,13 @@ class WalletPayer:
         ctx.notify("awaiting_settlement")
         return proof
 
-    def pay_v2(self, request: Any, response: Any) -> Proof:
+    def pay_v2(self, request: httpx.Request, response: httpx.Response) -> Proof:
         """Pay an x402 v2 (or v1) 402 for ``request`` (see ``agent.x402v2_payer``)."""
         from agent import x402v2_payer
 
         return x402v2_payer.pay(self, request, response)
 
-    def settled(self, proof: Proof, response: Any) -> None:
+    def settled(self, proof: Proof, response: httpx.Response) -> None:
         """The paid retry succeeded: the payment is settled."""
         if proof.payment_id is None:
             return
@@ -271,7 +283,7 @@ class WalletPayer:
         if row.state in (SUBMITTED, "unsettled"):
             self.ledger.mark_settled(row.id, now=self.clock())
 
-    def refused(self, proof: Proof, response: Any) -> None:
+    def refused(self, proof: Proof, response: httpx.Response) -> None:
         """The server refused a payment already made: mark it unsettled; it is never paid again."""
         if proof.payment_id is None:
             return
@@ -295,7 +307,7 @@ class WalletPayer:
 
     # -- steps ------------------------------------------------------------------------------
     def _build_and_send(self, invoice: Invoice, row: PaymentRow, pin: frozenset[str], host: str, *,
-                        partner: str | None, tip: Any = None) -> Proof:
+                        partner: str | None, tip: Tip | None = None) -> Proof:
         owner = str(row.id)
         try:
             # ``tip``: read before this transaction exists (in ``pay``), so recovery may read from it.
@@ -342,7 +354,7 @@ class WalletPayer:
                  payment.cost_lovelace - payment.fee_lovelace, payment.fee_lovelace)
         return self._proof(row, invoice.expires_at, partner=partner)
 
-    def _read_tip(self) -> Any:
+    def _read_tip(self) -> Tip | None:
         """The chain tip, or None when the chain cannot say now (the payment then reads it again)."""
         try:
             return self.chain.tip()
@@ -350,17 +362,15 @@ class WalletPayer:
             log.debug("chain tip unavailable (%s)", exc)
             return None
 
-    def _judged_now(self, now: float, *, tip: Any = None) -> float:
+    def _judged_now(self, now: float, *, tip: Tip | None = None) -> float:
         """``now``, or the start of the chain tip's slot when that is later (the local clock is slow)."""
-        slot_time = getattr(self.chain, "slot_time", None)
-        if not callable(slot_time):
-            return now
         try:
             tip_slot = (tip if tip is not None else self.chain.tip()).slot
-            return max(now, float(slot_time(tip_slot))) if tip_slot > 0 else now
+            started = self.chain.slot_time(tip_slot) if tip_slot > 0 else None
         except WalletError as exc:
             log.debug("chain time unavailable (%s); judging by the local clock", exc)
             return now
+        return max(now, started) if started is not None else now
 
     def _after_failed_submit(self, row: PaymentRow, exc: SubmitError) -> None:
         """The ledger refused our first submission: release only if it provably never lands.
@@ -391,7 +401,7 @@ class WalletPayer:
             f"payment {row.id} for invoice {row.invoice_id}: the ledger answered {exc}; whether it "
             f"landed is not known yet ({evidence.detail}); it is kept until the chain says") from exc
 
-    def _check_fee_overpay(self, payment: Any) -> None:
+    def _check_fee_overpay(self, payment: SignedPayment) -> None:
         """Before signing: a payment with no change whose fee is above the ledger minimum gives the
         rest of the wallet's coins to the fee. Say so; pay only within ``max_fee_overpay`` or if the
         person at the terminal agrees; otherwise refuse (PolicyError, nothing paid)."""
@@ -415,11 +425,10 @@ class WalletPayer:
         raise PolicyError(f"{sentence}; refused: add funds to the wallet, or allow it with [policy] "
                           f"max_fee_overpay_ada = {extra / 1e6:.6f}", reason="fee_overpay")
 
-    def _slot_now(self, now: float, *, tip: Any = None) -> int:
+    def _slot_now(self, now: float, *, tip: Tip | None = None) -> int:
         """The ledger's current slot: from the chain's clock where it has one, never behind the tip."""
         tip_slot = (tip or self.chain.tip()).slot
-        current = getattr(self.chain, "current_slot", None)
-        return max(tip_slot, current(now)) if callable(current) else tip_slot
+        return max(tip_slot, self.chain.current_slot(now))
 
     def _proof(self, row: PaymentRow, expires_at: datetime, *, partner: str | None = None) -> Proof:
         assert row.tx_id is not None and row.cbor is not None
@@ -430,7 +439,7 @@ class WalletPayer:
         return Proof(invoice_id=row.invoice_id, payment=payment, headers=headers, expires_at=expires_at,
                      payment_id=str(row.id))
 
-    def _cost_estimate(self, invoice: Invoice, params: Any) -> int:
+    def _cost_estimate(self, invoice: Invoice, params: ProtocolParams) -> int:
         """Lovelace that will leave the wallet, before the fee: ADA outputs plus min-ADA of token outputs."""
         from wallets.payment import min_utxo_lovelace
 
@@ -463,12 +472,11 @@ class WalletPayer:
             return False
         return self.ledger.take_over(row.id, owner=self.owner, previous=row.owner, now=self.clock())
 
-    def _registry(self) -> Any:
-        """The shared store's process leases (to judge owners on other hosts), if the ledger has a store."""
+    def _registry(self) -> ProcessRegistry:
+        """The shared store's process leases (to judge owners on other hosts)."""
         from agent.workers import ProcessRegistry
 
-        db = getattr(self.ledger, "db", None)
-        return ProcessRegistry(db) if db is not None else None
+        return ProcessRegistry(self.ledger.db)
 
     def _settle_left_behind(self, row: PaymentRow) -> PaymentRow | None:
         """Before paying an invoice that has a reserved or signed row: resolve that row first.
@@ -604,8 +612,7 @@ class WalletPayer:
         log.info("recovery: payment %s (tx %s) released: %s", row.id, row.tx_id, evidence.detail)
 
     def _reservation_owners(self) -> set[str]:
-        owners = getattr(self.sender.reservations, "owners", None)
-        return set(owners()) if callable(owners) else set()
+        return self.sender.reservations.owners()
 
     def _forget_finished_reservations(self, stale_owners: set[str]) -> None:
         """Drop reservations and pending change left by payments that finished before a crash.
@@ -619,6 +626,8 @@ class WalletPayer:
             self.sender.reservations.release(owner)
 
     def _track(self, row: PaymentRow) -> None:
+        if row.tx_id is None:
+            return
         try:
             self.sender.track(str(row.id), row.tx_id, inputs=row.inputs, change=(), ttl_slot=row.ttl_slot)
         except WalletError as exc:

@@ -34,10 +34,14 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from wallets.errors import ChainError
 from wallets.types import OutputRef
+
+if TYPE_CHECKING:
+    from agent.workers import ProcessRegistry
+    from wallets.chain import Chain
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,8 @@ def forget_owner(owner: str) -> None:
         _live.discard(owner)
 
 
-def owner_is_gone(owner: str | None, *, updated_at: float, now: float, registry: Any = None) -> bool:
+def owner_is_gone(owner: str | None, *, updated_at: float, now: float,
+                  registry: ProcessRegistry | None = None) -> bool:
     """True if nothing alive pays rows of ``owner`` any more (rows without an owner predate owners).
 
     ``registry`` (an ``agent.workers.ProcessRegistry`` on the shared store) answers for another
@@ -98,6 +103,37 @@ def owner_is_gone(owner: str | None, *, updated_at: float, now: float, registry:
     return not pid_exists(pid)
 
 
+class SignedTx(Protocol):
+    """What :func:`judge` reads of a payment: its signed transaction and the chain point it was signed at.
+
+    ``agent.ledger.PaymentRow`` is one. Read-only properties, so frozen rows qualify.
+    """
+
+    @property
+    def tx_id(self) -> str | None: ...
+    @property
+    def inputs(self) -> Sequence[OutputRef]: ...
+    @property
+    def outputs(self) -> Sequence[object]: ...
+    @property
+    def ttl_slot(self) -> int | None: ...
+    @property
+    def sync_slot(self) -> int | None: ...
+    @property
+    def sync_id(self) -> str | None: ...
+
+
+class ParentPayment(SignedTx, Protocol):
+    """A payment whose change another one spends (``parent_of``): also its id, state and why it was released."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def reason(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """A verdict on a signed transaction (one of the module's five) and what showed it."""
@@ -111,13 +147,14 @@ class Evidence:
         return self.verdict in (LANDED, PENDING)
 
 
-def judge(chain: Any, row: Any, *, slot_now: int, parent_of: Callable[[str], Any] | None = None) -> Evidence:
+def judge(chain: Chain, row: SignedTx, *, slot_now: int,
+          parent_of: Callable[[str], ParentPayment | None] | None = None) -> Evidence:
     """What the chain says about ``row``'s signed transaction (see the module docstring).
 
     Args:
         chain: a ``wallets.chain.Chain``.
-        row: an ``agent.ledger.PaymentRow`` with ``tx_id``, ``inputs``, ``ttl_slot`` and its
-            signing point (``sync_slot``, ``sync_id``).
+        row: a :class:`SignedTx` (an ``agent.ledger.PaymentRow``): ``tx_id``, ``inputs``,
+            ``ttl_slot`` and its signing point (``sync_slot``, ``sync_id``).
         slot_now: the ledger's current slot (by the chain's clock).
         parent_of: the payment row whose transaction has a given id, or None; lets a transaction
             chained on a payment's change be judged by that payment's fate.
@@ -128,7 +165,8 @@ def judge(chain: Any, row: Any, *, slot_now: int, parent_of: Callable[[str], Any
     return _judge_by_parents(chain, row, slot_now=slot_now, parent_of=parent_of) or evidence
 
 
-def _judge_by_parents(chain: Any, row: Any, *, slot_now: int, parent_of: Callable[[str], Any]) -> Evidence | None:
+def _judge_by_parents(chain: Chain, row: SignedTx, *, slot_now: int,
+                      parent_of: Callable[[str], ParentPayment | None]) -> Evidence | None:
     """An absent transaction with an input gone from the ledger: can that input ever be spent by it?
 
     The input is change of one of our payments (a chained payment). If that payment can never
@@ -164,8 +202,10 @@ def _judge_by_parents(chain: Any, row: Any, *, slot_now: int, parent_of: Callabl
     return None
 
 
-def _judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
+def _judge(chain: Chain, row: SignedTx, *, slot_now: int) -> Evidence:
     tx_id = row.tx_id
+    if tx_id is None:
+        return Evidence(UNKNOWN, "no transaction was signed")
     try:
         if chain.in_mempool(tx_id):
             return Evidence(PENDING, "in the mempool")
@@ -174,7 +214,7 @@ def _judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
             return Evidence(LANDED, "an output of it is on the ledger")
     except ChainError as exc:
         return Evidence(UNKNOWN, f"the chain could not be read: {exc}")
-    if row.sync_id is None:
+    if row.sync_id is None or row.sync_slot is None:
         return _judge_by_inputs(chain, row, slot_now=slot_now)
     try:
         found = chain.find_transaction(tx_id, since=(row.sync_slot, row.sync_id), inputs=row.inputs)
@@ -193,7 +233,7 @@ def _judge(chain: Any, row: Any, *, slot_now: int) -> Evidence:
     return Evidence(ABSENT, f"in no block from slot {row.sync_slot} to {found.tip_slot}, not in the mempool")
 
 
-def _judge_by_inputs(chain: Any, row: Any, *, slot_now: int) -> Evidence:
+def _judge_by_inputs(chain: Chain, row: SignedTx, *, slot_now: int) -> Evidence:
     """Without a signing point (rows written before chain sync): an input still unspent proves it is not in a block.
 
     A transaction that landed spent every one of its inputs, so one of them unspent on the

@@ -21,7 +21,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from agent import recovery
 from agent import x402v2 as v2
@@ -30,7 +30,14 @@ from agent.errors import AgentError, ApprovalRequiredError, BudgetExceededError,
 from agent.faults import crash_point
 from agent.ledger import SETTLED, SIGNED, SUBMITTED, UNSETTLED, PaymentRow
 from agent import x402v2_store  # noqa: F401 - registers the x402v2_payments table
+from agent.store import Database
+from agent.x402 import Invoice
 from wallets.errors import AmountError, InsufficientFundsError, WalletError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from agent.payer import WalletPayer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +68,7 @@ def is_v2(row: PaymentRow) -> bool:
     return row.invoice_id.startswith(INVOICE_PREFIX)
 
 
-def stored(db: Any, payment_id: int) -> StoredPayload | None:
+def stored(db: Database, payment_id: int) -> StoredPayload | None:
     """The stored payload of payment ``payment_id``, if one was stored."""
     r = db.execute("SELECT * FROM x402v2_payments WHERE payment_id = ?", (payment_id,)).fetchone()
     if r is None:
@@ -70,7 +77,7 @@ def stored(db: Any, payment_id: int) -> StoredPayload | None:
                          r["settle_tx"], r["settle_status"], r["error_reason"])
 
 
-def _store(db: Any, payment_id: int, headers: Mapping[str, str], *, nonce: str, network: str, pay_to: str,
+def _store(db: Database, payment_id: int, headers: Mapping[str, str], *, nonce: str, network: str, pay_to: str,
            ttl_at: float, now: float) -> None:
     ((name, value),) = headers.items()
     with db.atomic() as conn:
@@ -80,7 +87,7 @@ def _store(db: Any, payment_id: int, headers: Mapping[str, str], *, nonce: str, 
             (payment_id, name, value, nonce, network, pay_to, ttl_at, now))
 
 
-def _record_answer(db: Any, payment_id: int, answer: v2.SettleAnswer | None, *, error: str | None, now: float) -> None:
+def _record_answer(db: Database, payment_id: int, answer: v2.SettleAnswer | None, *, error: str | None, now: float) -> None:
     with db.atomic() as conn:
         conn.execute(
             "UPDATE x402v2_payments SET settle_tx = COALESCE(?, settle_tx), settle_status = COALESCE(?, settle_status),"
@@ -90,7 +97,7 @@ def _record_answer(db: Any, payment_id: int, answer: v2.SettleAnswer | None, *, 
              answer.confirmations if answer else None, error, now, payment_id))
 
 
-def _host(request: Any) -> str:
+def _host(request: httpx.Request) -> str:
     netloc = request.url.netloc
     return netloc.decode() if isinstance(netloc, bytes) else str(netloc)
 
@@ -98,7 +105,7 @@ def _host(request: Any) -> str:
 # --- paying -----------------------------------------------------------------------------------
 
 
-def pay(payer: Any, request: Any, response: Any) -> Proof:
+def pay(payer: WalletPayer, request: httpx.Request, response: httpx.Response) -> Proof:
     """Pay a v2 (or v1) 402 for ``request`` from ``payer``'s wallet; raise an AgentError to refuse.
 
     Args:
@@ -112,7 +119,7 @@ def pay(payer: Any, request: Any, response: Any) -> Proof:
                             request_id=request_id)
 
 
-def pay_requirements(payer: Any, headers: Mapping[str, str], body: bytes, *, host: str, route: str,
+def pay_requirements(payer: WalletPayer, headers: Mapping[str, str], body: bytes, *, host: str, route: str,
                      request_id: str) -> Proof:
     """Choose, judge, reserve, build, sign and store the payment of a 402's requirements."""
     from agent.payer import current_job
@@ -152,7 +159,7 @@ def pay_requirements(payer: Any, headers: Mapping[str, str], body: bytes, *, hos
                            refusal_id=refusal_id)
 
 
-def _choose_and_pay(payer: Any, pr: v2.PaymentRequired, ok: list[v2.Requirement],
+def _choose_and_pay(payer: WalletPayer, pr: v2.PaymentRequired, ok: list[v2.Requirement],
                     rejected: list[tuple[int, str, str]], *, host: str, route: str, request_id: str,
                     refusal_id: str) -> Proof:
     from agent.approvals import invoice_terms
@@ -162,11 +169,13 @@ def _choose_and_pay(payer: Any, pr: v2.PaymentRequired, ok: list[v2.Requirement]
     now = payer.clock()
     now_dt = datetime.fromtimestamp(now, tz=timezone.utc)
     ctx = current_job()
-    params = payer.chain.protocol_params() if ok else None
-    fee_estimate = estimate_fee_lovelace(1, params) if params is not None else 0
     invoices = {r.index: v2.as_invoice(r, invoice_id=v2.invoice_id_for(r, request_id=request_id),
                                        network=payer.network, now=now_dt) for r in ok}
-    costs = {i: payer._cost_estimate(inv, params) + fee_estimate for i, inv in invoices.items()}
+    fee_estimate, costs = 0, {}
+    if ok:  # nothing to price otherwise: the chain is not asked
+        params = payer.chain.protocol_params()
+        fee_estimate = estimate_fee_lovelace(1, params)
+        costs = {i: payer._cost_estimate(inv, params) + fee_estimate for i, inv in invoices.items()}
     chosen = None
     for req in v2.cheapest_first(ok, lambda r: costs[r.index]):
         invoice = invoices[req.index]
@@ -220,7 +229,7 @@ def _choose_and_pay(payer: Any, pr: v2.PaymentRequired, ok: list[v2.Requirement]
     return proof
 
 
-def _build_and_store(payer: Any, pr: v2.PaymentRequired, req: v2.Requirement, invoice: Any,
+def _build_and_store(payer: WalletPayer, pr: v2.PaymentRequired, req: v2.Requirement, invoice: Invoice,
                      row: PaymentRow) -> Proof:
     owner = str(row.id)
     now = payer.clock()
@@ -276,7 +285,7 @@ def _proof(row: PaymentRow, headers: Mapping[str, str], ttl_at: float) -> Proof:
                  dialect=DIALECT)
 
 
-def proof_for_row(payer: Any, row: PaymentRow) -> Proof | None:
+def proof_for_row(payer: WalletPayer, row: PaymentRow) -> Proof | None:
     """The stored payload of a v2 row, as the proof to present again (None if none was stored)."""
     payload = stored(payer.ledger.db, row.id)
     if payload is None:
@@ -284,7 +293,7 @@ def proof_for_row(payer: Any, row: PaymentRow) -> Proof | None:
     return _proof(row, {payload.header_name: payload.header_value}, payload.ttl_at)
 
 
-def resume_proof(payer: Any, job_id: int) -> Proof | None:
+def resume_proof(payer: WalletPayer, job_id: int) -> Proof | None:
     """The payload a job's new attempt presents first: its latest v2 payment while the TTL is ahead.
 
     A payment that may still land (signed, submitted) is always presented again. A settled one
@@ -308,18 +317,18 @@ def resume_proof(payer: Any, job_id: int) -> Proof | None:
 # --- the answers ------------------------------------------------------------------------------
 
 
-def seen(payer: Any, row: PaymentRow) -> bool:
+def seen(payer: WalletPayer, row: PaymentRow) -> bool:
     """Is the row's transaction in the mempool or in a block (``agent.recovery``: chain sync, not UTxOs)?"""
     if not row.tx_id:
         return False
     return bool(payer._judge(row).out_there)
 
 
-def _expired(payer: Any, row: PaymentRow) -> bool:
+def _expired(payer: WalletPayer, row: PaymentRow) -> bool:
     return row.ttl_slot is not None and payer._slot_now(payer.clock()) >= row.ttl_slot
 
 
-def settled(payer: Any, proof: Proof, response: Any) -> None:
+def settled(payer: WalletPayer, proof: Proof, response: httpx.Response) -> None:
     """A 2xx answered the paid retry: record PAYMENT-RESPONSE; the row is settled once the tx is evidenced."""
     row = payer.ledger.get(int(proof.payment_id or 0))
     answer = v2.parse_payment_response(response.headers)
@@ -336,7 +345,7 @@ def settled(payer: Any, proof: Proof, response: Any) -> None:
         payer.ledger.mark_settled(row.id, now=payer.clock())
 
 
-def refused(payer: Any, proof: Proof, response: Any) -> None:
+def refused(payer: WalletPayer, proof: Proof, response: httpx.Response) -> None:
     """The server finally refused the paid retry: decide from the chain whether anything was paid."""
     row = payer.ledger.get(int(proof.payment_id or 0))
     answer = v2.parse_payment_response(response.headers)
@@ -360,7 +369,7 @@ def refused(payer: Any, proof: Proof, response: Any) -> None:
     log.warning("payment %s refused by the server, nothing paid: %s", row.id, reason)
 
 
-def refusal_reason(response: Any) -> str:
+def refusal_reason(response: httpx.Response) -> str:
     """The reason a v2 server gave: PAYMENT-RESPONSE errorReason, the new PAYMENT-REQUIRED error, or the status."""
     answer = v2.parse_payment_response(response.headers)
     if answer is not None and answer.error_reason:
@@ -374,7 +383,7 @@ def refusal_reason(response: Any) -> str:
 # --- recovery ---------------------------------------------------------------------------------
 
 
-def recover_row(payer: Any, row: PaymentRow) -> str:
+def recover_row(payer: WalletPayer, row: PaymentRow) -> str:
     """Decide an unfinished v2 row after a restart, from the chain; returns ``kept`` or ``released``.
 
     Never submits: a signed payload is the facilitator's to submit. Seen on chain ⇒ paid
@@ -404,7 +413,7 @@ def recover_row(payer: Any, row: PaymentRow) -> str:
     return "kept" if not _expired(payer, row) else "unresolved"
 
 
-def reconcile(payer: Any) -> dict[str, int]:
+def reconcile(payer: WalletPayer) -> dict[str, int]:
     """Settle from the chain the v2 rows whose answer never came (the SDK path, lost answers)."""
     counts = {"paid": 0, "released": 0, "waiting": 0}
     for row in payer.ledger.unfinished():

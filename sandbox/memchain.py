@@ -147,6 +147,10 @@ class MemoryChain:
             self._fault("current_slot")
             return self.ledger.slot
 
+    def slot_time(self, slot: int) -> float | None:
+        """None: this chain's slots have no wall-clock instant (time moves only with :meth:`advance`)."""
+        return None
+
     def protocol_params(self) -> ProtocolParams:
         """The parameters the ledger enforces."""
         with self._lock:

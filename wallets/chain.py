@@ -68,6 +68,17 @@ class Chain(Protocol):
         """Submit a signed transaction; return its id or raise a ``SubmitError`` subclass."""
         ...
 
+    def current_slot(self, now: float | None = None) -> int:
+        """The slot the ledger's clock is in at ``now`` (epoch seconds; None: now), which may be past the tip.
+
+        A chain that keeps no slot clock answers the tip's slot.
+        """
+        ...
+
+    def slot_time(self, slot: int) -> float | None:
+        """The instant (epoch seconds) ``slot`` starts at; None if the chain keeps no slot clock."""
+        ...
+
     def in_mempool(self, tx_id: str) -> bool:
         """Whether ``tx_id`` is waiting in the mempool."""
         ...

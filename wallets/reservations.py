@@ -42,6 +42,10 @@ class UtxoReservations(Protocol):
         """Every reserved ref, whoever holds it."""
         ...
 
+    def owners(self) -> set[str]:
+        """Every owner holding reservations or pending change (to reconcile after a restart)."""
+        ...
+
     def record_pending(self, owner: str, tx_id: str, change: Sequence[Utxo]) -> None:
         """``owner``'s transaction ``tx_id`` was submitted; its ``change`` is usable until confirmed."""
         ...
@@ -90,6 +94,11 @@ class MemoryReservations:
         """Who holds ``ref``, or None."""
         with self._lock:
             return self._holder.get(ref)
+
+    def owners(self) -> set[str]:
+        """Every owner holding reservations or pending change (to reconcile after a restart)."""
+        with self._lock:
+            return set(self._holder.values()) | {o for o, _ in self._pending.values()}
 
     def record_pending(self, owner: str, tx_id: str, change: Sequence[Utxo]) -> None:
         """``owner``'s transaction ``tx_id`` was submitted; its ``change`` is usable until confirmed."""

@@ -29,8 +29,21 @@ def res(request, db):
 
 
 def test_implements_the_wallets_protocol(db):
-    """SqliteReservations is a UtxoReservations."""
+    """SqliteReservations and MemoryReservations are UtxoReservations (owners() included)."""
     assert isinstance(SqliteReservations(db, "main"), UtxoReservations)
+    assert isinstance(MemoryReservations(), UtxoReservations)
+
+
+def test_owners_hold_inputs_or_pending_change(res):
+    """owners(): every owner holding inputs or pending change (recovery drops those of finished payments)."""
+    assert res.owners() == set()
+    res.reserve("p1", [A])
+    res.record_pending("p2", "d" * 64, [CHANGE])
+    assert res.owners() == {"p1", "p2"}
+    res.release("p1")
+    assert res.owners() == {"p2"}
+    res.release("p2")
+    assert res.owners() == set()
 
 
 def test_reserve_and_list(res):

@@ -107,6 +107,14 @@ def test_ogmios_chain_is_a_chain(chain: OgmiosChain) -> None:
     assert isinstance(chain, Chain) and isinstance(MemoryChain(), Chain)
 
 
+def test_memory_chain_slots_have_no_wall_clock_instant() -> None:
+    """MemoryChain's time moves only with advance(): no slot has a start instant, so payers judge by their clock."""
+    chain = MemoryChain(slot=7)
+    chain.advance(3)
+    assert chain.current_slot(1_800_000_000.0) == chain.current_slot() == 10
+    assert chain.slot_time(10) is None
+
+
 def test_tip_and_origin(stub: Stub, chain: OgmiosChain) -> None:
     """The tip parses; ``origin`` before the first block is slot 0."""
     assert chain.tip().slot == 1234 and chain.tip().id == "cd" * 32
