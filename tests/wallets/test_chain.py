@@ -1,4 +1,7 @@
-"""Chain access: OgmiosChain against a loopback JSON-RPC stub, and the MemoryChain's ledger checks."""
+"""Chain access: OgmiosChain against a loopback JSON-RPC stub, and the MemoryChain's test controls.
+
+What every Chain must answer alike is in test_chain_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from wallets.errors import (
     SubmitError,
 )
 from wallets.ogmios import OgmiosChain, parse_protocol_params, parse_ratio, parse_utxo
+from wallets.payment import build_payment
 from wallets.types import OutputRef, RequiredOutput
 
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "ogmios" / "test-vectors" / "v6.14.0"
@@ -337,7 +341,7 @@ def test_threads_share_the_connection_safely(stub: Stub, chain: OgmiosChain) -> 
 # --- MemoryChain ---------------------------------------------------------------------------
 
 
-def test_fake_chain_mempool_and_blocks() -> None:
+def test_memory_chain_mempool_and_blocks() -> None:
     """Without auto_confirm a tx waits in the mempool (its outputs chainable) until a block confirms it."""
     signer, payee = KeySigner(), fresh_address()
     chain = MemoryChain(auto_confirm=False, slot=10)
@@ -352,7 +356,7 @@ def test_fake_chain_mempool_and_blocks() -> None:
     assert sorted(u.lovelace for u in chain.utxos_at(payee)) == [2_000_000, 3_000_000]
 
 
-def test_fake_chain_refuses_like_the_ledger() -> None:
+def test_memory_chain_refuses_like_the_ledger() -> None:
     """Spent inputs (3117), another key's signature (3101), a past TTL (3118) are refused with typed errors."""
     signer, thief, payee = KeySigner(), KeySigner(), fresh_address()
     chain = MemoryChain(slot=10)
@@ -374,7 +378,7 @@ def test_fake_chain_refuses_like_the_ledger() -> None:
         chain.submit(late.cbor)
 
 
-def test_fake_chain_fault_injection() -> None:
+def test_memory_chain_fault_injection() -> None:
     """fail_next makes the next call of a method raise the given error, once."""
     chain = MemoryChain()
     chain.fail_next("tip", ChainUnavailableError("down"))
@@ -383,3 +387,32 @@ def test_fake_chain_fault_injection() -> None:
     assert chain.tip().slot == 0 and chain.calls["tip"] == 2
     assert chain.utxos_by_refs([chain.fund(fresh_address(), 5_000_000)])[0].lovelace == 5_000_000
     assert MAINNET_PARAMS == chain.protocol_params()
+
+
+def test_memory_chain_time_passes_with_blocks() -> None:
+    """advance() lets slots pass as the devnet does: a block at the new slot, where an expired tx is dropped."""
+    signer, payee = KeySigner(), fresh_address()
+    chain = MemoryChain(auto_confirm=False, slot=10)
+    start = chain.tip()
+    chain.fund(signer.address, 20_000_000)
+    p = build_payment([RequiredOutput(payee, 2_000_000)], utxos=chain.utxos_at(signer.address),
+                      change_address=signer.address, signer=signer, params=MAINNET_PARAMS, ttl_slot=50)
+    chain.submit(p.cbor)
+    chain.advance(100)
+    assert chain.tip().slot == chain.current_slot() == 110 and chain.tip().id != start.id
+    assert not chain.in_mempool(p.tx_id) and chain.utxos_at(payee) == []
+    assert not chain.find_transaction(p.tx_id, since=(start.slot, start.id)).landed
+
+
+def test_memory_chain_confirm_elsewhere_drops_what_needed_the_spent_input() -> None:
+    """Another wallet's transaction spends an input in a block: a waiting tx needing it leaves the mempool."""
+    signer = KeySigner()
+    chain = MemoryChain(auto_confirm=False)
+    ref = chain.fund(signer.address, 20_000_000)
+    p = pay([RequiredOutput(fresh_address(), 2_000_000)], chain.utxos_at(signer.address), signer)
+    chain.submit(p.cbor)
+    start = chain.tip()
+    chain.confirm_elsewhere("ee" * 32, [ref])
+    assert not chain.in_mempool(p.tx_id) and chain.utxos_by_refs([ref]) == []
+    found = chain.find_transaction(p.tx_id, since=(start.slot, start.id), inputs=[ref])
+    assert not found.landed and dict(found.spent_by) == {ref: "ee" * 32}
