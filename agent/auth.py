@@ -29,7 +29,9 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping, Protocol, Union
+from typing import (
+    Any, AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping, Protocol, TypedDict, Union, Unpack,
+)
 
 import httpx
 
@@ -220,7 +222,8 @@ class _CappedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
 
 def cap_stream(response: httpx.Response, limit: int = DEFAULT_MAX_BODY_BYTES) -> httpx.Response:
     """Make a streamed ``response`` raise ResponseTooLargeError past ``limit`` bytes, however it is read."""
-    response.stream = _CappedStream(response.stream, limit, _sent(response, httpx.Request("GET", "http://unknown")).url.host)
+    host = _sent(response, httpx.Request("GET", "http://unknown")).url.host
+    response.stream = _CappedStream(response.stream, limit, host)
     return response
 
 
@@ -407,6 +410,19 @@ class _ProofMemory:
             self.entries.pop(key, None)
 
 
+class X402Options(TypedDict, total=False):
+    """The options :class:`X402Auth` and :class:`AsyncX402Auth` share (their meanings: :class:`X402Auth`)."""
+
+    pending_backoff: RetryPolicy
+    clock: Callable[[], datetime]
+    rng: random.Random | None
+    partner: str | None
+    wallet_address: str | None
+    max_pending_polls: int
+    remember: int
+    max_body_bytes: int
+
+
 class X402Auth(httpx.Auth):
     """Pays 402 invoices through ``handler`` and retries the call with the proof.
 
@@ -559,68 +575,50 @@ class X402Auth(httpx.Auth):
                 status=status, detail=detail, invoice_id=proof.invoice_id, request_id=key,
             )
 
-    # --- drivers ------------------------------------------------------------------------
+    # --- drivers: the flow's sends go to httpx; the rest is done here, blocking or awaited ---
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if inspect.iscoroutinefunction(getattr(self._handler, "pay", None)):
             raise AsyncAuthOnlyError("this payment handler is async: use it with httpx.AsyncClient")
         request.read()
-        flow = self._flow(request)
-        try:
-            op = next(flow)
-            while True:
-                result: Any = None
+        with _Steps(self._flow(request)) as steps:
+            for op in steps:
                 if isinstance(op, _Send):
-                    if op.proof_of is not None:
-                        _guard_origin(op.request, op.proof_of, asynchronous=False)
-                    result = yield op.request
-                elif isinstance(op, _Read):
-                    read_capped(op.response, self._max_body_bytes)
-                elif isinstance(op, _Pay):
-                    result = _pay_v2_or_t(self._handler, op)
-                elif isinstance(op, _Sleep):
-                    if getattr(_parking, "on", False):
-                        raise SettlementPendingError(
-                            f"invoice {op.invoice_id}: payment sent, waiting for it to settle",
-                            invoice_id=op.invoice_id, request_id=op.request_id, retry_after_s=op.seconds)
-                    self._sleep(op.seconds)
+                    steps.result = yield _sendable(op, asynchronous=False)
                 else:
-                    getattr(self._handler, op.verdict)(op.proof, op.response)
-                op = flow.send(result)
-        except StopIteration:
-            return
-        finally:
-            flow.close()
+                    steps.result = self._do(op)
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         await request.aread()
-        flow = self._flow(request)
-        try:
-            op = next(flow)
-            while True:
-                result: Any = None
+        with _Steps(self._flow(request)) as steps:
+            for op in steps:
                 if isinstance(op, _Send):
-                    if op.proof_of is not None:
-                        _guard_origin(op.request, op.proof_of, asynchronous=True)
-                    result = yield op.request
-                elif isinstance(op, _Read):
-                    await aread_capped(op.response, self._max_body_bytes)
-                elif isinstance(op, _Pay):
-                    if _speaks_v2(self._handler, op):
-                        result = await self._call_handler("pay_v2", op.request, op.response)
-                    else:
-                        result = await self._call_handler("pay", op.request, op.body)
-                elif isinstance(op, _Sleep):
-                    await self._sleep_async(op.seconds)
+                    steps.result = yield _sendable(op, asynchronous=True)
                 else:
-                    await self._call_handler(op.verdict, op.proof, op.response)
-                op = flow.send(result)
-        except StopIteration:
-            return
-        finally:
-            flow.close()
+                    steps.result = await self._ado(op)
 
-    async def _call_handler(self, name: str, *args: Any) -> Any:
+    def _do(self, op: _Op) -> Any:
+        if isinstance(op, _Read):
+            return read_capped(op.response, self._max_body_bytes)
+        if isinstance(op, _Sleep):
+            if getattr(_parking, "on", False):
+                raise SettlementPendingError(
+                    f"invoice {op.invoice_id}: payment sent, waiting for it to settle",
+                    invoice_id=op.invoice_id, request_id=op.request_id, retry_after_s=op.seconds)
+            return self._sleep(op.seconds)
+        name, args = _handler_call(self._handler, op)
+        return getattr(self._handler, name)(*args)
+
+    async def _ado(self, op: _Op) -> Any:
+        if isinstance(op, _Read):
+            return await aread_capped(op.response, self._max_body_bytes)
+        if isinstance(op, _Sleep):
+            if self._async_sleep is not None:
+                return await self._async_sleep(op.seconds)
+            import anyio
+
+            return await anyio.sleep(op.seconds)
+        name, args = _handler_call(self._handler, op)
         method = getattr(self._handler, name)
         if inspect.iscoroutinefunction(method):
             return await method(*args)
@@ -628,47 +626,58 @@ class X402Auth(httpx.Auth):
 
         return await anyio.to_thread.run_sync(lambda: method(*args))
 
-    async def _sleep_async(self, seconds: float) -> None:
-        if self._async_sleep is not None:
-            await self._async_sleep(seconds)
-            return
-        import anyio
 
-        await anyio.sleep(seconds)
+class _Steps:
+    """Runs a flow for a driver: iterate it for the operations, set ``result`` to what each one gave."""
+
+    def __init__(self, flow: _Flow) -> None:
+        self._flow = flow
+        self.result: Any = None
+
+    def __iter__(self) -> Iterator[_Op]:
+        try:
+            op = next(self._flow)
+            while True:
+                yield op
+                result, self.result = self.result, None
+                op = self._flow.send(result)
+        except StopIteration:
+            return
+
+    def __enter__(self) -> _Steps:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._flow.close()
+
+
+def _sendable(op: _Send, *, asynchronous: bool) -> httpx.Request:
+    """The request to hand httpx; one carrying a proof is kept from reaching any other origin."""
+    if op.proof_of is not None:
+        _guard_origin(op.request, op.proof_of, asynchronous=asynchronous)
+    return op.request
+
+
+def _handler_call(handler: Any, op: _Op) -> tuple[str, tuple[Any, ...]]:
+    """The handler method an operation calls, and its arguments: pay (T or x402 v2), settled, refused."""
+    if isinstance(op, _Pay):
+        if _speaks_v2(handler, op):
+            return "pay_v2", (op.request, op.response)
+        return "pay", (op.request, op.body)
+    assert isinstance(op, _Notify)
+    return op.verdict, (op.proof, op.response)
 
 
 class AsyncX402Auth(X402Auth):
     """:class:`X402Auth` for ``httpx.AsyncClient``: ``sleep`` is awaitable, the handler may be async.
 
     Its sync flow refuses to run, so an async-only setup is never half used from sync code.
+    The other options are :class:`X402Auth`'s (:class:`X402Options`).
     """
 
-    def __init__(
-        self,
-        handler: AnyPaymentHandler,
-        *,
-        pending_backoff: RetryPolicy = DEFAULT_PENDING_BACKOFF,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
-        clock: Callable[[], datetime] = utc_now,
-        rng: random.Random | None = None,
-        partner: str | None = None,
-        wallet_address: str | None = None,
-        max_pending_polls: int = 240,
-        remember: int = 4096,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
-        super().__init__(
-            handler,
-            pending_backoff=pending_backoff,
-            async_sleep=sleep,
-            clock=clock,
-            rng=rng,
-            partner=partner,
-            wallet_address=wallet_address,
-            max_pending_polls=max_pending_polls,
-            remember=remember,
-            max_body_bytes=max_body_bytes,
-        )
+    def __init__(self, handler: AnyPaymentHandler, *, sleep: Callable[[float], Awaitable[None]] | None = None,
+                 **options: Unpack[X402Options]) -> None:
+        super().__init__(handler, async_sleep=sleep, **options)
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         raise AsyncAuthOnlyError("AsyncX402Auth works with httpx.AsyncClient; use X402Auth with httpx.Client")
@@ -682,12 +691,6 @@ def _speaks_v2(handler: Any, op: _Pay) -> bool:
     from agent.x402v2 import detect
 
     return detect(op.response.headers, op.body) is not None
-
-
-def _pay_v2_or_t(handler: Any, op: _Pay) -> Any:
-    if _speaks_v2(handler, op):
-        return handler.pay_v2(op.request, op.response)
-    return handler.pay(op.request, op.body)
 
 
 def _v2_pending(response: httpx.Response) -> bool:

@@ -1,9 +1,9 @@
 """The T API client: every route of the guide with typed results, in api-key or x402 mode.
 
 Each route is a request plan (:class:`_Call`) and the parser of its answer; one
-send-and-retry loop runs them all. Every call carries an ``X-Request-Id`` (fresh uuid4 hex, or the caller's) that is reused across retries, so a
-resend after a 5xx or a timeout presents the proof of a call already paid instead of
-paying again (see :mod:`agent.auth`). api-key mode never pays; ``images/variations`` and
+send-and-retry loop runs them all. Every call carries an ``X-Request-Id`` (fresh uuid4
+hex, or the caller's) that is reused across retries, so a resend after a 5xx or a timeout
+presents the proof of a call already paid instead of paying again (see :mod:`agent.auth`). api-key mode never pays; ``images/variations`` and
 the free routes never carry the x402 auth.
 """
 
