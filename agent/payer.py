@@ -46,7 +46,7 @@ from agent.errors import (
 )
 from agent import recovery
 from agent.ledger import RESERVED, SIGNED, SUBMITTED, PaymentRow, SpendLedger
-from agent.policy import PaymentPolicy, check_invoice
+from agent.policy import Decision, PaymentPolicy, check_invoice
 from agent.x402 import Invoice, PaymentPending, parse_402
 from wallets.errors import (
     ChainUnavailableError,
@@ -213,47 +213,26 @@ class WalletPayer:
                                        reason=reason, now=now, amounts=invoice.total_by_asset(),
                                        outputs=invoice.outputs, tags=ctx.tags)
 
-        terms = invoice_terms(invoice, host)
         try:
             if invoice.seconds_left(now_dt) < MIN_PAYABLE_S:
                 raise PolicyError(f"invoice {invoice.invoice_id} expires in {invoice.seconds_left(now_dt)}s: "
                                   "too close to pay safely", reason="expired")
-            decision = check_invoice(invoice, self.policy, network=self.network, host=host, now=now_dt,
-                                     cost_lovelace=estimated_cost, pinned=self.pins.pinned(host))
-            if decision.approval_required and not self.approvals.approved_for(
-                    invoice_id=invoice.invoice_id, terms=terms, job_id=ctx.job_id):
-                approval_id = self.approvals.park(
-                    invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id, terms=terms,
-                    summary={"cost_lovelace": estimated_cost, "payees": sorted(invoice.payees),
-                             "amounts": invoice.total_by_asset(),
-                             "expires_at": invoice.expires_at.isoformat()}, now=now)
-                raise ApprovalRequiredError(
-                    f"invoice {invoice.invoice_id} costs about {estimated_cost / 1e6:.6f} ADA, above the "
-                    f"approval threshold: run `cardano-agent approve {approval_id}`", approval_id=str(approval_id))
-            if decision.pin:
-                # First contact: pin atomically; a competing first contact that pinned other
-                # payees first wins, and this invoice is judged against its pins (parked).
-                pinned = self.pins.claim_first(host, decision.pin, now)
-                if pinned != decision.pin:
-                    check_invoice(invoice, self.policy, network=self.network, host=host, now=now_dt,
-                                  cost_lovelace=estimated_cost, pinned=pinned)
+            decision = self._authorize(invoice, host=host, route=route, now=now, now_dt=now_dt,
+                                       cost_lovelace=estimated_cost, what=f"invoice {invoice.invoice_id}")
         except PolicyError as exc:
             if exc.reason == "payee_changed":
                 approval_id = self.approvals.park(invoice_id=invoice.invoice_id, host=host, route=route,
-                                                  job_id=ctx.job_id, terms=terms, summary={"new_payees": sorted(invoice.payees)},
-                                                  now=now)
+                                                  job_id=ctx.job_id, terms=invoice_terms(invoice, host),
+                                                  summary={"new_payees": sorted(invoice.payees)}, now=now)
                 # Same error type, its message naming the approval that lets the new payee in.
                 exc.args = (f"{exc}; if the new payee is right, run `cardano-agent approve {approval_id}`",)
                 setattr(exc, "approval_id", str(approval_id))
             record_refusal(f"{exc.reason}: {exc}")
             raise
         try:
-            row = self.ledger.reserve(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
-                                      tags=ctx.budget_tags, outputs=invoice.outputs,
-                                      amounts=invoice.total_by_asset(), fee_estimate_lovelace=fee_estimate, now=now,
-                                      expires_at=invoice.expires_at.timestamp(),
-                                      partner=request.headers.get("X-Partner") or invoice.partner,
-                                      batch_target=invoice.batch_target or 1, owner=self.owner)
+            row = self._reserve(invoice, host=host, route=route, fee_estimate=fee_estimate, now=now,
+                                partner=request.headers.get("X-Partner") or invoice.partner,
+                                batch_target=invoice.batch_target or 1)
         except BudgetExceededError as exc:
             record_refusal(f"budget: {exc}")
             raise
@@ -317,23 +296,9 @@ class WalletPayer:
             ttl_slot = self._slot_now(now, tip=tip) + max(1, seconds_left - TTL_MARGIN_S)
             payment = self.sender.build(invoice.outputs, ttl_slot=ttl_slot, metadata=invoice.metadata(), owner=owner)
         except (AgentError, WalletError) as exc:
-            self.sender.release(owner)
-            self.ledger.release(row.id, f"not built: {exc}", now=self.clock())
+            self._not_built(row, exc)
             raise
-        try:
-            self._check_fee_overpay(payment)
-            if self.policy.max_per_call_lovelace is not None and payment.cost_lovelace > self.policy.max_per_call_lovelace:
-                raise PolicyError(
-                    f"payment would cost {payment.cost_lovelace / 1e6:.6f} ADA with its fee, over the "
-                    f"per-call maximum of {self.policy.max_per_call_lovelace / 1e6:.6f} ADA", reason="over_max_per_call")
-            row = self.ledger.mark_signed(row.id, tx_id=payment.tx_id, cbor=payment.cbor,
-                                          fee_lovelace=payment.fee_lovelace, inputs=payment.inputs,
-                                          ttl_slot=payment.ttl_slot, cost_lovelace=payment.cost_lovelace,
-                                          now=self.clock(), sync_point=(tip.slot, tip.id))
-        except (PolicyError, BudgetExceededError) as exc:
-            self.sender.release(owner)
-            self.ledger.mark_refused(row.id, str(exc), now=self.clock())
-            raise
+        row = self._sign(row, payment, tip, check_overpay=True)
         crash_point("after_sign")
         if self.proof_mode == "hash":
             try:
@@ -353,6 +318,76 @@ class WalletPayer:
         log.info("paid invoice %s: tx %s, %d lovelace + fee %d", invoice.invoice_id, payment.tx_id,
                  payment.cost_lovelace - payment.fee_lovelace, payment.fee_lovelace)
         return self._proof(row, invoice.expires_at, partner=partner)
+
+    # -- the steps both dialects share (``agent.x402v2_payer`` uses them too) ------------------
+    def _authorize(self, invoice: Invoice, *, host: str, route: str, now: float, now_dt: datetime,
+                   cost_lovelace: int, what: str) -> Decision:
+        """Policy, approval and first-contact pins for ``invoice``: its decision, or a PolicyError.
+
+        ``now_dt`` is the instant the policy judges expiry by; ``now`` stamps approvals and pins.
+        Above the approval threshold and not yet approved, the payment is parked for
+        ``cardano-agent approve`` and ApprovalRequiredError (``what`` costs about...) is raised.
+        Nothing is recorded in the ledger: the caller records its refusal its own way.
+        """
+        ctx = current_job()
+        decision = check_invoice(invoice, self.policy, network=self.network, host=host, now=now_dt,
+                                 cost_lovelace=cost_lovelace, pinned=self.pins.pinned(host))
+        terms = invoice_terms(invoice, host)
+        if decision.approval_required and not self.approvals.approved_for(
+                invoice_id=invoice.invoice_id, terms=terms, job_id=ctx.job_id):
+            approval_id = self.approvals.park(
+                invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id, terms=terms,
+                summary={"cost_lovelace": cost_lovelace, "payees": sorted(invoice.payees),
+                         "amounts": invoice.total_by_asset(), "expires_at": terms["expires_at"]}, now=now)
+            raise ApprovalRequiredError(
+                f"{what} costs about {cost_lovelace / 1e6:.6f} ADA, above the approval threshold: "
+                f"run `cardano-agent approve {approval_id}`", approval_id=str(approval_id))
+        if decision.pin:
+            # First contact: pin atomically; a competing first contact that pinned other
+            # payees first wins, and this invoice is judged against its pins (parked).
+            pinned = self.pins.claim_first(host, decision.pin, now)
+            if pinned != decision.pin:
+                check_invoice(invoice, self.policy, network=self.network, host=host, now=now_dt,
+                              cost_lovelace=cost_lovelace, pinned=pinned)
+        return decision
+
+    def _reserve(self, invoice: Invoice, *, host: str, route: str, fee_estimate: int, now: float,
+                 partner: str | None = None, batch_target: int = 1) -> PaymentRow:
+        """Hold the budget for ``invoice`` (row ``reserved``, owned by this payer); BudgetExceededError if it cannot."""
+        ctx = current_job()
+        return self.ledger.reserve(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
+                                   tags=ctx.budget_tags, outputs=invoice.outputs, amounts=invoice.total_by_asset(),
+                                   fee_estimate_lovelace=fee_estimate, now=now,
+                                   expires_at=invoice.expires_at.timestamp(), partner=partner,
+                                   batch_target=batch_target, owner=self.owner)
+
+    def _not_built(self, row: PaymentRow, exc: Exception) -> None:
+        """Building ``row``'s transaction failed: free its inputs and its budget (nothing was paid)."""
+        self.sender.release(str(row.id))
+        self.ledger.release(row.id, f"not built: {exc}", now=self.clock())
+
+    def _sign(self, row: PaymentRow, payment: SignedPayment, tip: Tip, *, check_overpay: bool) -> PaymentRow:
+        """Record ``payment`` as ``row``'s signed transaction, signed after ``tip`` (recovery reads from it).
+
+        Refused (inputs freed, row ``refused``, the error raised) if it costs over the per-call
+        maximum or the budget with its actual fee, or (``check_overpay``) if it would give the
+        rest of the wallet's coins to the fee beyond what the policy or the person allows.
+        """
+        try:
+            if check_overpay:
+                self._check_fee_overpay(payment)
+            cap = self.policy.max_per_call_lovelace
+            if cap is not None and payment.cost_lovelace > cap:
+                raise PolicyError(f"payment would cost {payment.cost_lovelace / 1e6:.6f} ADA with its fee, over the "
+                                  f"per-call maximum of {cap / 1e6:.6f} ADA", reason="over_max_per_call")
+            return self.ledger.mark_signed(row.id, tx_id=payment.tx_id, cbor=payment.cbor,
+                                           fee_lovelace=payment.fee_lovelace, inputs=payment.inputs,
+                                           ttl_slot=payment.ttl_slot, cost_lovelace=payment.cost_lovelace,
+                                           now=self.clock(), sync_point=(tip.slot, tip.id))
+        except (PolicyError, BudgetExceededError) as exc:
+            self.sender.release(str(row.id))
+            self.ledger.mark_refused(row.id, str(exc), now=self.clock())
+            raise
 
     def _read_tip(self) -> Tip | None:
         """The chain tip, or None when the chain cannot say now (the payment then reads it again)."""

@@ -87,7 +87,8 @@ def _store(db: Database, payment_id: int, headers: Mapping[str, str], *, nonce: 
             (payment_id, name, value, nonce, network, pay_to, ttl_at, now))
 
 
-def _record_answer(db: Database, payment_id: int, answer: v2.SettleAnswer | None, *, error: str | None, now: float) -> None:
+def _record_answer(db: Database, payment_id: int, answer: v2.SettleAnswer | None, *, error: str | None,
+                   now: float) -> None:
     with db.atomic() as conn:
         conn.execute(
             "UPDATE x402v2_payments SET settle_tx = COALESCE(?, settle_tx), settle_status = COALESCE(?, settle_status),"
@@ -162,9 +163,7 @@ def pay_requirements(payer: WalletPayer, headers: Mapping[str, str], body: bytes
 def _choose_and_pay(payer: WalletPayer, pr: v2.PaymentRequired, ok: list[v2.Requirement],
                     rejected: list[tuple[int, str, str]], *, host: str, route: str, request_id: str,
                     refusal_id: str) -> Proof:
-    from agent.approvals import invoice_terms
     from agent.payer import current_job, estimate_fee_lovelace
-    from agent.policy import check_invoice
 
     now = payer.clock()
     now_dt = datetime.fromtimestamp(now, tz=timezone.utc)
@@ -180,36 +179,18 @@ def _choose_and_pay(payer: WalletPayer, pr: v2.PaymentRequired, ok: list[v2.Requ
     for req in v2.cheapest_first(ok, lambda r: costs[r.index]):
         invoice = invoices[req.index]
         try:
-            decision = check_invoice(invoice, payer.policy, network=payer.network, host=host, now=now_dt,
-                                     cost_lovelace=costs[req.index], pinned=payer.pins.pinned(host))
-            terms = invoice_terms(invoice, host)
-            if decision.approval_required and not payer.approvals.approved_for(
-                    invoice_id=invoice.invoice_id, terms=terms, job_id=ctx.job_id):
-                approval_id = payer.approvals.park(
-                    invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id, terms=terms,
-                    summary={"cost_lovelace": costs[req.index], "payees": sorted(invoice.payees),
-                             "amounts": invoice.total_by_asset(), "expires_at": terms["expires_at"]}, now=now)
-                payer.ledger.record_refusal(invoice_id=invoice.invoice_id, host=host, route=route,
-                                            job_id=ctx.job_id, reason="approval_required", now=now,
-                                            amounts=invoice.total_by_asset(), outputs=invoice.outputs, tags=ctx.tags)
-                raise ApprovalRequiredError(
-                    f"x402 payment of {req.describe()} costs about {costs[req.index] / 1e6:.6f} ADA, above the "
-                    f"approval threshold: run `cardano-agent approve {approval_id}`", approval_id=str(approval_id))
-            if decision.pin:
-                pinned = payer.pins.claim_first(host, decision.pin, now)
-                if pinned != decision.pin:
-                    check_invoice(invoice, payer.policy, network=payer.network, host=host, now=now_dt,
-                                  cost_lovelace=costs[req.index], pinned=pinned)
+            payer._authorize(invoice, host=host, route=route, now=now, now_dt=now_dt, cost_lovelace=costs[req.index],
+                             what=f"x402 payment of {req.describe()}")
         except ApprovalRequiredError:
+            payer.ledger.record_refusal(invoice_id=invoice.invoice_id, host=host, route=route,
+                                        job_id=ctx.job_id, reason="approval_required", now=now,
+                                        amounts=invoice.total_by_asset(), outputs=invoice.outputs, tags=ctx.tags)
             raise
         except PolicyError as exc:
             rejected.append((req.index, exc.reason, str(exc)))
             continue
         try:
-            row = payer.ledger.reserve(invoice_id=invoice.invoice_id, host=host, route=route, job_id=ctx.job_id,
-                                       tags=ctx.budget_tags, outputs=invoice.outputs,
-                                       amounts=invoice.total_by_asset(), fee_estimate_lovelace=fee_estimate,
-                                       now=now, expires_at=invoice.expires_at.timestamp(), owner=payer.owner)
+            row = payer._reserve(invoice, host=host, route=route, fee_estimate=fee_estimate, now=now)
         except BudgetExceededError as exc:
             rejected.append((req.index, "budget", f"budget: {exc}"))
             continue
@@ -238,30 +219,15 @@ def _build_and_store(payer: WalletPayer, pr: v2.PaymentRequired, req: v2.Require
     ttl_slot = slot_now + req.max_timeout_s - v2.TTL_MARGIN_S
     try:
         payment = payer.sender.build(invoice.outputs, ttl_slot=ttl_slot, metadata=None, owner=owner)
-    except AmountError as exc:
-        payer.sender.release(owner)
-        if isinstance(exc, InsufficientFundsError):
-            payer.ledger.release(row.id, f"not built: {exc}", now=payer.clock())
-        else:  # e.g. an ADA amount below its output's minimum: it cannot be paid
-            payer.ledger.mark_refused(row.id, f"unpayable: {exc}", now=payer.clock())
-        raise
     except (AgentError, WalletError) as exc:
-        payer.sender.release(owner)
-        payer.ledger.release(row.id, f"not built: {exc}", now=payer.clock())
+        if isinstance(exc, AmountError) and not isinstance(exc, InsufficientFundsError):
+            # e.g. an ADA amount below its output's minimum: it can never be paid
+            payer.sender.release(owner)
+            payer.ledger.mark_refused(row.id, f"unpayable: {exc}", now=payer.clock())
+        else:
+            payer._not_built(row, exc)
         raise
-    try:
-        cap = payer.policy.max_per_call_lovelace
-        if cap is not None and payment.cost_lovelace > cap:
-            raise PolicyError(f"payment would cost {payment.cost_lovelace} lovelace with its fee, over the "
-                              f"per-call maximum of {cap}", reason="over_max_per_call")
-        row = payer.ledger.mark_signed(row.id, tx_id=payment.tx_id, cbor=payment.cbor,
-                                       fee_lovelace=payment.fee_lovelace, inputs=payment.inputs,
-                                       ttl_slot=payment.ttl_slot, cost_lovelace=payment.cost_lovelace,
-                                       now=payer.clock(), sync_point=(tip.slot, tip.id))
-    except (PolicyError, BudgetExceededError) as exc:
-        payer.sender.release(owner)
-        payer.ledger.mark_refused(row.id, str(exc), now=payer.clock())
-        raise
+    row = payer._sign(row, payment, tip, check_overpay=False)
     nonce = str(payment.inputs[0])
     payload = v2.build_payment_payload(pr, req, transaction_cbor=payment.cbor, nonce=nonce,
                                        payment_id=v2.payment_identifier_for(invoice.invoice_id))
