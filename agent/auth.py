@@ -45,6 +45,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 PENDING_STATUSES = frozenset({"pending", "submitted"})
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 """Answers longer than this are refused unread (``[api] max_body_mb``)."""
+NETWORK_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+"""httpx's failures of the connection itself (timed out, refused, cut): worth a retry or a resend."""
 DEFAULT_PENDING_BACKOFF = RetryPolicy(max_attempts=1_000_000, base_delay_s=1.0, multiplier=1.5, max_delay_s=15.0)
 
 

@@ -15,10 +15,8 @@ from typing import Any, Generator
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from agent.auth import short_detail
+from agent.auth import NETWORK_ERRORS, short_detail
 from agent.errors import ApiError, TransientApiError
-
-_CUT_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 DONE = "[DONE]"
 """The data of the frame that ends an OpenAI-style stream."""
@@ -44,7 +42,8 @@ def chat_event(data: str, event: str = "message") -> ChatEvent:
         return ChatEvent(type=event, text=str(payload), raw=payload)
     kind = str(payload.get("type") or event)
     if kind == "error":
-        raise ApiError(f"chat stream error: {short_detail(payload.get('error') or payload)}", status=200, detail=payload)
+        raise ApiError(f"chat stream error: {short_detail(payload.get('error') or payload)}", status=200,
+                       detail=payload)
     text = payload.get("text", payload.get("content", payload.get("delta", "")))
     return ChatEvent(type=kind, text=text if isinstance(text, str) else "", raw=payload)
 
@@ -79,7 +78,7 @@ class ChatStream:
                     yield chat_event(sse.data, sse.event)
         except SSEError as exc:
             raise _not_a_stream(self._response, self.request_id) from exc
-        except _CUT_EXCEPTIONS as exc:
+        except NETWORK_ERRORS as exc:
             raise _stream_cut(self._response, self.request_id, exc) from exc
         finally:
             self._response.close()

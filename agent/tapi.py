@@ -3,8 +3,8 @@
 Each route is a request plan (:class:`_Call`) and the parser of its answer; one
 send-and-retry loop runs them all. Every call carries an ``X-Request-Id`` (fresh uuid4
 hex, or the caller's) that is reused across retries, so a resend after a 5xx or a timeout
-presents the proof of a call already paid instead of paying again (see :mod:`agent.auth`). api-key mode never pays; ``images/variations`` and
-the free routes never carry the x402 auth.
+presents the proof of a call already paid instead of paying again (see :mod:`agent.auth`).
+api-key mode never pays; ``images/variations`` and the free routes never carry the x402 auth.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.auth import DEFAULT_MAX_BODY_BYTES, cap_stream, read_capped, response_detail, short_detail
+from agent.auth import (
+    DEFAULT_MAX_BODY_BYTES, NETWORK_ERRORS, cap_stream, read_capped, response_detail, short_detail,
+)
 from agent.errors import AgentError, ApiError, TransientApiError
 from agent.retry import RetryPolicy, is_transient_status, parse_retry_after, utc_now
 from agent.sse import ChatEvent, ChatStream  # noqa: F401  (re-exported)
@@ -35,7 +37,6 @@ MAX_IMAGE_BYTES = 25 * 1024 * 1024
 """Each image the API accepts is at most 25 MB: of base64 text in JSON bodies, of bytes in uploads."""
 MAX_MESSAGE_CHARS = 32_000
 REQUEST_ID_HEADER = "X-Request-Id"
-_RETRYABLE_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 T = TypeVar("T")
 ImageInput = Union[bytes, str, Path]
@@ -477,7 +478,7 @@ class TClient:
                     read_capped(response, self._max_body_bytes)
                 else:
                     cap_stream(response, self._max_body_bytes)
-            except _RETRYABLE_EXCEPTIONS as exc:
+            except NETWORK_ERRORS as exc:
                 error = exc
             try:
                 delay = self._outcome(call, request_id, attempt, response, error)

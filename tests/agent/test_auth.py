@@ -383,7 +383,8 @@ def test_a_remembered_proof_is_presented_on_the_first_request_and_never_paid_aga
 
     handler = NoPay()
     auth = X402Auth(handler)
-    proof = Proof("inv-1", "ab" * 32, proof_headers("inv-1", "ab" * 32), datetime.now(timezone.utc) + timedelta(minutes=5))
+    proof = Proof("inv-1", "ab" * 32, proof_headers("inv-1", "ab" * 32),
+                  datetime.now(timezone.utc) + timedelta(minutes=5))
     auth.remember("req-1", proof)
     request = httpx.Request("POST", "http://t/chat", headers={"X-Request-Id": "req-1"}, json={"message": "hi"})
     flow = auth.sync_auth_flow(request)

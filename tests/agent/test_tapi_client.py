@@ -97,8 +97,8 @@ class Sleeps(list):
 
 
 def client(server: Server, sleeps: Sleeps | None = None, **kwargs: Any) -> TClient:
-    return TClient(BASE, transport=httpx.MockTransport(server), retry=RETRY, sleep=sleeps if sleeps is not None else Sleeps(),
-                   clock=lambda: NOW, **kwargs)
+    return TClient(BASE, transport=httpx.MockTransport(server), retry=RETRY,
+                   sleep=sleeps if sleeps is not None else Sleeps(), clock=lambda: NOW, **kwargs)
 
 
 def x402(handler: Handler) -> X402Auth:
@@ -128,7 +128,8 @@ def test_chat_in_api_key_mode_sends_the_key_and_parses_the_reply() -> None:
                                                    headers={"X-Request-ID": r.headers["x-request-id"]}))
     with client(server, api_key="k-123") as t:
         reply = t.chat("What is Cardano?", session_id="s1", request_id="req-42")
-    assert (reply.reply, reply.session_id, reply.request_id, reply.reply_json) == ("Cardano is…", "s1", "req-42", None)
+    assert (reply.reply, reply.session_id, reply.request_id, reply.reply_json) == (
+        "Cardano is…", "s1", "req-42", None)
     sent = server.seen[0]
     assert sent.headers["api-key"] == "k-123" and sent.headers["x-request-id"] == "req-42"
     assert json.loads(sent.content) == {"message": "What is Cardano?", "session_id": "s1"}
