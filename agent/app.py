@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from agent.approvals import Approvals, PayeePins
 from agent.budget import BudgetBook
@@ -27,6 +27,10 @@ from agent.logs import register_secret
 from agent.queue import SqlJobStore
 from agent.store import Database
 
+if TYPE_CHECKING:
+    from agent.payer import WalletPayer
+    from wallets.chain import Chain
+
 log = logging.getLogger(__name__)
 
 PASSPHRASE_ENV = "CARDANO_AGENT_PASSPHRASE"
@@ -34,7 +38,7 @@ CLOCK_SKEW_WARN_S = 60
 """``status`` warns when the local clock is this far behind the chain."""
 
 
-def open_chain(config: Any, *, timeout_s: float = 10.0) -> Any:
+def open_chain(config: Any, *, timeout_s: float = 10.0) -> Chain:
     """The ``wallets.chain.Chain`` that ``[chain]`` configures: ``OgmiosChain`` or ``BlockfrostChain``.
 
     Blockfrost's project id comes from ``BLOCKFROST_PROJECT_ID``; a devnet home without one uses
@@ -89,7 +93,7 @@ class Agent:
     """
 
     def __init__(self, config: AgentConfig, db: Database, *, passphrase: str | Callable[[], str] | None = None,
-                 chain: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 chain: Chain | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.home = config.home
         self.db = db
@@ -103,7 +107,7 @@ class Agent:
         self._chain = chain
         self._owns_chain = chain is None
         self._wallet: Any = None
-        self._payer: Any = None
+        self._payer: WalletPayer | None = None
         self._auths: dict[str | None, Any] = {}
         self._lock = threading.RLock()
         self.stopping = threading.Event()
@@ -182,14 +186,14 @@ class Agent:
             return self._wallet
 
     @property
-    def chain(self) -> Any:
+    def chain(self) -> Chain:
         """The chain connection (``[chain] backend``: Ogmios or Blockfrost), opened on first use."""
         with self._lock:
             if self._chain is None:
                 self._chain = open_chain(self.config.chain)
             return self._chain
 
-    def payer(self) -> Any:
+    def payer(self) -> WalletPayer:
         """The ``PaymentHandler`` that pays invoices from the wallet (``agent.payer.WalletPayer``)."""
         with self._lock:
             if self._payer is None:
@@ -384,11 +388,8 @@ class Agent:
         try:
             chain = open_chain(self.config.chain, timeout_s=2.0)
             try:
-                slot_time = getattr(chain, "slot_time", None)
-                chain_time: float | None = None
-                if callable(slot_time):
-                    tip = chain.tip()
-                    chain_time = float(slot_time(tip.slot)) if tip.slot > 0 else None
+                tip = chain.tip()
+                chain_time = chain.slot_time(tip.slot) if tip.slot > 0 else None
             finally:
                 chain.close()
         except Exception as exc:  # noqa: BLE001 - status reports, it does not fail

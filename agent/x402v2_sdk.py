@@ -12,9 +12,12 @@ itself: rows paid through it stay ``signed`` until the chain shows the transacti
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import x402v2 as v2
+
+if TYPE_CHECKING:
+    from agent.payer import WalletPayer
 
 DEFAULT_HOST = "x402-sdk"
 
@@ -29,7 +32,7 @@ class AgentCardanoScheme:
 
     scheme = v2.SCHEME
 
-    def __init__(self, payer: Any, *, host: str = DEFAULT_HOST) -> None:
+    def __init__(self, payer: WalletPayer, *, host: str = DEFAULT_HOST) -> None:
         self._payer = payer
         self._host = host
 
