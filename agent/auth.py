@@ -163,17 +163,13 @@ def read_capped(response: httpx.Response, limit: int = DEFAULT_MAX_BODY_BYTES) -
     content = _read_so_far(response, limit)
     if content is not None:
         return content
-    chunks, total = [], 0
-    for chunk in response.iter_bytes():
-        total += len(chunk)
-        if total > limit:
-            response.close()
-            raise _too_large(response, limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    response._content = body  # what Response.read() sets: httpx's own later read() sees the body
-    response.close()
-    return body
+    body = _Body(response, limit)
+    try:
+        for chunk in response.iter_bytes():
+            body.add(chunk)
+    finally:
+        response.close()
+    return body.done()
 
 
 async def aread_capped(response: httpx.Response, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
@@ -181,17 +177,33 @@ async def aread_capped(response: httpx.Response, limit: int = DEFAULT_MAX_BODY_B
     content = _read_so_far(response, limit)
     if content is not None:
         return content
-    chunks, total = [], 0
-    async for chunk in response.aiter_bytes():
-        total += len(chunk)
-        if total > limit:
-            await response.aclose()
-            raise _too_large(response, limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    response._content = body  # what Response.aread() sets
-    await response.aclose()
-    return body
+    body = _Body(response, limit)
+    try:
+        async for chunk in response.aiter_bytes():
+            body.add(chunk)
+    finally:
+        await response.aclose()
+    return body.done()
+
+
+class _Body:
+    """A body read chunk by chunk, refused once past ``limit`` bytes."""
+
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        self._response, self._limit = response, limit
+        self._chunks: list[bytes] = []
+        self._total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._total += len(chunk)
+        if self._total > self._limit:
+            raise _too_large(self._response, self._limit)
+        self._chunks.append(chunk)
+
+    def done(self) -> bytes:
+        body = b"".join(self._chunks)
+        self._response._content = body  # what Response.read() sets: httpx's own later read() sees the body
+        return body
 
 
 class _CappedStream(httpx.SyncByteStream, httpx.AsyncByteStream):

@@ -16,6 +16,7 @@ from agent.auth import (
     PaymentRejectedError,
     PaymentUnconfirmedError,
     Proof,
+    ResponseTooLargeError,
     X402Auth,
     proof_headers,
 )
@@ -351,6 +352,31 @@ def test_async_client_pays_once_and_a_resend_presents_the_same_proof() -> None:
     assert asyncio.run(drive()) == [503, 200]
     assert seen == [(None, "rid-9"), (TX, "rid-9"), (TX, "rid-9")]
     assert len(handler.paid) == 1 and len(handler.settled_calls) == 1 and auth.proof_for("rid-9") is None
+
+
+def test_async_client_refuses_a_402_over_the_cap_unread_and_pays_nothing() -> None:
+    """Through httpx.AsyncClient: a 402 streamed past max_body_bytes (no length declared) raises
+    ResponseTooLargeError as soon as the cap is passed; nothing is paid."""
+    sent: list[int] = []
+
+    async def hose() -> Any:
+        for _ in range(100):
+            sent.append(1)
+            yield b"x" * 100
+
+    def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(402, content=hose())
+
+    handler, time = AsyncFakeHandler(), FakeTime()
+    auth = AsyncX402Auth(handler, sleep=time.async_sleep, clock=time.clock, max_body_bytes=1000)
+
+    async def drive() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(server), auth=auth) as client:
+            await client.post("https://api.test/chat", json={"message": "hi"})
+
+    with pytest.raises(ResponseTooLargeError):
+        asyncio.run(drive())
+    assert handler.paid == [] and len(sent) <= 11
 
 
 def test_async_only_auth_refuses_the_sync_flow() -> None:
