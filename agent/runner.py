@@ -32,9 +32,10 @@ import random
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from agent.errors import (
     AgentError,
@@ -224,6 +225,7 @@ class Runner:
         self._flight_lock = threading.Lock()
         self._in_flight: set[Any] = set()  # jobs this runner holds or parked
         self._slots_taken = 0  # claims under way that may start a new call
+        self.leases = LeaseKeeper(self)
 
     @property
     def in_flight(self) -> int:
@@ -278,7 +280,7 @@ class Runner:
         """Run ``job`` and record its outcome; True if it was parked (still in flight)."""
         log.info("job %s (%s) started by %s, attempt %s", job.id, job.kind, worker_id, job.attempts)
         parked: JobParked | None = None
-        with _Heartbeat(self, job.id, worker_id):
+        with self.leases.holding(job.id, worker_id):
             try:
                 outcome = self.executor.execute(job, worker_id=worker_id)
             except JobParked as exc:
@@ -532,35 +534,64 @@ def _idle(counts: dict[str, int], store: Any = None, now: float | None = None) -
     return len(paused) >= queued
 
 
-class _Heartbeat:
-    """Renews a job's lease every third of its length while the job runs."""
+class LeaseKeeper:
+    """One thread renews the leases of every job a runner holds, every third of the lease.
 
-    def __init__(self, runner: Runner, job_id: Any, worker_id: str) -> None:
+    A thread per running job cost a thread start and join per call, and hundreds of threads with
+    ``--concurrency`` in the hundreds. A job's lease is renewed only while it is held: leaving
+    :meth:`holding` waits for a renewal under way, so none lands after the job's outcome.
+    """
+
+    def __init__(self, runner: Runner) -> None:
         self._runner = runner
-        self._job_id = job_id
-        self._worker_id = worker_id
-        self._done = threading.Event()
+        self._held: dict[Any, str] = {}
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "_Heartbeat":
-        if self._runner.lease_s >= 3:
-            self._thread = threading.Thread(target=self._beat, daemon=True)
-            self._thread.start()
-        return self
+    @contextmanager
+    def holding(self, job_id: Any, worker_id: str) -> Iterator[None]:
+        """Renew ``job_id``'s lease (held by ``worker_id``) until the block ends."""
+        if self._runner.lease_s < 3:
+            yield
+            return
+        with self._lock:
+            self._held[job_id] = worker_id
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"{self._runner.name}-leases", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(job_id, None)
 
-    def _beat(self) -> None:
-        interval = self._runner.lease_s / 3
-        while not self._done.wait(interval):
-            try:
-                self._runner.store.heartbeat(self._job_id, self._worker_id, now=self._runner.clock(),
-                                             lease_s=self._runner.lease_s)
-            except Exception as exc:  # noqa: BLE001 - a missed beat only shortens the lease
-                log.warning("heartbeat for job %s failed: %s", self._job_id, exc)
+    def held(self) -> dict[Any, str]:
+        """The jobs whose leases are kept now: ``{job id: worker id}``."""
+        with self._lock:
+            return dict(self._held)
 
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
+    def beat_once(self) -> int:
+        """Renew every held lease now; return how many were renewed (a failed renewal only shortens it)."""
+        runner = self._runner
+        renewed = 0
+        with self._lock:
+            for job_id, worker_id in list(self._held.items()):
+                try:
+                    runner.store.heartbeat(job_id, worker_id, now=runner.clock(), lease_s=runner.lease_s)
+                    renewed += 1
+                except Exception as exc:  # noqa: BLE001 - a missed beat only shortens the lease
+                    log.warning("heartbeat for job %s failed: %s", job_id, exc)
+        return renewed
+
+    def _run(self) -> None:
+        pause = threading.Event()  # never set: the wait is the beat's interval
+        while True:
+            pause.wait(self._runner.lease_s / 3)
+            with self._lock:
+                if not self._held:
+                    self._thread = None  # the next held job starts a new one
+                    return
+            self.beat_once()
 
 
 def _is_package_error(exc: BaseException) -> bool:

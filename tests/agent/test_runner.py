@@ -247,3 +247,41 @@ def test_a_worker_whose_lease_was_taken_never_records_the_jobs_outcome(script):
     now = store.get(job.id)
     assert (now.state, now.lease_owner) == ("running", "hostB:2-0")
     assert runner.stats.done == runner.stats.failed == runner.stats.retried == 0
+
+
+def test_one_lease_keeper_renews_every_running_job_and_none_after_it_ends():
+    """Leases of jobs in hand are renewed by one thread for the runner, never after a job's outcome.
+
+    Before, every job started and joined a heartbeat thread of its own: a thread per call.
+    """
+    store, clock = MemoryJobStore(), Clock()
+    jobs = enqueue(store, 3)
+    inside = threading.Barrier(4)
+    leave = threading.Event()
+    seen: dict[int, dict] = {}
+
+    class Holding:
+        def execute(self, job, *, worker_id):
+            inside.wait(30)
+            assert leave.wait(30)
+            return JobOutcome({"ok": job.id}, None)
+
+    runner = Runner(store, Holding(), clock=clock, lease_s=60, workers=3)
+    threads_before = threading.active_count()
+    workers = [threading.Thread(target=runner.run_once, kwargs={"worker_id": f"w{n}"}) for n in range(3)]
+    for w in workers:
+        w.start()
+    inside.wait(30)
+    held = runner.leases.held()
+    assert sorted(held) == sorted(j.id for j in jobs)
+    assert threading.active_count() == threads_before + 3 + 1  # three workers, one lease keeper
+    clock.now += 30
+    assert runner.leases.beat_once() == 3
+    for job_id, worker_id in held.items():
+        seen[job_id] = {"owner": store.get(job_id).lease_owner, "until": store.get(job_id).lease_expires_at}
+        assert seen[job_id] == {"owner": worker_id, "until": clock.now + 60}
+    leave.set()
+    for w in workers:
+        w.join(30)
+    assert runner.leases.held() == {} and runner.leases.beat_once() == 0
+    assert {store.get(j.id).state for j in jobs} == {"done"}
