@@ -145,6 +145,7 @@ class OgmiosChain:
         self._params: ProtocolParams | None = None
         self._params_at = 0.0
         self._era: tuple[float, int, float] | None = None
+        self._seen_slot = 0  # the highest tip slot seen: the ledger's slot is never behind it
         self.reconnects = 0
 
     def __repr__(self) -> str:
@@ -267,17 +268,22 @@ class OgmiosChain:
         tip_id = _get(result, "id")
         if not isinstance(tip_id, str) or not _HEX64.fullmatch(tip_id):
             raise ChainProtocolError("bad tip id")
-        return Tip(_nat(_get(result, "slot"), "tip.slot"), tip_id)
+        tip = Tip(_nat(_get(result, "slot"), "tip.slot"), tip_id)
+        with self._lock:
+            self._seen_slot = max(self._seen_slot, tip.slot)
+        return tip
 
     def current_slot(self, now: float | None = None) -> int:
         """The slot the ledger is in at ``now`` (epoch seconds), from the era summaries and start time.
 
         The tip is the slot of the last block, which lags the ledger's clock when blocks are
-        rare; a TTL counted from it can already be in the past.
+        rare; a TTL counted from it can already be in the past. Never behind a tip this client
+        has seen (a devnet making blocks faster than slots pass runs ahead of the wall clock).
         """
         era_start, era_slot, slot_s = self._era_clock()
         now = time.time() if now is None else now
-        return era_slot + max(0, int((now - era_start) // slot_s))
+        with self._lock:
+            return max(era_slot + max(0, int((now - era_start) // slot_s)), self._seen_slot)
 
     def slot_time(self, slot: int) -> float:
         """The instant (epoch seconds) ``slot`` starts at, in the current era's clock."""

@@ -268,3 +268,23 @@ def test_find_transaction_from_a_point_the_chain_lacks(backend: Backend) -> None
     tip = backend.chain.tip()
     with pytest.raises(IntersectionNotFoundError):
         backend.chain.find_transaction("00" * 32, since=(tip.slot, "ab" * 32))
+
+
+def test_ogmios_clock_is_never_behind_a_block_it_has_seen(devnet_factory: Callable[..., Any]) -> None:
+    """Blocks made faster than slots pass put the devnet's tip ahead of the wall clock: the ledger's slot follows.
+
+    current_slot is the slot the ledger is in; it cannot be behind a block the ledger holds (the
+    in-memory chain and BlockfrostChain answer so; OgmiosChain computed it from the clock alone).
+    """
+    from wallets.ogmios import OgmiosChain
+
+    frozen = 1_800_000_000.0
+    devnet = devnet_factory(block_time_s=3600, clock=lambda: frozen)
+    with OgmiosChain(devnet.ogmios_url) as chain:
+        before = chain.current_slot(frozen)
+        for _ in range(3):
+            devnet.fund(fresh_address(), 2_000_000)
+            devnet.produce_block()
+        tip = chain.tip()
+        assert tip.slot > before
+        assert chain.current_slot(frozen) >= tip.slot
