@@ -8,8 +8,6 @@ checks that it carries every required output, and submits CBOR proofs that pay.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -59,40 +57,16 @@ def parse_proof(proof: str) -> tuple[str, str | bytes]:
     return "cbor", bytes.fromhex(text)
 
 
-def _assets_from_cbor_value(value: Any) -> dict[str, int]:
-    if isinstance(value, int):
-        return {LOVELACE: value}
-    coin, multi = value[0], value[1]
-    assets = {LOVELACE: int(coin)}
-    for policy, names in multi.items():
-        for name, qty in names.items():
-            assets[f"{bytes(policy).hex()}.{bytes(name).hex()}"] = int(qty)
-    return assets
-
-
 def decode_tx(cbor: bytes) -> TxView:
-    """Decode a signed transaction's id (blake2b-256 of its body as sent), outputs and network id."""
-    import cbor2
-    from pycardano import Address
+    """Decode a signed transaction with the ledger's decoder: id (hash of the body as sent), outputs, network."""
+    from sandbox.txcbor import DecodeError, decode_transaction
 
     try:
-        fp = io.BytesIO(cbor)
-        head = fp.read(1)
-        if not head or head[0] not in (0x84, 0x83, 0x9F):
-            raise ValueError("not a transaction array")
-        decoder = cbor2.CBORDecoder(fp)
-        start = fp.tell()
-        body = decoder.decode()
-        body_bytes = cbor[start:fp.tell()]
-        outputs = []
-        for out in body[1]:
-            raw_addr, value = out[0], out[1]  # legacy array and post-Alonzo map both key 0 and 1
-            outputs.append((str(Address.from_primitive(bytes(raw_addr))), _assets_from_cbor_value(value)))
-        network_id = body.get(15)
-    except Exception as exc:  # any decoding failure means the proof is garbage
-        raise ProofRefusedError("invalid_payment_proof", f"X-Payment is not a signed transaction ({type(exc).__name__})") from exc
-    tx_id = hashlib.blake2b(body_bytes, digest_size=32).hexdigest()
-    return TxView(tx_id, tuple(outputs), "cbor", network_id)
+        tx = decode_transaction(cbor)
+    except DecodeError as exc:  # any decoding failure means the proof is garbage
+        raise ProofRefusedError("invalid_payment_proof", f"X-Payment is not a signed transaction ({exc})") from None
+    outputs = tuple((out.address, {LOVELACE: out.lovelace, **out.assets}) for out in tx.outputs)
+    return TxView(tx.tx_id, outputs, "cbor", tx.network_id)
 
 
 def check_outputs(view: TxView, required: Sequence[Output], *, network_id: int = 0) -> None:
