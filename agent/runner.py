@@ -127,11 +127,13 @@ def outage_of(exc: BaseException) -> str | None:
     """
     import re
 
-    from wallets.errors import ChainUnavailableError
+    from wallets.errors import ChainUnavailableError, MempoolFullError
 
     text = str(exc)
     url = re.search(r"(?:wss?|https?)://[^\s)'\"]+", text)
     where = f" at {url.group(0).rstrip('.,:;')}" if url else ""
+    if isinstance(exc, MempoolFullError):
+        return f"room in the mempool of the chain{where}"
     if isinstance(exc, ChainUnavailableError):
         return f"the chain{where}"
     if isinstance(exc, TransientApiError) and exc.status == 0:
@@ -377,8 +379,12 @@ class Runner:
             began = now
         delay = outage_wait_s(now - began, self.rng)
         wait(job.id, QUEUED, f"{OUTAGE_PREFIX}{what} since {since}: {message}", now=now, run_at=now + delay)
-        log.warning("job %s: %s is unreachable (since %s); trying again in %.0fs", job.id, what, since, delay)
-        self._note(f"job {job.id} waits for {what} (unreachable since {since}); it stays queued")
+        if what.startswith("room in the mempool"):
+            log.warning("job %s: no %s (since %s); trying again in %.0fs", job.id, what[5:], since, delay)
+            self._note(f"job {job.id} waits for {what} (full since {since}); it stays queued")
+        else:
+            log.warning("job %s: %s is unreachable (since %s); trying again in %.0fs", job.id, what, since, delay)
+            self._note(f"job {job.id} waits for {what} (unreachable since {since}); it stays queued")
         return True
 
     def _note(self, line: str) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from sandbox import blockfrost_json as bj
-from sandbox.errors import LedgerRejection, SandboxError
+from sandbox.errors import LedgerRejection, MempoolFullError, SandboxError
 from sandbox.serving import serve_in_thread, stop_serving
 from wallets.blockfrost import SANDBOX_PROJECT_ID
 from wallets.types import OutputRef
@@ -480,6 +480,8 @@ class BlockfrostServer:
             tx_id = self.node.submit(body)
         except LedgerRejection as exc:
             raise _HttpError(400, bj.submit_failure_message(exc.code, exc.message, exc.data)) from None
+        except MempoolFullError:
+            raise _HttpError(425) from None  # as Blockfrost: not taken; send it again after a block
         return tx_id
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from sandbox.errors import SandboxConfigError, SandboxError
-from sandbox.ledger import Block, Ledger, MempoolFullError, TxOut
+from sandbox.ledger import Block, Ledger, LedgerParams, MempoolFullError, TxOut
 from sandbox.ogmios_json import Genesis
 from sandbox.ogmios_server import OgmiosServer
 from wallets.types import OutputRef, is_native_asset
@@ -313,7 +313,8 @@ class DevnetNode:
             return self.ledger.to_state()
 
 
-def _new_chain(now: float, fund: Mapping[str, int], fund_assets: Mapping[str, Mapping[str, int]]) -> tuple[Ledger, Genesis]:
+def _new_chain(now: float, fund: Mapping[str, int], fund_assets: Mapping[str, Mapping[str, int]],
+               params: LedgerParams | None = None) -> tuple[Ledger, Genesis]:
     """A fresh ledger: faucet and requested genesis outputs, then a genesis block.
 
     Slot 0 is one epoch before ``now`` so that the epoch is never 0 (the ``ogmios`` client
@@ -321,7 +322,7 @@ def _new_chain(now: float, fund: Mapping[str, int], fund_assets: Mapping[str, Ma
     """
     funds = {addr: int(fund.get(addr, TOKEN_ONLY_LOVELACE)) for addr in sorted(set(fund) | set(fund_assets))}
     genesis = Genesis(system_start=int(now) - EPOCH_LENGTH, epoch_length=EPOCH_LENGTH, initial_funds=funds)
-    ledger = Ledger(slot=genesis.slot_at(now))
+    ledger = Ledger(params or LedgerParams(), slot=genesis.slot_at(now))
     ledger.add_genesis_utxo(FAUCET_ADDRESS, FAUCET_LOVELACE, {DEVNET_TOKEN: FAUCET_TOKENS})
     for address, lovelace in funds.items():
         ledger.add_genesis_utxo(address, lovelace, dict(fund_assets.get(address, {})))
@@ -367,13 +368,15 @@ class Devnet:
     def start(cls, *, host: str = "127.0.0.1", ogmios_port: int = 0, block_time_s: float = 1.0,
               fund: Mapping[str, int] | None = None,
               fund_assets: Mapping[str, Mapping[str, int]] | None = None,
-              state_dir: Path | None = None, clock: Callable[[], float] = time.time) -> Devnet:
+              state_dir: Path | None = None, clock: Callable[[], float] = time.time,
+              max_block_body_size: int | None = None) -> Devnet:
         """Create (or reload from ``state_dir``) the chain and serve it; return when listening.
 
         ``fund`` and ``fund_assets`` become one genesis output per address on a new chain (an
         address given only tokens gets ``TOKEN_ONLY_LOVELACE`` with them); on a reloaded chain,
         addresses not funded at its genesis are paid by the faucet with real transactions.
-        ``clock`` (unix seconds) drives the slot clock; tests may inject one.
+        ``clock`` (unix seconds) drives the slot clock; tests may inject one. ``max_block_body_size``
+        (a new chain only; default mainnet's) also sizes the mempool, at two blocks' worth.
 
         Raises:
             SandboxConfigError: bad options or an unreadable state directory.
@@ -381,13 +384,16 @@ class Devnet:
         """
         if block_time_s < 0:
             raise SandboxConfigError("block time must be >= 0 seconds")
+        if max_block_body_size is not None and max_block_body_size <= 0:
+            raise SandboxConfigError("max block body size must be positive")
         fund, fund_assets = dict(fund or {}), dict(fund_assets or {})
         path = Path(state_dir) / STATE_FILE if state_dir is not None else None
         reloaded = path is not None and path.exists()
         if reloaded:
             ledger, genesis = _load_chain(path)  # type: ignore[arg-type]
         else:
-            ledger, genesis = _new_chain(clock(), fund, fund_assets)
+            params = LedgerParams(max_block_body_size=max_block_body_size) if max_block_body_size else None
+            ledger, genesis = _new_chain(clock(), fund, fund_assets, params)
         node = DevnetNode(ledger, genesis, block_time_s=block_time_s, clock=clock)
         devnet = cls(node, host=host, ogmios_port=ogmios_port, state_dir=Path(state_dir) if state_dir else None)
         devnet._thread.start()

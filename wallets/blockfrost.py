@@ -33,6 +33,7 @@ from wallets.errors import (
     ChainProtocolError,
     ChainUnavailableError,
     FeeTooSmallError,
+    MempoolFullError,
     OutputTooSmallError,
     SubmitError,
     submit_error,
@@ -74,6 +75,14 @@ _NODE_FAILURES = {
 }
 _FAILURE = re.compile(r"\b(" + "|".join(sorted(_NODE_FAILURES, key=len, reverse=True)) + r")\b")
 _RETRYABLE = frozenset({425, 429, 500, 502, 503, 504})
+
+
+class _MempoolFull(Exception):
+    """Blockfrost answered a submission with 425: the node's mempool is full; nothing was taken."""
+
+    def __init__(self, retry_after: str | None) -> None:
+        super().__init__("mempool full")
+        self.retry_after = retry_after
 
 
 class BlockfrostAuthError(ChainError):
@@ -210,6 +219,7 @@ class BlockfrostChain:
         tip_ttl_s: float = 1.0,
         max_tip_lag_s: float | None = None,
         evidence_max_lag_s: float | None = None,
+        submit_timeout_s: float = 180.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -231,6 +241,8 @@ class BlockfrostChain:
             evidence_max_lag_s: conclude that something is absent from the chain (a transaction in no
                 block, an output unspent) only while the latest block is at most this old; else
                 ChainUnavailableError: what the index has not reached yet cannot be told.
+            submit_timeout_s: how long a submission refused for a full mempool (425) is sent again, the same
+                bytes after each wait, before MempoolFullError (mainnet makes a block every ~20 s).
             clock, wall_clock, sleep: injectable for tests; ``transport`` an ``httpx`` transport.
         """
         import httpx
@@ -247,6 +259,7 @@ class BlockfrostChain:
         self._latest: tuple[float, dict[str, Any]] | None = None
         self._max_tip_lag_s = max_tip_lag_s
         self._evidence_max_lag_s = evidence_max_lag_s
+        self._submit_timeout_s = submit_timeout_s
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -342,7 +355,9 @@ class BlockfrostChain:
                 raise BlockfrostQuotaError(
                     f"Blockfrost banned this IP for sending requests over its limit (HTTP 418, {self.network}); "
                     "wait before trying again")
-            if status in _RETRYABLE and (not post or status in (425, 429)):
+            if post and status == 425:
+                raise _MempoolFull(response.headers.get("Retry-After"))
+            if status in _RETRYABLE and (not post or status == 429):
                 failure = f"HTTP {status}"
                 retry_after = response.headers.get("Retry-After")
                 log.warning("Blockfrost answered %s with %d (attempt %d)", path, status, attempt + 1)
@@ -495,7 +510,32 @@ class BlockfrostChain:
         return found
 
     def submit(self, cbor: bytes) -> str:
-        """Submit a signed transaction; return its id or raise the typed ``SubmitError`` for the node's failure."""
+        """Submit a signed transaction; return its id or raise the typed ``SubmitError`` for the node's failure.
+
+        A full mempool (425: nothing taken) makes it wait for a block and send the same bytes again,
+        for up to ``submit_timeout_s``.
+
+        Raises:
+            MempoolFullError: still no room after ``submit_timeout_s``; the transaction was not taken.
+        """
+        deadline = self._clock() + self._submit_timeout_s
+        waits = 0
+        while True:
+            try:
+                return self._submit_once(cbor)
+            except _MempoolFull as full:
+                if self._clock() >= deadline:
+                    raise MempoolFullError(
+                        f"Blockfrost at {self.url}: the node's mempool had no room for {self._submit_timeout_s:.0f}s "
+                        "(HTTP 425); the transaction was not taken", accepted_unknown=False) from None
+                waits += 1
+                if waits == 1:
+                    log.info("Blockfrost: the node's mempool is full; waiting for a block to send the transaction "
+                             "again (up to %.0fs)", self._submit_timeout_s)
+                delay = self._delay(waits, full.retry_after)
+                self._sleep(max(0.0, min(delay, deadline - self._clock())))
+
+    def _submit_once(self, cbor: bytes) -> str:
         try:
             tx_id = self._request("POST", "/tx/submit", content=bytes(cbor))
         except (FeeTooSmallError, OutputTooSmallError):

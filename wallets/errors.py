@@ -9,6 +9,7 @@ WalletError
 │   └── InsufficientFundsError
 ├── ChainError               talking to the chain failed
 │   ├── ChainUnavailableError   could not connect / connection lost (retryable)
+│   │   └── MempoolFullError       the node's mempool had no room, and no block made some in time
 │   ├── ChainProtocolError      the server answered something that does not parse
 │   └── SubmitError             the ledger refused a transaction; ``code`` and ``data`` kept
 │       ├── InputsSpentError         3117
@@ -74,6 +75,19 @@ class ChainError(WalletError):
 
 class ChainUnavailableError(ChainError):
     """The chain endpoint could not be reached or the connection was lost. Retryable."""
+
+
+class MempoolFullError(ChainUnavailableError):
+    """The node's mempool had no room for a submission, and no block made some within the wait.
+
+    Retryable, with the same signed bytes (never re-signed). ``accepted_unknown``: the node held
+    the submission (Ogmios) and may still take it, so its outcome is unknown; False when the
+    endpoint refused it outright (Blockfrost's 425).
+    """
+
+    def __init__(self, message: str, *, accepted_unknown: bool) -> None:
+        super().__init__(message)
+        self.accepted_unknown = accepted_unknown
 
 
 class ChainProtocolError(ChainError):

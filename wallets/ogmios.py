@@ -21,6 +21,7 @@ from wallets.errors import (
     ChainProtocolError,
     ChainUnavailableError,
     FeeTooSmallError,
+    MempoolFullError,
     OutputTooSmallError,
     submit_error,
 )
@@ -34,6 +35,10 @@ _POLICY = re.compile(r"[0-9a-f]{56}")
 _ASSET_NAME = re.compile(r"(?:[0-9a-f]{2}){0,32}")
 _RATIO = re.compile(r"-?[0-9]{1,40}(?:/[0-9]{1,40})?")
 _RATIO_FIELDS = ("stakePoolPledgeInfluence", "monetaryExpansion", "treasuryExpansion")
+
+
+class _HeldTooLong(Exception):
+    """No answer within the long wait a held submission is given."""
 
 
 class _RpcFailure(Exception):
@@ -120,6 +125,7 @@ class OgmiosChain:
         backoff_s: float = 0.1,
         max_backoff_s: float = 2.0,
         params_ttl_s: float = 60.0,
+        submit_timeout_s: float = 180.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -129,6 +135,9 @@ class OgmiosChain:
             attempts: tries per query before ChainUnavailableError (the first retry is immediate,
                 later ones back off exponentially from ``backoff_s`` up to ``max_backoff_s``).
             params_ttl_s: how long protocol parameters are reused before being asked again.
+            submit_timeout_s: how long a submission waits for its answer. A node holds a submission
+                while its mempool is full, until a block makes room (mainnet: a block every ~20 s);
+                submissions go over a connection of their own, so queries never queue behind one.
             clock, sleep: injectable for tests.
         """
         self.url = url
@@ -146,6 +155,8 @@ class OgmiosChain:
         self._params_at = 0.0
         self._era: tuple[float, int, float] | None = None
         self._seen_slot = 0  # the highest tip slot seen: the ledger's slot is never behind it
+        self._submit_timeout_s = max(timeout_s, submit_timeout_s)
+        self._submitter: OgmiosChain | None = None
         self.reconnects = 0
 
     def __repr__(self) -> str:
@@ -185,11 +196,13 @@ class OgmiosChain:
             except Exception:  # noqa: BLE001 - the connection is already gone; nothing to report
                 pass
 
-    def _rpc(self, method: str, params: dict[str, Any] | None = None, *, resend: bool = True) -> Any:
+    def _rpc(self, method: str, params: dict[str, Any] | None = None, *, resend: bool = True,
+             answer_timeout_s: float | None = None) -> Any:
         """Send one request and return its ``result``; raise _RpcFailure for an error answer.
 
         ``resend=False`` (submit): once the request may have reached the server, a lost answer is
-        not retried, because the transaction may have been accepted.
+        not retried, because the transaction may have been accepted. ``answer_timeout_s``: wait
+        that long for the answer (a held submission) rather than ``timeout_s``.
         """
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -218,7 +231,13 @@ class OgmiosChain:
                     log.warning("Ogmios connection lost; reconnecting: %s", exc)
                     continue
                 try:
-                    raw = ws.recv(timeout=self._timeout_s)
+                    raw = self._receive(ws, method, answer_timeout_s)
+                except _HeldTooLong:
+                    self._drop()
+                    raise MempoolFullError(
+                        f"Ogmios at {self.url} held the {method} for {answer_timeout_s:.0f}s: the node's mempool "
+                        "had no room and no block made some; its outcome is unknown (the node may still take it)",
+                        accepted_unknown=True) from None
                 except (ConnectionClosed, OSError, TimeoutError) as exc:
                     self._drop()
                     if not resend:
@@ -230,6 +249,20 @@ class OgmiosChain:
                 return self._parse(raw, method, self._next_id)
             raise ChainUnavailableError(
                 f"Ogmios at {self.url} unavailable after {self._attempts} attempts: {failure}") from failure
+
+    def _receive(self, ws: Any, method: str, answer_timeout_s: float | None) -> Any:
+        """The next message; past ``timeout_s`` a long wait is logged and continued up to ``answer_timeout_s``."""
+        try:
+            return ws.recv(timeout=self._timeout_s)
+        except TimeoutError:
+            if answer_timeout_s is None or answer_timeout_s <= self._timeout_s:
+                raise
+        log.info("no answer to %s after %.0fs: the node's mempool is full; waiting for a block to make room "
+                 "(up to %.0fs)", method, self._timeout_s, answer_timeout_s)
+        try:
+            return ws.recv(timeout=answer_timeout_s - self._timeout_s)
+        except TimeoutError:
+            raise _HeldTooLong() from None
 
     def _parse(self, raw: Any, method: str, request_id: int) -> Any:
         try:
@@ -334,9 +367,24 @@ class OgmiosChain:
         return [parse_utxo(item) for item in result]
 
     def submit(self, cbor: bytes) -> str:
-        """Submit a signed transaction; return its id or raise the typed ``SubmitError`` for Ogmios's code."""
+        """Submit a signed transaction; return its id or raise the typed ``SubmitError`` for Ogmios's code.
+
+        While the node's mempool is full the node holds the submission until a block makes room:
+        this waits up to ``submit_timeout_s``, on a connection of its own.
+
+        Raises:
+            MempoolFullError: still held after ``submit_timeout_s``; the outcome is unknown.
+            ChainUnavailableError: the connection was lost; the outcome is unknown.
+        """
+        with self._lock:
+            if self._submitter is None:
+                self._submitter = OgmiosChain(
+                    self.url, timeout_s=self._timeout_s, attempts=self._attempts, backoff_s=self._backoff_s,
+                    max_backoff_s=self._max_backoff_s, clock=self._clock, sleep=self._sleep)
+            submitter = self._submitter
         try:
-            result = self._rpc("submitTransaction", {"transaction": {"cbor": cbor.hex()}}, resend=False)
+            result = submitter._rpc("submitTransaction", {"transaction": {"cbor": cbor.hex()}}, resend=False,
+                                    answer_timeout_s=self._submit_timeout_s)
         except _RpcFailure as exc:
             error = submit_error(exc.code, exc.message, exc.data)
             if isinstance(error, (FeeTooSmallError, OutputTooSmallError)):
@@ -464,9 +512,12 @@ class OgmiosChain:
                 pass
 
     def close(self) -> None:
-        """Close the connection (a later call opens a new one)."""
+        """Close the connections (a later call opens new ones)."""
         with self._lock:
             self._drop()
+            submitter, self._submitter = self._submitter, None
+        if submitter is not None:
+            submitter.close()
 
 
 __all__ = ["OgmiosChain", "parse_protocol_params", "parse_ratio", "parse_utxo", "parse_value"]

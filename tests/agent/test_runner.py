@@ -122,6 +122,26 @@ def test_a_chain_outage_is_a_pause_not_a_failure():
     assert runner.stats.failed == 0
 
 
+def test_a_full_mempool_pauses_the_job_saying_what_it_waits_for():
+    """A payment held past the submit timeout by a full mempool: the job keeps its place (queued, no
+    attempt used) and its state says it waits for room in the mempool, not that it failed."""
+    from wallets.errors import MempoolFullError
+
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store, max_attempts=1)
+    full = MempoolFullError("Ogmios at ws://127.0.0.1:1337 held the submitTransaction for 180s: the node's "
+                            "mempool had no room", accepted_unknown=True)
+    runner = Runner(store, ScriptedExecutor({"chat": [full]}), clock=clock, lease_s=0)
+    runner.run_once()
+    paused = store.get(job.id)
+    assert paused.state == "queued" and paused.attempts == 0
+    assert paused.last_error.startswith("waiting for room in the mempool of the chain at ws://127.0.0.1:1337 since ")
+    assert any("waits for room in the mempool" in note for note in runner.stats.notes)
+    clock.now = paused.run_at
+    runner.run_once()
+    assert store.get(job.id).state == "done"
+
+
 def test_an_api_outage_names_its_url_and_waits():
     """An unreachable API (a network failure, not an HTTP status) pauses the job the same way."""
     store, clock = MemoryJobStore(), Clock()

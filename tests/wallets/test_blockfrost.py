@@ -355,3 +355,22 @@ def test_absence_is_concluded_only_from_a_fresh_index():
     current, _, _ = make_chain(answers(fresh, None), evidence_max_lag_s=60)
     assert not current.find_transaction(TX, since=None).landed
     assert current.utxos_by_refs([OutputRef(TX, 0)])[0].lovelace == 1
+
+
+def test_a_full_mempool_is_waited_out_with_the_same_bytes():
+    """425 (mempool full: nothing taken) is sent again, the same bytes, until the node takes it."""
+    answers = [error(425), error(425), httpx.Response(200, json=TX)]
+    chain, seen, time_ = make_chain(lambda r: answers.pop(0))
+    assert chain.submit(b"\x84\x01") == TX
+    assert [r.content for r in seen] == [b"\x84\x01"] * 3 and len(time_.slept) == 2
+
+
+def test_a_mempool_full_past_the_submit_timeout_is_a_retryable_error_saying_nothing_was_taken():
+    """No room for ``submit_timeout_s``: MempoolFullError (a ChainUnavailableError), the outcome known."""
+    from wallets.errors import MempoolFullError
+
+    chain, seen, time_ = make_chain(lambda r: error(425), submit_timeout_s=30)
+    with pytest.raises(MempoolFullError, match="not taken") as info:
+        chain.submit(b"\x00")
+    assert isinstance(info.value, ChainUnavailableError) and not info.value.accepted_unknown
+    assert 30 <= sum(time_.slept) <= 31 and len(seen) >= 3
