@@ -47,6 +47,10 @@ ACTIVE = (RUNNING, PAYING, AWAITING)
 WAITING = (AWAITING_APPROVAL, AWAITING_BUDGET)
 OUTAGE_PREFIX = "waiting for "
 """``last_error`` of a queued job paused by an outage starts so: ``waiting for the chain since <ISO>: …``."""
+IN_FLIGHT_PREFIX = "payment in flight since "
+"""``last_error`` of a queued job whose payment's fate the chain cannot yet tell:
+``payment in flight since <ISO>: …``. Unlike an outage, ``run --until-idle`` waits for it (the
+payment's TTL bounds the wait)."""
 
 register_migrations("queue", [
     """
@@ -588,6 +592,13 @@ class MemoryJobStore(_Transitions):
         return min(times) if times else None
 
 
+def in_flight_since(last_error: str | None) -> str | None:
+    """The ISO time a job began waiting for its payment's fate (None if it does not)."""
+    if not last_error or not last_error.startswith(IN_FLIGHT_PREFIX):
+        return None
+    return last_error[len(IN_FLIGHT_PREFIX):].split(": ", 1)[0].strip() or None
+
+
 def outage_since(last_error: str | None) -> str | None:
     """The ISO time an outage began, from a paused job's ``last_error`` (None if not paused)."""
     if not last_error or not last_error.startswith(OUTAGE_PREFIX) or " since " not in last_error:
@@ -609,6 +620,11 @@ def waiting_summary(store: Any, *, limit: int = 500) -> builtins.list[str]:
             outages[what] = (min(first, since), n + 1)
     for what, (since, n) in outages.items():
         lines.append(f"{n} job(s) waiting for {what} since {since}")
+    in_flight = [since for job in store.list(state=QUEUED, limit=limit)
+                 if (since := in_flight_since(job.last_error)) is not None]
+    if in_flight:
+        lines.append(f"{len(in_flight)} job(s) waiting for the chain to show whether their payment landed, "
+                     f"since {min(in_flight)}")
     approvals = store.list(state=AWAITING_APPROVAL, limit=limit)
     if approvals:
         lines.append(f"{len(approvals)} job(s) awaiting approval: cardano-agent approvals")

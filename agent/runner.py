@@ -346,7 +346,9 @@ class Runner:
 
     def _wait(self, job: Any, exc: Exception, message: str, now: float) -> bool:
         """Park ``job`` if ``exc`` means "not now" rather than "failed"; True if it was parked."""
-        from agent.queue import AWAITING_APPROVAL, AWAITING_BUDGET, OUTAGE_PREFIX, QUEUED, outage_since
+        from agent.errors import PaymentInFlightError
+        from agent.queue import (AWAITING_APPROVAL, AWAITING_BUDGET, IN_FLIGHT_PREFIX, OUTAGE_PREFIX, QUEUED,
+                                 in_flight_since, outage_since)
 
         wait = getattr(self.store, "wait", None)
         if wait is None:
@@ -367,17 +369,22 @@ class Runner:
             log.info("job %s awaits budget %s until %s", job.id, exc.budget, until)
             self._note(f"job {job.id} awaits budget {exc.budget!r} until {until}")
             return True
+        if isinstance(exc, PaymentInFlightError):
+            # Not a failed try: the payment may still land, and the chain decides within its TTL.
+            # Failing the job after a few quick retries would lose a job whose payment lands.
+            since = in_flight_since(job.last_error) or _iso(now)
+            delay = outage_wait_s(now - _epoch(since, now), self.rng)
+            wait(job.id, QUEUED, f"{IN_FLIGHT_PREFIX}{since}: {message}", now=now, run_at=now + delay)
+            log.info("job %s waits for its payment's fate on chain (since %s): %s", job.id, since, message)
+            self._note(f"job {job.id} waits for the chain to show whether its payment landed")
+            return True
         what = outage_of(exc)
         if what is None:
             return False
         previous = job.last_error or ""
         since = outage_since(previous) if previous.startswith(OUTAGE_PREFIX + what) else None
-        since = since or datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="seconds")
-        try:
-            began = datetime.fromisoformat(since).timestamp()
-        except ValueError:
-            began = now
-        delay = outage_wait_s(now - began, self.rng)
+        since = since or _iso(now)
+        delay = outage_wait_s(now - _epoch(since, now), self.rng)
         wait(job.id, QUEUED, f"{OUTAGE_PREFIX}{what} since {since}: {message}", now=now, run_at=now + delay)
         if what.startswith("room in the mempool"):
             log.warning("job %s: no %s (since %s); trying again in %.0fs", job.id, what[5:], since, delay)
@@ -538,6 +545,17 @@ def _idle(counts: dict[str, int], store: Any = None, now: float | None = None) -
     paused = [j for j in store.list(state="queued", limit=queued + 1)
               if (j.last_error or "").startswith(OUTAGE_PREFIX) and (now is None or j.run_at > now)]
     return len(paused) >= queued
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _epoch(iso: str, default: float) -> float:
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return default
 
 
 class LeaseKeeper:

@@ -305,3 +305,30 @@ def test_one_lease_keeper_renews_every_running_job_and_none_after_it_ends():
         w.join(30)
     assert runner.leases.held() == {} and runner.leases.beat_once() == 0
     assert {store.get(j.id).state for j in jobs} == {"done"}
+
+
+def test_a_payment_whose_fate_is_unknown_waits_without_using_attempts():
+    """PaymentInFlightError (a signed payment the chain cannot yet judge) is a wait, not a failed try.
+
+    Before, it counted against the job's attempts: after five quick retries the job failed
+    while its payment could still land (paid, and the job lost). The fate is decided by the
+    chain within the payment's TTL; the job waits for it, saying so, however long that takes.
+    """
+    from agent.errors import PaymentInFlightError
+
+    store, clock = MemoryJobStore(), Clock()
+    [job] = enqueue(store, max_attempts=3)
+    in_flight = [PaymentInFlightError(f"payment 7 for invoice inv-1 is signed; whether it landed is not known ({n})")
+                 for n in range(8)]
+    runner = Runner(store, ScriptedExecutor({"chat": in_flight}), clock=clock, lease_s=0)
+    for n in range(8):
+        assert runner.run_once().id == job.id
+        waiting = store.get(job.id)
+        assert waiting.state == "queued" and waiting.attempts < 3, (n, waiting)
+        assert "whether it landed is not known" in waiting.last_error
+        assert waiting.run_at > clock.now
+        assert runner.run_once() is None  # not before its time
+        clock.now = waiting.run_at
+    assert runner.run_once().id == job.id
+    assert store.get(job.id).state == "done"
+    assert runner.stats.failed == 0
