@@ -21,7 +21,8 @@ from sandbox.errors import LedgerRejection, MempoolFullError
 from sandbox.ledger import Ledger, LedgerParams
 from sandbox.txcbor import decode_transaction
 from wallets.chain import MAINNET_PARAMS, IntersectionNotFoundError, TxLookup
-from wallets.errors import ChainUnavailableError, submit_error
+from wallets.errors import MempoolFullError as WalletMempoolFullError
+from wallets.errors import submit_error
 from wallets.types import OutputRef, ProtocolParams, Tip, Utxo
 
 
@@ -34,13 +35,15 @@ class MemoryChain:
     """
 
     def __init__(self, params: ProtocolParams = MAINNET_PARAMS, *, slot: int = 0, auto_confirm: bool = True,
-                 network_id: int = 0) -> None:
+                 network_id: int = 0, max_block_body_size: int = LedgerParams.max_block_body_size) -> None:
+        """``max_block_body_size`` also sizes the mempool (two blocks' worth), to fill it in tests."""
         self.params = params
         self.auto_confirm = auto_confirm
         self.ledger = Ledger(LedgerParams(
             network_id=network_id, min_fee_coefficient=params.min_fee_coefficient,
             min_fee_constant=params.min_fee_constant, coins_per_utxo_byte=params.coins_per_utxo_byte,
-            max_tx_size=params.max_tx_size, max_value_size=params.max_value_size), slot=slot)
+            max_tx_size=params.max_tx_size, max_value_size=params.max_value_size,
+            max_block_body_size=max_block_body_size), slot=slot)
         self._lock = threading.RLock()
         self._faults: dict[str, list[Exception]] = {}
         # What each block holds, for find_transaction: block id -> [(tx id, inputs it spent)].
@@ -176,7 +179,7 @@ class MemoryChain:
 
         Raises:
             SubmitError: the typed subclass for the Ogmios code of the rule that failed.
-            ChainUnavailableError: the mempool is full (a node would make the submitter wait).
+            wallets.errors.MempoolFullError: no room in the mempool (nothing taken; retry after a block).
         """
         with self._lock:
             self._fault("submit")
@@ -184,8 +187,8 @@ class MemoryChain:
                 tx_id = self.ledger.submit(cbor)
             except LedgerRejection as exc:
                 raise submit_error(exc.code, exc.message, exc.data) from None
-            except MempoolFullError as exc:
-                raise ChainUnavailableError(str(exc)) from None
+            except MempoolFullError as exc:  # a node would hold the submission; here no block comes by itself
+                raise WalletMempoolFullError(str(exc), accepted_unknown=False) from None
             self.accepted.append(tx_id)
             if self.auto_confirm:
                 self._make_block()

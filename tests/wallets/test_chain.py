@@ -20,6 +20,7 @@ from wallets.errors import (
     ChainUnavailableError,
     FeeTooSmallError,
     InputsSpentError,
+    MempoolFullError,
     MissingSignaturesError,
     OutsideValidityError,
     SubmitError,
@@ -416,3 +417,24 @@ def test_memory_chain_confirm_elsewhere_drops_what_needed_the_spent_input() -> N
     assert not chain.in_mempool(p.tx_id) and chain.utxos_by_refs([ref]) == []
     found = chain.find_transaction(p.tx_id, since=(start.slot, start.id), inputs=[ref])
     assert not found.landed and dict(found.spent_by) == {ref: "ee" * 32}
+
+
+def test_memory_chain_full_mempool_is_retryable_and_takes_nothing() -> None:
+    """No room in the mempool: MempoolFullError (nothing taken); after a block the same bytes are accepted."""
+    signer = KeySigner()
+    chain = MemoryChain(auto_confirm=False, max_block_body_size=700)  # a mempool of 1400 bytes
+    chain.fund(signer.address, 100_000_000)
+    utxos = chain.utxos_at(signer.address)
+    for _ in range(10):
+        p = pay([RequiredOutput(fresh_address(), 2_000_000)], utxos, signer)
+        try:
+            chain.submit(p.cbor)
+        except MempoolFullError as exc:
+            assert exc.accepted_unknown is False and isinstance(exc, ChainUnavailableError)
+            break
+        utxos = list(p.change)
+    else:
+        pytest.fail("the mempool never filled")
+    assert not chain.in_mempool(p.tx_id) and p.tx_id not in chain.accepted
+    chain.produce_block()
+    assert chain.submit(p.cbor) == p.tx_id
