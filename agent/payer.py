@@ -68,6 +68,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Rows written before the ledger kept the invoice's expiry (payments.expires_at) resume with this
+# much time to have the proof accepted: the invoice it paid is not known any more.
+LEGACY_PROOF_WINDOW_S = 300.0
+
 TTL_MARGIN_S = 5
 """Seconds kept between the transaction's TTL and the invoice's expiry (clock skew)."""
 MIN_PAYABLE_S = 15
@@ -551,9 +555,13 @@ class WalletPayer:
                     f"job {job_id}: payment {row.id} for invoice {row.invoice_id} is {row.state} and whether it "
                     "landed is not known yet; the job waits rather than paying a new invoice")
             if row.state == SUBMITTED and row.tx_id:
-                expires = datetime.fromtimestamp(self.clock() + 300, tz=timezone.utc)
-                return self._proof(row, expires)
+                return self._proof(row, self._stored_expiry(row))
         return None
+
+    def _stored_expiry(self, row: PaymentRow) -> datetime:
+        """The invoice's expiry as the row recorded it; rows from before the column get a short window."""
+        at = row.expires_at if row.expires_at is not None else self.clock() + LEGACY_PROOF_WINDOW_S
+        return datetime.fromtimestamp(at, tz=timezone.utc)
 
     def recover(self) -> dict[str, int]:
         """Resolve the unfinished payments whose owner is gone; return counts of what was done.

@@ -20,13 +20,13 @@ def chain_backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def _signed_row(agent, *, ttl_offset=300, invoice="inv-crash", job_id=None):
+def _signed_row(agent, *, ttl_offset=300, invoice="inv-crash", job_id=None, expires_at=None):
     """Reserve and sign a 2 ADA payment without submitting it: the state a crash after signing leaves."""
     payer = agent.payer()
     row = agent.ledger.reserve(invoice_id=invoice, host="twin", route="/chat", job_id=job_id,
                                outputs=[RequiredOutput(DEFAULT_PAY_TO, 2_000_000)],
                                amounts={"lovelace": 2_000_000}, fee_estimate_lovelace=200_000,
-                               owner=payer.owner)
+                               owner=payer.owner, expires_at=expires_at)
     tip = agent.chain.tip()
     ttl = payer._slot_now(time.time()) + ttl_offset
     payment = payer.sender.build([RequiredOutput(DEFAULT_PAY_TO, 2_000_000)], ttl_slot=ttl,
@@ -321,6 +321,37 @@ def test_a_job_whose_payment_fate_is_unknown_waits_instead_of_paying_anew(agent_
         proof = agent.payer().resume_proof(job.id)  # the node is back: the same bytes go out
         assert proof is not None and proof.payment == payment.tx_id
     assert _on_chain(agent_home, payment.tx_id)
+
+
+def test_a_resumed_proof_carries_the_invoices_expiry(agent_home):
+    """A job resumed after its payment went out gets a proof that expires when the invoice does, not later."""
+    from datetime import datetime, timezone
+
+    expires = time.time() + 42.5
+    with agent_home.open() as agent:
+        job = agent.jobs.enqueue("chat", {"message": "x"}, now=time.time())
+        row, payment = _signed_row(agent, invoice="inv-resumed", job_id=job.id, expires_at=expires)
+        agent.chain.submit(payment.cbor)
+        agent.ledger.mark_submitted(row.id)
+    with agent_home.open() as agent:
+        proof = agent.payer().resume_proof(job.id)
+    assert proof is not None and proof.payment == payment.tx_id
+    assert proof.expires_at == datetime.fromtimestamp(expires, tz=timezone.utc)
+
+
+def test_a_resumed_proof_of_a_row_without_a_stored_expiry_still_expires(agent_home):
+    """Rows written before the ledger kept the invoice's expiry resume with a short, finite window."""
+    with agent_home.open() as agent:
+        job = agent.jobs.enqueue("chat", {"message": "x"}, now=time.time())
+        row, payment = _signed_row(agent, invoice="inv-old-row", job_id=job.id)
+        agent.chain.submit(payment.cbor)
+        agent.ledger.mark_submitted(row.id)
+        assert agent.ledger.get(row.id).expires_at is None
+    before = time.time()
+    with agent_home.open() as agent:
+        proof = agent.payer().resume_proof(job.id)
+    assert proof is not None and proof.payment == payment.tx_id
+    assert before < proof.expires_at.timestamp() <= time.time() + 300
 
 
 def _signed_on(agent, invoice, utxo, *, payee_lovelace=2_000_000):
