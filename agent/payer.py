@@ -168,6 +168,8 @@ class WalletPayer:
         """This payer's id as the owner of the rows it makes (``agent.recovery``)."""
         self._active: set[int] = set()  # rows a thread of this payer is building or submitting now
         self._active_lock = threading.Lock()
+        self._refused_open: set[int] = set()  # v2 rows a server refused while it holds their signed bytes
+        self._refused_lock = threading.Lock()
 
     def close(self) -> None:
         """This payer stops: rows it left unfinished may be recovered, by this process too."""

@@ -125,6 +125,8 @@ def pay_requirements(payer: WalletPayer, headers: Mapping[str, str], body: bytes
     """Choose, judge, reserve, build, sign and store the payment of a 402's requirements."""
     from agent.payer import current_job
 
+    if payer._refused_open:
+        settle_refused(payer)
     now = payer.clock()
     ctx = current_job()
     refusal_id = f"{INVOICE_PREFIX}refused:{request_id}"[:64]
@@ -329,10 +331,59 @@ def refused(payer: WalletPayer, proof: Proof, response: httpx.Response) -> None:
     if answer is not None and answer.may_still_land and not _expired(payer, row):
         log.warning("payment %s may still land (%s); kept signed, never signed again", row.id, reason)
         return
-    # Nothing was submitted (or it can no longer land): nothing paid. Its inputs stay reserved
-    # until the TTL passes, in case the server holds the bytes and submits them after all.
-    payer.ledger.mark_refused(row.id, reason, now=payer.clock())
+    evidence = payer._judge(row)
+    if evidence.verdict != recovery.NEVER:
+        # The server holds the signed bytes and may still submit them until their TTL: whatever it
+        # says, only the chain tells whether they were paid. Kept signed (and counted against the
+        # budgets) until then; the payer's next payment, or recovery, looks again.
+        with payer._refused_lock:
+            payer._refused_open.add(row.id)
+        log.warning("payment %s refused by the server (%s); the server holds its signed bytes until TTL slot %s, "
+                    "so it is kept until the chain shows whether they land (%s)", row.id, reason, row.ttl_slot,
+                    evidence.detail)
+        return
+    payer.ledger.mark_refused(row.id, f"{reason}; {evidence.detail}", now=payer.clock())
     log.warning("payment %s refused by the server, nothing paid: %s", row.id, reason)
+
+
+def settle_refused(payer: WalletPayer) -> None:
+    """Decide, from the chain, the payments a server refused while it held their signed bytes.
+
+    On chain (the server submitted them after all): paid, ``unsettled`` with the refusal.
+    Never landing (TTL passed, an input spent elsewhere): ``refused``, nothing paid. Otherwise
+    kept for the next look. Called before each v2 payment of this payer; recovery does the same
+    after a restart.
+    """
+    with payer._refused_lock:
+        open_ids = sorted(payer._refused_open)
+    for payment_id in open_ids:
+        row = payer.ledger.get(payment_id)
+        if row.state != SIGNED or row.owner != payer.owner:
+            decided = True
+        else:
+            decided = _decide_refused(payer, row, payer._judge(row)) is not None
+        if decided:
+            with payer._refused_lock:
+                payer._refused_open.discard(payment_id)
+
+
+def _decide_refused(payer: WalletPayer, row: PaymentRow, evidence: recovery.Evidence) -> str | None:
+    """A signed row the server refused: ``paid``, ``refused`` or None (not known yet), from ``evidence``."""
+    payload = stored(payer.ledger.db, row.id)
+    reason = (payload.error_reason if payload is not None else None) or row.reason or "refused by the server"
+    if evidence.out_there:
+        payer.ledger.mark_submitted(row.id, now=payer.clock())
+        payer.ledger.mark_unsettled(row.id, f"{reason} (its transaction landed: {evidence.detail})",
+                                    now=payer.clock())
+        log.warning("payment %s: the server refused it but its transaction is %s; paid, unsettled",
+                    row.id, evidence.detail)
+        return "paid"
+    if evidence.verdict == recovery.NEVER:
+        payer.sender.release(str(row.id))
+        payer.ledger.mark_refused(row.id, f"{reason}; {evidence.detail}", now=payer.clock())
+        log.info("payment %s refused by the server; it can never land (%s): nothing paid", row.id, evidence.detail)
+        return "refused"
+    return None
 
 
 def refusal_reason(response: httpx.Response) -> str:
@@ -362,12 +413,19 @@ def recover_row(payer: WalletPayer, row: PaymentRow) -> str:
         payer.ledger.release(row.id, "the agent stopped before signing", now=payer.clock())
         return "released"
     evidence = payer._judge(row)
+    payload = stored(payer.ledger.db, row.id)
+    if row.state == SIGNED and payload is not None and payload.error_reason:
+        decided = _decide_refused(payer, row, evidence)  # the server refused it while holding its bytes
+        if decided is not None:
+            return "kept" if decided == "paid" else "released"
+        with payer._refused_lock:
+            payer._refused_open.add(row.id)
     if evidence.out_there:
         if row.state == SIGNED:
             payer.ledger.mark_submitted(row.id, now=payer.clock())
         payer._track(row)
         return "kept"
-    if stored(payer.ledger.db, row.id) is None:  # the payload was never stored, so never sent
+    if payload is None:  # the payload was never stored, so never sent
         payer.sender.release(owner)
         payer.ledger.release(row.id, "signed but never sent", now=payer.clock())
         return "released"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import json
 from typing import Any, Callable, Iterator
 
@@ -162,7 +164,13 @@ FACILITATOR_REASONS = [
 @pytest.mark.parametrize("reason", FACILITATOR_REASONS)
 def test_facilitator_refusal_is_recorded_and_nothing_is_paid(agent_home: Any, v2_server: X402Server,
                                                              reason: str) -> None:
-    """A facilitator verdict (forced) reaches the client as one line naming it; the row is refused; balance unchanged."""
+    """A facilitator verdict (forced) reaches the client as one line naming it; balance unchanged.
+
+    The row stays signed with the verdict recorded: the server holds the signed bytes until their
+    TTL, so only the chain can say they were never paid (see the two tests after the next).
+    """
+    from agent.x402v2_payer import stored
+
     v2_server.faults.verify_reason = reason
     before = agent_home.balance()
     with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
@@ -170,7 +178,8 @@ def test_facilitator_refusal_is_recorded_and_nothing_is_paid(agent_home: Any, v2
             http.get(f"{v2_server.url}/premium")
         assert reason in str(err.value)
         (row,) = rows(agent)
-        assert row.state == "refused" and reason in (row.reason or "")
+        assert row.state == "signed" and not row.paid
+        assert reason in (stored(agent.ledger.db, row.id).error_reason or "")
     assert agent_home.balance() == before
     assert v2_server.facilitator.submissions == 0
 
@@ -442,3 +451,61 @@ def test_v1_body_is_paid_with_x_payment(agent_home: Any) -> None:
     assert payload["x402Version"] == 1 and payload["scheme"] == "exact" and payload["network"] == "cardano-devnet"
     assert payload["payload"]["nonce"].split("#")[0] in {r.tx_id for r in row.inputs}
     assert base64.b64decode(payload["payload"]["transaction"]) == row.cbor
+
+
+
+def _refused_signed_row(agent: Any, http: httpx.Client, v2_server: X402Server) -> Any:
+    """Pay /premium while the facilitator refuses it: the row, signed and refused by the server."""
+    v2_server.faults.verify_reason = "invalid_exact_cardano_payload_amount_insufficient"
+    with pytest.raises(AgentError) as err:
+        http.get(f"{v2_server.url}/premium")
+    assert "amount_insufficient" in str(err.value)
+    (row,) = rows(agent)
+    assert row.state == "signed", row.reason  # its fate is the chain's to tell, not the server's
+    assert [r.id for r in agent.ledger.unfinished()] == [row.id]  # and its budget charge is kept
+    v2_server.faults.verify_reason = None
+    return row
+
+
+def test_a_refusing_server_that_submits_the_bytes_later_is_caught_paid(agent_home: Any, v2_server: X402Server) -> None:
+    """A hostile server refuses the paid call but keeps the signed bytes, and submits them later.
+
+    Before, the row became ``refused`` at once and its budget charge was dropped although the
+    bytes were out of our hands until their TTL: when they landed, money had gone and the
+    ledger said nothing was paid. Now the row stays signed (and counted) until the chain
+    tells: on chain, it is paid and unsettled (the server refused after it was paid).
+    """
+    before = agent_home.balance()
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        row = _refused_signed_row(agent, http, v2_server)
+        agent.chain.submit(row.cbor)  # the server submits the bytes it kept
+        agent_home.devnet.produce_block()
+        assert http.get(f"{v2_server.url}/premium").status_code == 200  # the next payment looks first
+        first = agent.ledger.get(row.id)
+        assert first.state == "unsettled" and first.paid and "amount_insufficient" in (first.reason or "")
+        paid = [r for r in rows(agent) if r.paid]
+    assert len(paid) == 2
+    assert before - agent_home.balance() == sum(r.cost_lovelace or 0 for r in paid)
+
+
+def test_a_refused_payment_that_can_no_longer_land_is_refused_and_nothing_paid(agent_home: Any,
+                                                                               v2_server: X402Server) -> None:
+    """Once the chain shows the refused bytes can never land (an input spent elsewhere), the row is refused."""
+    from wallets.payment import plan_payment, sign_payment
+    from wallets.types import RequiredOutput
+
+    with agent_home.open() as agent, httpx.Client(auth=agent.x402_auth(), timeout=30) as http:
+        row = _refused_signed_row(agent, http, v2_server)
+        payer = agent.payer()
+        [utxo] = agent.chain.utxos_by_refs([row.inputs[0]])
+        plan = plan_payment([RequiredOutput(agent_home.address, 2_000_000)], utxos=[utxo],
+                            change_address=agent_home.address, params=agent.chain.protocol_params(),
+                            ttl_slot=payer._slot_now(time.time()) + 600)
+        agent.chain.submit(sign_payment(plan, payer.sender._signer).cbor)  # the wallet spends that input itself
+        agent_home.devnet.produce_block()
+        balance = agent_home.balance()
+        assert http.get(f"{v2_server.url}/premium").status_code == 200
+        first = agent.ledger.get(row.id)
+        assert first.state == "refused" and not first.paid and "spent by transaction" in (first.reason or "")
+        [second] = [r for r in rows(agent) if r.paid]
+    assert balance - agent_home.balance() == second.cost_lovelace
