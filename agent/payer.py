@@ -56,6 +56,7 @@ from wallets.errors import (
     WalletError,
 )
 from wallets.networks import NetworkInfo
+from wallets.slots import slot_now
 from wallets.types import LOVELACE, ProtocolParams, Tip
 
 if TYPE_CHECKING:
@@ -468,8 +469,7 @@ class WalletPayer:
 
     def _slot_now(self, now: float, *, tip: Tip | None = None) -> int:
         """The ledger's current slot: from the chain's clock where it has one, never behind the tip."""
-        tip_slot = (tip or self.chain.tip()).slot
-        return max(tip_slot, self.chain.current_slot(now))
+        return slot_now(self.chain, now, tip=tip)
 
     def _proof(self, row: PaymentRow, expires_at: datetime, *, partner: str | None = None) -> Proof:
         assert row.tx_id is not None and row.cbor is not None

@@ -84,7 +84,7 @@ def _chain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ogmios-url", metavar="URL",
                    help=f"Ogmios WebSocket URL (default ${OGMIOS_ENV} or [chain] ogmios_url in agent.toml)")
     p.add_argument("--ttl-s", type=int, default=900, metavar="SECONDS",
-                   help="validity window after the chain tip, in slots (default 900)")
+                   help="validity window from the ledger's current slot, in slots (default 900)")
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -449,6 +449,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from agent.output import format_ada, parse_amount
     from wallets.errors import AmountError, InsufficientFundsError
     from wallets.payment import PaymentSender
+    from wallets.slots import ttl_after
     from wallets.types import RequiredOutput
 
     try:
@@ -469,7 +470,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                 needed={"lovelace": amount}, available={"lovelace": available})
         _confirm(f"Send {format_ada(amount)} ADA from {info.name!r} to {to}?", args.yes)
         wallet = store.unlock(args.name, read_passphrase())
-        ttl_slot = chain.tip().slot + args.ttl_s
+        ttl_slot = ttl_after(chain, args.ttl_s)
         reservations, db = _shared_reservations(args.home, info.name)
         try:
             # Reserve in the agent's store, so a running agent never picks the same inputs.
@@ -488,6 +489,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     """Spend every UTxO of the wallet into N equal outputs to itself, in one transaction."""
     from wallets.errors import AmountError
+    from wallets.slots import ttl_after
 
     if not 2 <= args.into <= 100:
         raise AmountError("--into must be between 2 and 100")
@@ -500,7 +502,7 @@ def cmd_split(args: argparse.Namespace) -> int:
             raise AmountError(f"wallet {info.name!r} has no funds to split")
         params = chain.protocol_params()
         wallet = store.unlock(args.name, read_passphrase())
-        ttl_slot = chain.tip().slot + args.ttl_s
+        ttl_slot = ttl_after(chain, args.ttl_s)
         payment = plan_split(utxos, into=args.into, address=info.address, signer=wallet,
                              params=params, ttl_slot=ttl_slot)
         reservations, db = _shared_reservations(args.home, info.name)

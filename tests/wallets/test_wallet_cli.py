@@ -355,6 +355,18 @@ def test_send_moves_exact_amount(capsys: pytest.CaptureFixture[str], home: Path,
     assert _lovelace_at(fake, VECTOR_TESTNET) == 107_000_000 - sent["cost_lovelace"]
 
 
+@pytest.mark.parametrize("argv", [("send", "vec", OTHER, "5", "--yes"), ("split", "vec", "--into", "2")])
+def test_ttl_counts_from_the_ledger_clock_not_the_lagging_tip(capsys: pytest.CaptureFixture[str], home: Path,
+                                                              fake: Any, argv: tuple[str, ...]) -> None:
+    """When no block was made for a while the tip lags the ledger's clock: the TTL counts from the clock,
+    as the payer's does, so --ttl-s is the window the transaction really has."""
+    fake.current_slot = lambda now=None: 50 + 400  # the clock ran 400 slots past the last block
+    assert fake.tip().slot == 50
+    sent = run_json(capsys, "wallet", *argv, "--ttl-s", "120", "--home", str(home))
+    assert sent["ttl_slot"] == 450 + 120
+    assert fake.accepted == [sent["tx_id"]]
+
+
 @pytest.mark.parametrize(
     ("amount", "to", "fragment"),
     [
