@@ -212,6 +212,11 @@ class Agent:
                     stopping=self.stopping)
             return self._payer
 
+    def opened_payer(self) -> WalletPayer | None:
+        """The payer if a payment has opened it already (the wallet unlocked), else None; never unlocks."""
+        with self._lock:
+            return self._payer
+
     def x402_auth(self, *, partner: str | None = None) -> Any:
         """An ``httpx.Auth`` that pays 402s from this agent's wallet (one per partner, reused)."""
         from agent.auth import X402Auth

@@ -89,9 +89,11 @@ class ChainConfig:
 
 @dataclass(frozen=True, slots=True)
 class WalletConfig:
-    """The keystore wallet the agent pays from."""
+    """The keystore wallet the agent pays from, and how many lanes (free UTxOs) ``run`` keeps it in."""
 
     name: str = "default"
+    lanes: int = 8
+    """Split one UTxO into up to this many when payments queue up, merge dust when idle; 0 or 1: never."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,9 +310,12 @@ class _Reader:
         chain = self.chain(data.get("chain"), env)
         network = get_network(chain.network)
         api = self.api(data.get("api"), chain.network, env)
-        wallet_t = self.table(data.get("wallet"), ("wallet",), ("name",))
+        wallet_t = self.table(data.get("wallet"), ("wallet",), ("name", "lanes"))
+        lanes = wallet_t.get("lanes", 8)
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or not 0 <= lanes <= 100:
+            self.fail(("wallet", "lanes"), f"expected a whole number of lanes from 0 to 100, got {_show(lanes)}")
         wallet = WalletConfig(self.string(wallet_t.get("name", "default"), ("wallet", "name"),
-                                          pattern=_NAME, expected="a name of letters, digits, _ . -"))
+                                          pattern=_NAME, expected="a name of letters, digits, _ . -"), lanes=lanes)
         policy = self.policy(data.get("policy"), network)
         budgets = self.budgets(data.get("budgets"))
         schedules = self.schedules(data.get("schedules"), {b.name for b in budgets})

@@ -199,7 +199,8 @@ class Runner:
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  name: str = "runner", stop_grace_s: float = 10.0, concurrency: int | None = None,
                  tip: Callable[[], Any] | None = None, tip_poll_s: float = 0.25,
-                 budget_frees_at: Callable[[BudgetExceededError, float], float | None] | None = None) -> None:
+                 budget_frees_at: Callable[[BudgetExceededError, float], float | None] | None = None,
+                 lanes: Callable[[int], Any] | None = None) -> None:
         if workers < 1:
             raise AgentError("workers must be at least 1")
         if concurrency is not None and concurrency < 1:
@@ -228,6 +229,8 @@ class Runner:
         self._in_flight: set[Any] = set()  # jobs this runner holds or parked
         self._slots_taken = 0  # claims under way that may start a new call
         self.leases = LeaseKeeper(self)
+        self.lanes = lanes  # called with the queue depth at each new block (wallets.lanes.LaneKeeper.tend)
+        self._lanes_busy = threading.Lock()
 
     @property
     def in_flight(self) -> int:
@@ -427,8 +430,32 @@ class Runner:
             if tip != last:
                 if last is not None:
                     self.wake()
+                    self.tend_lanes()
                 last = tip
             done.wait(self.tip_poll_s)
+
+    def tend_lanes(self, *, wait: bool = False) -> None:
+        """Let the wallet split or merge its lanes for the queue's depth, in a thread of its own (one at a time).
+
+        A split waits like any payment when the mempool is full: it must not hold up the watcher.
+        """
+        if self.lanes is None or self._stop.is_set() or not self._lanes_busy.acquire(blocking=False):
+            return
+        tend = self.lanes
+
+        def body() -> None:
+            try:
+                counts = self.store.counts()
+                tend(counts.get("queued", 0) + counts.get("running", 0))
+            except Exception as exc:  # noqa: BLE001 - lanes are an optimisation: payments go on without them
+                log.warning("lanes: not rearranged: %s", exc)
+            finally:
+                self._lanes_busy.release()
+
+        thread = threading.Thread(target=body, name=f"{self.name}-lanes", daemon=True)
+        thread.start()
+        if wait:
+            thread.join()
 
     @property
     def stopping(self) -> bool:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 from wallets.chain import Chain
-from wallets.errors import InputsSpentError, InsufficientFundsError, SubmitError
+from wallets.errors import ChainUnavailableError, InputsSpentError, InsufficientFundsError, SubmitError
 from wallets.payment import SignedPayment, Signer, plan_payment, sign_payment
 from wallets.reservations import MemoryReservations, ReservationConflict, UtxoReservations
 from wallets.types import OutputRef, RequiredOutput, Utxo
@@ -66,6 +66,8 @@ class PaymentSender:
         self._spent: set[OutputRef] = set()
         # Pending change that our confirmed payments spent, while its parent's pending record lingers.
         self._consumed: set[OutputRef] = set()
+        self.on_settled: Callable[[str, str, bool], None] | None = None
+        """Called (under the sender's lock: keep it short) with (tx id, owner, confirmed) as a payment settles."""
         # Pending change the ledger called unknown (3117): another process's record, its change spent
         # since (or its transaction dropped). Never offered again while that record lingers.
         self._dead_pending: set[OutputRef] = set()
@@ -169,6 +171,66 @@ class PaymentSender:
         self.submit(payment, owner=owner)
         return payment
 
+    def free_utxos(self) -> list[Utxo]:
+        """The wallet's UTxOs no payment has reserved: confirmed ones and pending change (a fresh look)."""
+        with self._cond:
+            reserved = self._reservations.reserved_refs()
+            return [u for u in self._candidates(check_mempool=True) if u.ref not in reserved]
+
+    def utxo_view(self) -> tuple[list[Utxo], list[Utxo]]:
+        """(free, held): the wallet's UTxOs, and those a payment being built holds (a fresh look).
+
+        Inputs of submitted payments are left out: their change, pending, stands for them.
+        """
+        with self._cond:
+            candidates = self._candidates(check_mempool=True)
+            sent: set[OutputRef] = set()
+            for f in self._inflight.values():
+                sent |= f.inputs
+            reserved = self._reservations.reserved_refs()
+            live = [u for u in candidates if u.ref not in sent]
+            return [u for u in live if u.ref not in reserved], [u for u in live if u.ref in reserved]
+
+    def build_self(self, inputs: Sequence[Utxo], amounts: Sequence[int], *, ttl_slot: int,
+                   owner: str) -> SignedPayment:
+        """Spend exactly ``inputs`` into outputs of ``amounts`` plus change, all to this wallet; sign, not submit.
+
+        For rearranging the wallet's UTxOs (splitting into lanes, merging dust). The inputs must be
+        free now; they are reserved for ``owner`` like any payment's. The payment's ``change`` lists
+        every output, so that once submitted all of them are offered for chaining at once.
+
+        Raises:
+            ReservationConflict: an input is no longer free (reserved, or spent meanwhile).
+            InsufficientFundsError, TransactionBuildError: the inputs cannot pay for the outputs.
+        """
+        wanted = {u.ref for u in inputs}
+        with self._cond:
+            params = self._chain.protocol_params()
+            gone = wanted - {u.ref for u in self.free_utxos()}
+            if gone:
+                raise ReservationConflict(gone)
+            plan = plan_payment([RequiredOutput(self.address, a) for a in amounts], utxos=list(inputs),
+                                change_address=self.address, params=params, ttl_slot=ttl_slot)
+            if set(plan.inputs) != wanted:
+                raise InsufficientFundsError("the rearrangement would not spend exactly the inputs given")
+            self._reservations.reserve(owner, plan.inputs)
+            try:
+                payment = sign_payment(plan, self._signer)
+            except BaseException:
+                self._reservations.release(owner)
+                raise
+            own = tuple(Utxo(OutputRef(payment.tx_id, i), self.address, lovelace, {})
+                        for i, lovelace in enumerate(payment.output_lovelace))
+            return replace(payment, change=own + payment.change)
+
+    def submit_tracked(self, payment: SignedPayment, *, owner: str) -> str:
+        """``submit``; on a lost connection the payment stays tracked (inputs reserved) until it confirms or expires."""
+        try:
+            return self.submit(payment, owner=owner)
+        except ChainUnavailableError:
+            self.track(owner, payment.tx_id, inputs=payment.inputs, change=(), ttl_slot=payment.ttl_slot)
+            raise
+
     def release(self, owner: str) -> None:
         """The payment of ``owner`` was abandoned: free its inputs and forget its pending change."""
         with self._cond:
@@ -268,6 +330,11 @@ class PaymentSender:
         if not any(g.owner == f.owner for g in self._inflight.values()):
             self._reservations.release(f.owner)
         log.debug("payment %s of %s settled; inputs released", tx_id, f.owner)
+        if self.on_settled is not None:
+            try:
+                self.on_settled(tx_id, f.owner, confirmed)
+            except Exception:  # noqa: BLE001 - an observer's failure must not break the payments
+                log.warning("settlement observer failed for %s", tx_id, exc_info=True)
         self._cond.notify_all()
 
     def _feasible(self, outputs: Sequence[RequiredOutput], candidates: list[Utxo], params: Any,

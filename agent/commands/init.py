@@ -52,6 +52,9 @@ ogmios_url = "{ogmios_url}"
 [wallet]
 # The keystore wallet to pay from (create it with `cardano-agent wallet create`).
 name = "default"
+# While payments queue up, `run` splits a UTxO so the wallet has up to this many lanes to pay
+# from at once, and merges small leftovers when idle (transactions to the wallet itself). 0: never.
+# lanes = 8
 
 [policy]
 # Refuse any single payment whose cost (outputs to others plus the fee) is above this.

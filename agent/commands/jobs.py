@@ -312,6 +312,7 @@ def concurrency_cap(agent: Any, requested: int, *, now: float) -> tuple[int, str
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.errors import AgentError
     from agent.executor import TApiExecutor
+    from agent.lanes import lane_tender
     from agent.logs import setup_logging
     from agent.runner import Runner, lease_owner_is_dead, process_worker_name
     from agent.scheduler import Scheduler
@@ -362,7 +363,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s,
                         name=process_worker_name(), stop_grace_s=args.stop_grace_s, concurrency=concurrency,
                         tip=_tip_reader(agent), tip_poll_s=TIP_POLL_S.get(agent.config.chain.backend, 2.0),
-                        budget_frees_at=budget_frees_at)
+                        budget_frees_at=budget_frees_at, lanes=lane_tender(agent))
 
         def on_signal(signum: int, frame: Any) -> None:
             print(f"stopping: no new jobs; payments in hand get up to {args.stop_grace_s:g}s…", file=sys.stderr)

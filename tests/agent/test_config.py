@@ -36,6 +36,7 @@ ogmios_url = "ws://127.0.0.1:2000"
 
 [wallet]
 name = "bot-1"
+lanes = 3
 
 [policy]
 max_per_call_ada = 2.5
@@ -95,7 +96,7 @@ def test_valid_file_round_trip(tmp_path):
     assert (cfg.api.base_url, cfg.api.partner, cfg.api.proof, cfg.api.timeout_s, cfg.api.api_key) == (
         "http://127.0.0.1:9000", "acme", "cbor", 12.5, None)
     assert (cfg.chain.network, cfg.chain.ogmios_url, cfg.network.name) == ("devnet", "ws://127.0.0.1:2000", "devnet")
-    assert cfg.wallet.name == "bot-1"
+    assert cfg.wallet.name == "bot-1" and cfg.wallet.lanes == 3
     p = cfg.policy
     assert (p.max_per_call_lovelace, p.approve_above_lovelace, p.pin_payees) == (2_500_000, 1_000_001, False)
     assert p.allowed_assets == {"lovelace", TOKEN}
@@ -118,6 +119,7 @@ def test_missing_file_gives_devnet_defaults(tmp_path):
     assert (cfg.api.base_url, cfg.chain.ogmios_url) == ("http://127.0.0.1:8402", "ws://127.0.0.1:1337")
     assert cfg.policy.max_per_call_lovelace == DEFAULT_MAX_PER_CALL_LOVELACE
     assert cfg.budgets == () and cfg.schedules == () and cfg.wallet.name == "default"
+    assert cfg.wallet.lanes == 8
 
 
 def test_env_overrides_urls_and_supplies_the_api_key(tmp_path):
@@ -153,6 +155,10 @@ INVALID = [
     ("bad url", '[api]\nbase_url = "ftp://x"  # <-\n', "api.base_url: expected a http/https URL"),
     ("bad network", '[chain]\nnetwork = "moon"  # <-\n', "chain.network: expected mainnet, preprod, preview or devnet"),
     ("section not table", 'wallet = "w"  # <-\n', "wallet: expected a table"),
+    ("negative lanes", '[wallet]\nlanes = -1  # <-\n',
+     "wallet.lanes: expected a whole number of lanes from 0 to 100, got -1"),
+    ("too many lanes", '[wallet]\nlanes = 101  # <-\n', "wallet.lanes: expected a whole number of lanes from 0 to 100"),
+    ("fractional lanes", '[wallet]\nlanes = 2.5  # <-\n', "wallet.lanes: expected a whole number"),
     ("too many decimals", '[policy]\nmax_per_call_ada = 1.0000001  # <-\n', "policy.max_per_call_ada: ADA has at most 6 decimals"),
     ("negative ada", '[policy]\napprove_above_ada = -1  # <-\n', "non-negative ADA amount"),
     ("bad payee", '[policy.payees]\n"h" = ["{a0}", "nope"]  # <-\n', r'policy.payees.h\[1\]: address is not a bech32'),
