@@ -57,6 +57,10 @@ class LedgerJournal:
         if row.state in ("reserved", "signed"):
             self.ledger.release(row.id, reason, now=self.clock())
 
+    def left_unsettled(self) -> list[str]:
+        """Owners of this wallet's split/merge rows sent but not yet seen confirmed (an earlier run's)."""
+        return [str(r.id) for r in self.ledger.unfinished() if r.host == HOST and r.state == "submitted"]
+
     def settled(self, owner: str, tx_id: str, confirmed: bool) -> None:
         try:
             row = self.ledger.get(int(owner))
@@ -91,7 +95,9 @@ def lane_tender(agent: Any) -> Callable[[int], Any] | None:
             from wallets.lanes import LaneKeeper
 
             journal = LedgerJournal(agent.ledger, agent.chain, owner=payer.owner, clock=payer.clock)
-            keepers.append(LaneKeeper(payer.sender, agent.chain, lanes=lanes, journal=journal))
+            keeper = LaneKeeper(payer.sender, agent.chain, lanes=lanes, journal=journal)
+            keeper.adopt(journal.left_unsettled())  # recovery tracks them: settle them when they confirm
+            keepers.append(keeper)
         return keepers[0].tend(queue_depth)
 
     return tend

@@ -96,6 +96,10 @@ class LaneKeeper:
         if journal is not None:
             sender.on_settled = self._on_settled
 
+    def adopt(self, owners: Sequence[str]) -> None:
+        """Split/merge transactions of an earlier run that the sender tracks (after recovery): settle them too."""
+        self._mine.update(owners)
+
     def _on_settled(self, tx_id: str, owner: str, confirmed: bool) -> None:
         if owner in self._mine and self.journal is not None:
             self._mine.discard(owner)

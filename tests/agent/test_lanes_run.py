@@ -109,3 +109,61 @@ def test_a_deep_queue_on_one_utxo_gets_eight_lanes_and_every_job_is_paid_once(sl
         assert all(r.state in ("settled", "submitted", "released") for r in lane_rows)
     assert before - home.balance() == spent  # the spend ledger agrees with the chain, lane fees included
     assert spent == 12 * 2_000_000 + sum(r.fee_lovelace for r in rows + lane_rows if r.paid)
+
+
+class LostAnswer:
+    """A chain whose submissions are lost before reaching the node (as a crash right after signing)."""
+
+    def __init__(self, chain: Any) -> None:
+        self._chain = chain
+
+    def submit(self, cbor: bytes) -> str:
+        from wallets.errors import ChainUnavailableError
+
+        raise ChainUnavailableError("connection to ws://127.0.0.1:1 lost while waiting; its outcome is unknown")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chain, name)
+
+
+def test_a_split_whose_submission_was_lost_is_sent_again_byte_for_byte_by_recovery(slow_agent_home):
+    """The split is signed and recorded, its submission lost, the process ends: the next start's
+    recovery submits the very same transaction (nothing signed twice), and the ledger agrees with the chain."""
+    from agent.lanes import LedgerJournal
+    from wallets.errors import ChainUnavailableError
+    from wallets.lanes import LaneKeeper
+
+    home = slow_agent_home
+    before = home.balance()
+    with home.open() as agent:
+        payer = agent.payer()
+        journal = LedgerJournal(agent.ledger, agent.chain, owner=payer.owner, clock=payer.clock)
+        real = payer.sender._chain
+        payer.sender._chain = LostAnswer(real)
+        keeper = LaneKeeper(payer.sender, agent.chain, lanes=4, journal=journal)
+        try:
+            keeper.tend(10)
+        except ChainUnavailableError:
+            pass
+        else:
+            raise AssertionError("the lost submission was not reported")
+        finally:
+            payer.sender._chain = real
+        [row] = [r for r in agent.ledger.rows() if r.host == "wallet"]
+        assert row.state == "signed" and row.cbor and home.devnet.node.mempool() == []
+    with home.open() as agent:
+        counts = agent.recover()
+        assert counts["resubmitted"] == 1, counts
+        [(tx_id, cbor)] = home.devnet.node.mempool()
+        assert tx_id == row.tx_id and cbor == row.cbor  # the same bytes, never signed again
+        assert agent.ledger.get(row.id).state == "submitted"
+        payer = agent.payer()
+        journal = LedgerJournal(agent.ledger, agent.chain, owner=payer.owner, clock=payer.clock)
+        assert journal.left_unsettled() == [str(row.id)]
+        LaneKeeper(payer.sender, agent.chain, lanes=4, journal=journal).adopt(journal.left_unsettled())
+        home.devnet.produce_block()
+        assert len(home.devnet.node.utxos_at([home.address])) == 4
+        payer.sender.refresh()
+        again = agent.ledger.get(row.id)
+        assert again.state == "settled" and again.paid  # a lane tx of an earlier run settles once seen
+    assert before - home.balance() == row.fee_lovelace
