@@ -385,8 +385,8 @@ class Runner:
         if what is None:
             return False
         previous = job.last_error or ""
-        since = outage_since(previous) if previous.startswith(OUTAGE_PREFIX + what) else None
-        since = since or _iso(now)
+        began = outage_since(previous) if previous.startswith(OUTAGE_PREFIX + what) else None
+        since = began or _iso(now)
         delay = outage_wait_s(now - _epoch(since, now), self.rng)
         wait(job.id, QUEUED, f"{OUTAGE_PREFIX}{what} since {since}: {message}", now=now, run_at=now + delay)
         if what.startswith("room in the mempool"):
