@@ -29,6 +29,7 @@ from agent.store import Database
 
 if TYPE_CHECKING:
     from agent.payer import WalletPayer
+    from agent.runner import Runner, RunStats
     from wallets.chain import Chain
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class Agent:
         self._lock = threading.RLock()
         self.stopping = threading.Event()
         """Set on SIGTERM: waits (pending settlement, retry backoff) end and no new payment starts."""
+        self._runner: Runner | None = None
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds``, or raise StopRequestedError as soon as the agent is stopping."""
@@ -281,6 +283,36 @@ class Agent:
             reservations.release(owner)
         busy = len(live)
         return {"kept": 0, "resubmitted": 0, "released": 0, "unresolved": 0, "busy": busy}
+
+    # -- running unattended ---------------------------------------------------------------
+    def run(self, *, workers: int = 1, concurrency: int | None = None, until_idle: bool = False,
+            lease_s: float = 120.0, stop_grace_s: float = 10.0, metrics_port: int | None = None,
+            on_progress: Callable[[dict[str, int], Any], None] | None = None,
+            say: Callable[[str], None] | None = None) -> RunStats:
+        """Recover what a stopped process left, then run the job queue and schedules (see ``agent.service.run``).
+
+        Returns when :meth:`stop` is called or, with ``until_idle``, when no job is left to run.
+        ``say`` receives the lines meant for the operator (default: the log).
+        """
+        from agent import service
+
+        return service.run(self, workers=workers, concurrency=concurrency, until_idle=until_idle, lease_s=lease_s,
+                           stop_grace_s=stop_grace_s, metrics_port=metrics_port, on_progress=on_progress, say=say)
+
+    def attach_runner(self, runner: Runner | None) -> None:
+        """The runner :meth:`stop` stops (set while :meth:`run` runs); stopping already asked stops it at once."""
+        with self._lock:
+            self._runner = runner
+        if runner is not None and self.stopping.is_set():
+            runner.stop()
+
+    def stop(self) -> None:
+        """Stop: waits end, no new job or payment starts; the payments in hand get the run's stop grace."""
+        self.stopping.set()
+        with self._lock:
+            runner = self._runner
+        if runner is not None:
+            runner.stop()
 
     # -- reading and deciding: the one library under the CLI, the console and MCP ----------
     def _now(self, now: float | None) -> float:

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agent.output import emit, format_ada, kv, table, terminal_safe
+from agent.service import DEFAULT_CONCURRENCY
+from agent.service import recovery_text as _recovery_text  # noqa: F401 - the words `run` prints, tested here
 
 ORDER = 30
 
@@ -278,44 +280,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_CONCURRENCY = 64
-"""Calls in flight by default: waiting for a block holds no worker, so many more than workers."""
-
-
-def concurrency_cap(agent: Any, requested: int, *, now: float) -> tuple[int, str | None]:
-    """``requested``, or fewer with the one-line reason when the wallet or a budget cannot pay that many at once.
-
-    Judged at the per-call maximum (``[policy] max_per_call_ada``): the wallet's balance and
-    every budget that covers all calls must hold that much per call in flight.
-    """
-    per_call = agent.config.policy.max_per_call_lovelace
-    if not per_call:
-        return requested, None
-    limits: list[tuple[int, str]] = []
-    wallet = agent.wallet_status()
-    if "balance_lovelace" in wallet:
-        limits.append((wallet["balance_lovelace"] // per_call,
-                       f"the wallet holds {wallet['balance_lovelace'] / 1e6:g} ADA"))
-    for b in agent.budget_usage(now):
-        if b.get("scope", "all") == "all" and b.get("asset") == "lovelace":
-            limits.append((b["remaining"] // per_call, f"budget {b['name']} has {b['remaining'] / 1e6:g} ADA left"))
-    if not limits:
-        return requested, None
-    cap, why = min(limits)
-    cap = max(1, cap)
-    if cap >= requested:
-        return requested, None
-    return cap, (f"--concurrency {requested} capped to {cap}: {why}, enough for {cap} call(s) in flight at the "
-                 f"per-call maximum of {per_call / 1e6:g} ADA")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.errors import AgentError
-    from agent.executor import TApiExecutor
-    from agent.lanes import lane_tender
     from agent.logs import setup_logging
-    from agent.runner import Runner, lease_owner_is_dead, process_worker_name
-    from agent.scheduler import Scheduler
 
     if args.workers < 1:
         raise AgentError("--workers must be at least 1")
@@ -330,57 +297,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     # neither a child process nor a dump of the environment carries it.
     env_secret = os.environ.pop("CARDANO_AGENT_PASSPHRASE", None)
     with _open_waiting(args, secret=env_secret) as agent:
-        if not agent.config.api.api_key or agent.config.api.partner:
-            agent.payer()  # unlock now: a wrong passphrase is one line at start, not a failure per job
-        from agent.workers import ProcessLease, ProcessRegistry
-
-        registry = ProcessRegistry(agent.db)
-        # Leases of workers whose process is gone (here: PID gone; any host: process lease ran out).
-        freed = agent.jobs.expire_leases(
-            lambda owner: lease_owner_is_dead(owner) or registry.is_gone(owner, now=time.time()),
-            now=time.time())
-        recovered = agent.recover()  # only payments whose owner is gone; "busy" ones are another process's
-        if freed or any(v for k, v in recovered.items() if k != "busy"):
-            print(_recovery_text(freed, recovered), file=sys.stderr)
-        concurrency = args.concurrency if args.concurrency is not None else max(DEFAULT_CONCURRENCY, args.workers)
-        if not agent.config.api.api_key or agent.config.api.partner:
-            concurrency, why = concurrency_cap(agent, concurrency, now=time.time())
-            if why:
-                print(why, file=sys.stderr)
-        concurrency = max(concurrency, 1)
-        executor = TApiExecutor(agent)
-        metrics = _start_metrics(agent, args.metrics_port, args.workers)
-        if metrics is not None:
-            executor = metrics.instrument(executor)
-        scheduler = Scheduler(agent.db, agent.jobs, agent.config.schedules) if agent.config.schedules else None
-
-        def budget_frees_at(exc: Any, now: float) -> float | None:
-            try:
-                return agent.budgets.frees_at(exc.budget, exc.asset, requested=exc.requested, now=now)
-            except Exception:  # noqa: BLE001 - an unknown budget cannot free: the job fails instead
-                return None
-
-        runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=args.workers, lease_s=args.lease_s,
-                        name=process_worker_name(), stop_grace_s=args.stop_grace_s, concurrency=concurrency,
-                        tip=_tip_reader(agent), tip_poll_s=TIP_POLL_S.get(agent.config.chain.backend, 2.0),
-                        budget_frees_at=budget_frees_at, lanes=lane_tender(agent))
-
         def on_signal(signum: int, frame: Any) -> None:
             print(f"stopping: no new jobs; payments in hand get up to {args.stop_grace_s:g}s…", file=sys.stderr)
-            agent.stopping.set()
-            runner.stop()
+            agent.stop()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         progress = _Progress(enabled=not args.json)
-        if metrics is not None:
-            progress = metrics.wrap_progress(progress, workers=args.workers)
         try:
-            with ProcessLease(registry, process_worker_name(), workers=args.workers, clock=time.time):
-                stats = runner.run(until_idle=args.until_idle, on_progress=progress)
+            stats = agent.run(workers=args.workers, concurrency=args.concurrency, until_idle=args.until_idle,
+                              lease_s=args.lease_s, stop_grace_s=args.stop_grace_s, metrics_port=args.metrics_port,
+                              on_progress=progress, say=_stderr_line)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            executor.close()
             progress.finish()
         counts = agent.jobs.counts()
         waiting = _waiting(agent)
@@ -399,45 +328,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if not stats.failed else 1
 
 
-TIP_POLL_S = {"ogmios": 0.25, "blockfrost": 2.0}
-"""How often the settlement watcher reads the tip: Blockfrost's rate limit (10 requests/s) is shared."""
-
-
-def _tip_reader(agent: Any) -> Any:
-    """What the settlement watcher follows: the chain tip (a new block may settle parked calls)."""
-    def tip() -> Any:
-        t = agent.chain.tip()
-        return (t.slot, t.id)
-
-    return tip
-
-
-def _start_metrics(agent: Any, port: int | None, workers: int) -> Any:
-    """With ``--metrics-port``, serve /metrics for this run on loopback; return its RunnerMetrics."""
-    if port is None:
-        return None
-    from agent.errors import ConfigError
-    from agent.metrics import RunnerMetrics, registry_for, start_metrics_server
-
-    metrics = RunnerMetrics()
-    metrics.beat(workers=workers)
-    try:
-        start_metrics_server(registry_for(agent, runner=metrics), port)
-    except OSError as exc:
-        raise ConfigError(f"--metrics-port {port}: cannot listen: {exc.strerror or exc}") from None
-    print(f"metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
-    return metrics
-
-
-def _recovery_text(freed: int, recovered: dict[str, int]) -> str:
-    """What start-up recovery did, in words."""
-    parts = []
-    if freed:
-        parts.append(f"{freed} job(s) left running by a stopped process taken back")
-    words = {"kept": "found on the chain and kept", "resubmitted": "submitted again (same transaction)",
-             "released": "never sent, released"}
-    parts += [f"{n} payment(s) {words[k]}" for k, n in recovered.items() if n and k in words]
-    return "recovered from an interrupted run: " + "; ".join(parts)
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 class _Progress:
