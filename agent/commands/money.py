@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -18,11 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agent.approvals import Approval, Approvals, PayeePins
-    from agent.budget import BudgetBook
-    from agent.config import AgentConfig
-    from agent.ledger import PaymentRow, SpendLedger
-    from agent.queue import SqliteJobStore
+    from agent.app import Agent
+    from agent.approvals import Approval, Approvals
+    from agent.ledger import PaymentRow
 
 ORDER = 40
 LOVELACE = "lovelace"
@@ -79,38 +76,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 # -- opening the home ----------------------------------------------------------------------------
 
 
-@dataclass
-class Books:
-    """The parts of an agent home these commands read: no wallet, no chain."""
+def _agent(home: Path) -> "Agent":
+    """The agent home these commands read and decide in (no wallet, no chain: both open lazily).
 
-    config: AgentConfig
-    budgets: BudgetBook
-    ledger: SpendLedger
-    approvals: Approvals
-    pins: PayeePins
-    jobs: SqliteJobStore
+    Never creates a home by reading one: a typo in ``--home`` is one line, not empty tables.
+    """
+    from agent.app import Agent
+    from agent.cli import require_home
 
-    @classmethod
-    def open(cls, home: Path, env: Mapping[str, str] | None = None) -> "Books":
-        """Load ``<home>/agent.toml`` and the database (created and migrated if missing)."""
-        import os
-
-        from agent.approvals import Approvals, PayeePins
-        from agent.budget import BudgetBook
-        from agent.config import load_config
-        from agent.ledger import SpendLedger
-        from agent.queue import SqliteJobStore
-        from agent.store import Database
-
-        if env is None:  # the CLI: never create a home by reading one
-            from agent.cli import require_home
-
-            require_home(home)
-        config = load_config(home, os.environ if env is None else env)
-        db = Database.open(home, config.store.url)
-        budgets = BudgetBook(db, config.budgets)
-        return cls(config=config, budgets=budgets, ledger=SpendLedger(db, budgets),
-                   approvals=Approvals(db), pins=PayeePins(db), jobs=SqliteJobStore(db))
+    return Agent.open(require_home(home))
 
 
 # -- small formatting helpers ------------------------------------------------------------------
@@ -181,7 +155,8 @@ def cmd_budget_show(args: argparse.Namespace) -> int:
     from agent.output import emit, table
     from agent.views import budget_views
 
-    rows = budget_views(Books.open(args.home).budgets, clock())
+    with _agent(args.home) as agent:
+        rows = budget_views(agent.budgets, clock())
 
     def human(data: list[dict[str, Any]]) -> None:
         if not data:
@@ -244,52 +219,52 @@ def cmd_spend(args: argparse.Namespace) -> int:
 
     now = clock()
     since = parse_since(args.since, now)
-    books = Books.open(args.home)
-    report = spend_summary(books.ledger, since, args.by)
-    total = report["total"]
-    plot = None
-    if args.plot is not None:
-        bars = [(str(x["key"]), int(x["total_lovelace"])) for x in report["lines"]]
-        if args.by == "day":
-            bars.sort()
-        plot = str(draw_plot(books, args.plot, since=since, until=now, label=args.since, bars=bars,
-                             bars_title=f"Paid per {args.by}"))
-    data = {"since": _iso(since), "until": _iso(now), "group_by": args.by,
-            "lines": report["lines"], "total": total, "plot": plot}
+    with _agent(args.home) as agent:
+        report = spend_summary(agent.ledger, since, args.by)
+        total = report["total"]
+        plot = None
+        if args.plot is not None:
+            bars = [(str(x["key"]), int(x["total_lovelace"])) for x in report["lines"]]
+            if args.by == "day":
+                bars.sort()
+            plot = str(draw_plot(agent, args.plot, since=since, until=now, label=args.since, bars=bars,
+                                 bars_title=f"Paid per {args.by}"))
+        data = {"since": _iso(since), "until": _iso(now), "group_by": args.by,
+                "lines": report["lines"], "total": total, "plot": plot}
 
-    def human(d: dict[str, Any]) -> None:
-        window = "all time" if since is None else f"since {_when(since)} UTC"
-        print(f"Spend {window}, by {args.by}")
-        rows: list[tuple[Any, ...]] = [
-            (x["key"], x["count"], format_ada(x["amount_lovelace"]), format_ada(x["fee_lovelace"]),
-             format_ada(x["total_lovelace"])) for x in d["lines"]]
-        rows.append(("TOTAL", total["count"], format_ada(total["amount_lovelace"]),
-                     format_ada(total["fee_lovelace"]), format_ada(total["total_lovelace"])))
-        table(rows, [args.by.upper(), "COUNT", "AMOUNT (ADA)", "FEE (ADA)", "TOTAL (ADA)"])
-        if args.by in ("budget", "payee"):
-            print(f"(a payment can appear under several {args.by}s; TOTAL counts each payment once)")
-        recent = books.ledger.rows(since)[-RECENT_PAYMENTS:][::-1]
-        if recent:
-            print(f"\nLast {len(recent)} payment{'s' if len(recent) != 1 else ''}:")
-            table([(_when(r.created_at), r.route or "-", _short(r.invoice_id, 16), r.state,
-                    format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id)) for r in recent],
-                  ["TIME (UTC)", "ROUTE", "INVOICE", "STATE", "AMOUNT (ADA)", "FEE (ADA)", "TX"])
-        if plot:
-            print(f"\nplot written to {plot}")
+        def human(d: dict[str, Any]) -> None:
+            window = "all time" if since is None else f"since {_when(since)} UTC"
+            print(f"Spend {window}, by {args.by}")
+            rows: list[tuple[Any, ...]] = [
+                (x["key"], x["count"], format_ada(x["amount_lovelace"]), format_ada(x["fee_lovelace"]),
+                 format_ada(x["total_lovelace"])) for x in d["lines"]]
+            rows.append(("TOTAL", total["count"], format_ada(total["amount_lovelace"]),
+                         format_ada(total["fee_lovelace"]), format_ada(total["total_lovelace"])))
+            table(rows, [args.by.upper(), "COUNT", "AMOUNT (ADA)", "FEE (ADA)", "TOTAL (ADA)"])
+            if args.by in ("budget", "payee"):
+                print(f"(a payment can appear under several {args.by}s; TOTAL counts each payment once)")
+            recent = agent.ledger.rows(since)[-RECENT_PAYMENTS:][::-1]
+            if recent:
+                print(f"\nLast {len(recent)} payment{'s' if len(recent) != 1 else ''}:")
+                table([(_when(r.created_at), r.route or "-", _short(r.invoice_id, 16), r.state,
+                        format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id)) for r in recent],
+                      ["TIME (UTC)", "ROUTE", "INVOICE", "STATE", "AMOUNT (ADA)", "FEE (ADA)", "TX"])
+            if plot:
+                print(f"\nplot written to {plot}")
 
-    emit(args.json, data, human)
-    return 0
+        emit(args.json, data, human)
+        return 0
 
 
-def draw_plot(books: Books, path: Path, *, since: float | None, until: float, label: str,
+def draw_plot(agent: "Agent", path: Path, *, since: float | None, until: float, label: str,
               bars: list[tuple[str, int]] | None = None, bars_title: str = "") -> Path:
     """Draw each budget's lovelace spend curve against its limit (or all payments if no budget),
     zoomed to the payments, and below it ``bars``: the spend per ``--by`` group."""
     from agent import spendplot
 
-    series = {s.name: list(books.budgets.spend_series(s.name, LOVELACE)) for s in books.budgets.specs}
+    series = {s.name: list(agent.budgets.spend_series(s.name, LOVELACE)) for s in agent.budgets.specs}
     paid = [(r.submitted_at or r.created_at, r.cost_lovelace or 0)
-            for r in books.ledger.rows() if r.paid]
+            for r in agent.ledger.rows() if r.paid]
     starts = [t for points in series.values() for t, _ in points] + [t for t, _ in paid]
     start = spendplot.zoom_start((t for t in starts if since is None or t >= since), since=since, until=until)
     start = min(start, until)
@@ -299,7 +274,7 @@ def draw_plot(books: Books, path: Path, *, since: float | None, until: float, la
                                else f" ({_window_label(spec.window_s)} window)"),
             points=spendplot.budget_curve(series[spec.name], window_s=spec.window_s, since=start, until=until),
             limit_lovelace=spec.limits.get(LOVELACE))
-        for spec in books.budgets.specs
+        for spec in agent.budgets.specs
     ]
     if not lines and paid:
         lines = [spendplot.SpendLine(label="all payments (running total)",
@@ -318,20 +293,20 @@ def cmd_payments(args: argparse.Namespace) -> int:
 
     if args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
-    books = Books.open(args.home)
-    rows = [r for r in reversed(books.ledger.rows()) if args.state is None or r.state == args.state]
-    rows = rows[:args.limit]
+    with _agent(args.home) as agent:
+        rows = [r for r in reversed(agent.ledger.rows()) if args.state is None or r.state == args.state]
+        rows = rows[:args.limit]
 
-    shown = [_with_approval(_payment_dict(r), books.approvals) for r in rows]
+        shown = [_with_approval(_payment_dict(r), agent.approvals) for r in rows]
 
-    def human(data: list[dict[str, Any]]) -> None:
-        table([(d["id"], _when(r.created_at), r.route or "-", _short(r.invoice_id, 16), d["display_state"],
-                format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id), d["display_reason"])
-               for d, r in zip(data, rows)],
-              ["ID", "TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT (ADA)", "FEE (ADA)", "TX", "REASON"])
+        def human(data: list[dict[str, Any]]) -> None:
+            table([(d["id"], _when(r.created_at), r.route or "-", _short(r.invoice_id, 16), d["display_state"],
+                    format_ada(r.amount_lovelace), _fee_cell(r), _short(r.tx_id), d["display_reason"])
+                   for d, r in zip(data, rows)],
+                  ["ID", "TIME", "ROUTE", "INVOICE", "STATE", "AMOUNT (ADA)", "FEE (ADA)", "TX", "REASON"])
 
-    emit(args.json, shown, human)
-    return 0
+        emit(args.json, shown, human)
+        return 0
 
 
 # -- approvals -----------------------------------------------------------------------------------
@@ -361,23 +336,23 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     """Print the payments waiting for a decision and the pinned payees per host."""
     from agent.output import emit, table
 
-    books = Books.open(args.home)
-    pending = books.approvals.pending()
-    pins = books.pins.hosts()
-    data = {"pending": [_approval_dict(a) for a in pending],
-            "pins": {host: sorted(addrs) for host, addrs in pins.items()}}
+    with _agent(args.home) as agent:
+        pending = agent.approvals.pending()
+        pins = agent.pins.hosts()
+        data = {"pending": [_approval_dict(a) for a in pending],
+                "pins": {host: sorted(addrs) for host, addrs in pins.items()}}
 
-    def human(d: dict[str, Any]) -> None:
-        table([(a.id, a.host, a.route or "-", a.job_id if a.job_id is not None else "-",
-                _summary_text(a.summary)) for a in pending],
-              ["ID", "HOST", "ROUTE", "JOB", "SUMMARY"])
-        if pins:
-            print("\nPinned payees:")
-            table([(host, addr) for host, addrs in sorted(pins.items()) for addr in sorted(addrs)],
-                  ["HOST", "ADDRESS"])
+        def human(d: dict[str, Any]) -> None:
+            table([(a.id, a.host, a.route or "-", a.job_id if a.job_id is not None else "-",
+                    _summary_text(a.summary)) for a in pending],
+                  ["ID", "HOST", "ROUTE", "JOB", "SUMMARY"])
+            if pins:
+                print("\nPinned payees:")
+                table([(host, addr) for host, addrs in sorted(pins.items()) for addr in sorted(addrs)],
+                      ["HOST", "ADDRESS"])
 
-    emit(args.json, data, human)
-    return 0
+        emit(args.json, data, human)
+        return 0
 
 
 def _approval_id(text: str) -> int:
@@ -387,12 +362,6 @@ def _approval_id(text: str) -> int:
     if not raw.isdigit():
         raise ApprovalError(f"not an approval id: {text!r} (see `cardano-agent approvals`)")
     return int(raw)
-
-
-def _agent(home: Path) -> Any:
-    from agent.app import Agent
-
-    return Agent.open(home)
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
