@@ -64,6 +64,41 @@ def open_chain(config: Any, *, timeout_s: float = 10.0) -> Chain:
     return OgmiosChain(config.ogmios_url, timeout_s=timeout_s)
 
 
+OGMIOS_URL_ENV = "CARDANO_AGENT_OGMIOS_URL"
+"""An Ogmios URL that beats ``[chain]`` in agent.toml for the wallet commands."""
+
+
+def resolve_ogmios_url(home: Path, url: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The Ogmios URL: ``url`` (given explicitly), then ``$CARDANO_AGENT_OGMIOS_URL``, then ``agent.toml``.
+
+    Raises:
+        ConfigError: none of them is set, the URL is not ws:// or wss://, or agent.toml does not parse.
+    """
+    env = os.environ if env is None else env
+    url = url or env.get(OGMIOS_URL_ENV) or load_config(home, env).chain.ogmios_url or None
+    if not url:
+        raise ConfigError(
+            f"no Ogmios URL: pass --ogmios-url, set {OGMIOS_URL_ENV}, or set ogmios_url under [chain] "
+            f"in {home / 'agent.toml'}"
+        )
+    if not url.startswith(("ws://", "wss://")):
+        raise ConfigError(f"the Ogmios URL must start with ws:// or wss://, got {url!r}")
+    return url
+
+
+def chain_for_home(home: Path, *, ogmios_url: str | None = None, env: Mapping[str, str] | None = None) -> Chain:
+    """The chain a home's wallet commands talk to: an Ogmios URL given (or in the environment) wins;
+    else ``[chain]`` of agent.toml decides (Blockfrost or Ogmios)."""
+    env = os.environ if env is None else env
+    if not ogmios_url and not env.get(OGMIOS_URL_ENV):
+        chain = load_config(home, env).chain
+        if chain.backend == "blockfrost":
+            return open_chain(chain)
+    from wallets.ogmios import OgmiosChain
+
+    return OgmiosChain(resolve_ogmios_url(home, ogmios_url, env))
+
+
 def tighten_home(home: Path) -> None:
     """Make the home owner-only: the directory 0700, agent.toml and the database files 0600.
 

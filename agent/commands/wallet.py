@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 ORDER = 20
 PASSPHRASE_ENV = "CARDANO_AGENT_PASSPHRASE"
 NEW_PASSPHRASE_ENV = "CARDANO_AGENT_NEW_PASSPHRASE"
-OGMIOS_ENV = "CARDANO_AGENT_OGMIOS_URL"
+OGMIOS_ENV = "CARDANO_AGENT_OGMIOS_URL"  # agent.app.OGMIOS_URL_ENV (not imported: --help stays light)
 NETWORK_CHOICES = ("devnet", "preprod", "preview", "mainnet")
 
 MNEMONIC_WARNING = (
@@ -254,35 +254,15 @@ def resolve_ogmios_url(args: argparse.Namespace, env: Mapping[str, str] | None =
     Raises:
         ConfigError: none of them is set, or agent.toml does not parse.
     """
-    env = os.environ if env is None else env
-    url = getattr(args, "ogmios_url", None) or env.get(OGMIOS_ENV) or _config_ogmios_url(args.home, env)
-    if not url:
-        raise ConfigError(
-            f"no Ogmios URL: pass --ogmios-url, set {OGMIOS_ENV}, or set ogmios_url under [chain] "
-            f"in {args.home / 'agent.toml'}"
-        )
-    if not url.startswith(("ws://", "wss://")):
-        raise ConfigError(f"the Ogmios URL must start with ws:// or wss://, got {url!r}")
-    return url
+    from agent.app import resolve_ogmios_url as resolve
 
-
-def _config_ogmios_url(home: Path, env: Mapping[str, str]) -> str | None:
-    from agent.config import load_config
-
-    return load_config(home, env).chain.ogmios_url or None
+    return resolve(args.home, getattr(args, "ogmios_url", None), env)
 
 
 def _open_chain(args: argparse.Namespace) -> Any:
-    from wallets.ogmios import OgmiosChain
+    from agent.app import chain_for_home
 
-    if not getattr(args, "ogmios_url", None) and not os.environ.get(OGMIOS_ENV):
-        from agent.app import open_chain
-        from agent.config import load_config
-
-        chain = load_config(args.home, os.environ).chain
-        if chain.backend == "blockfrost":  # [chain] backend decides unless an Ogmios URL is given
-            return open_chain(chain)
-    return OgmiosChain(resolve_ogmios_url(args))
+    return chain_for_home(args.home, ogmios_url=getattr(args, "ogmios_url", None))
 
 
 def _balance(utxos: list[Any]) -> dict[str, int]:
