@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 import pytest
@@ -175,3 +176,39 @@ def test_blockfrost_answers_425_and_the_client_sends_the_same_bytes_after_the_ne
         assert len(blocks) == 1 and blocks[0] is not None
         assert devnet.ledger.in_mempool(payment.tx_id)
         assert signer.signatures == len(paid) + 1
+
+
+def test_a_paid_job_meeting_a_full_mempool_waits_for_the_next_block_and_pays_once(
+        devnet_factory, agent_home_factory, held_log):
+    """End to end: the mempool is full of others' transactions when a paid job pays; its submission is
+    held, not failed; the next block lets it in; the job goes on, one payment, one transaction."""
+    from agent.executor import TApiExecutor
+    from agent.runner import Runner
+
+    devnet = _small_devnet(devnet_factory, new_key())
+    home = agent_home_factory(on=devnet, name="tiny", funds=0)
+    devnet.fund(home.address, 500_000_000)
+    devnet.produce_block()
+    chain = OgmiosChain(devnet.ogmios_url, timeout_s=0.2, submit_timeout_s=120)
+    with home.open(chain=chain) as agent:
+        job = agent.jobs.enqueue("chat", {"message": "full"}, now=time.time())
+        while devnet.node.mempool_has_room(300):  # others' payments (281 bytes) fill the mempool
+            devnet.fund(new_key().address, 2_000_000)
+        assert not devnet.node.mempool_has_room(300)  # a paid call's payment is larger (about 350 bytes)
+        executor = TApiExecutor(agent)
+        runner = Runner(agent.jobs, executor, lease_s=60)
+        worker = threading.Thread(target=runner.run_once)
+        worker.start()
+        try:
+            assert held_log.held.wait(60), "the payment's submission was never held"
+            assert worker.is_alive() and [r.state for r in agent.ledger.rows()] == ["signed"]
+        finally:
+            devnet.produce_block()
+            worker.join(60)
+            executor.close()
+        assert not worker.is_alive()
+        [row] = agent.ledger.rows()
+        assert row.state in ("submitted", "settled") and agent.jobs.get(job.id).state != "failed"
+        assert devnet.ledger.in_mempool(row.tx_id)  # let in by the block, the bytes signed once
+        assert runner.stats.failed == 0
+    chain.close()
