@@ -231,6 +231,7 @@ class Runner:
         self.leases = LeaseKeeper(self)
         self.lanes = lanes  # called with the queue depth at each new block (wallets.lanes.LaneKeeper.tend)
         self._lanes_busy = threading.Lock()
+        self._lanes_thread: threading.Thread | None = None
 
     @property
     def in_flight(self) -> int:
@@ -453,6 +454,7 @@ class Runner:
                 self._lanes_busy.release()
 
         thread = threading.Thread(target=body, name=f"{self.name}-lanes", daemon=True)
+        self._lanes_thread = thread
         thread.start()
         if wait:
             thread.join()
@@ -495,6 +497,9 @@ class Runner:
             for t in threads:
                 t.join(timeout=self.stop_grace_s)
         watch_done.set()
+        lanes = self._lanes_thread
+        if lanes is not None and lanes.is_alive():
+            lanes.join(self.stop_grace_s)  # a split or merge under way ends recorded (else recovery resolves it)
         if on_progress is not None:
             on_progress(self.store.counts(), self.stats)
         return self.stats
