@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agent.output import emit, format_ada, kv, table, terminal_safe
+from agent.views import job_view
 from agent.service import DEFAULT_CONCURRENCY
 from agent.service import recovery_text as _recovery_text  # noqa: F401 - the words `run` prints, tested here
 
@@ -166,21 +167,6 @@ def _open_waiting(args: argparse.Namespace, *, secret: str | None, max_wait_s: f
             time.sleep(wait_s)  # the process has nothing else to do until the database answers
 
 
-def _job_dict(job: Any) -> dict[str, Any]:
-    return {
-        "id": job.id, "kind": job.kind, "state": job.state, "tags": list(job.tags), "budget": job.budget,
-        "attempts": job.attempts, "max_attempts": job.max_attempts, "request": job.request,
-        "run_at": _iso(job.run_at), "created_at": _iso(job.created_at), "updated_at": _iso(job.updated_at),
-        "result": job.result, "result_path": job.result_path, "last_error": job.last_error,
-    }
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
-
-
 def _short_time(epoch: float | None) -> str:
     if epoch is None:
         return ""
@@ -203,14 +189,14 @@ def cmd_add(args: argparse.Namespace) -> int:
             raise JobError("--max-attempts must be at least 1")
         job = agent.jobs.enqueue(args.kind, request, tags=args.tag, budget=args.budget,
                                  max_attempts=args.max_attempts, now=time.time())
-    emit(args.json, _job_dict(job), lambda d: print(f"queued job {d['id']} ({d['kind']})"))
+    emit(args.json, job_view(job), lambda d: print(f"queued job {d['id']} ({d['kind']})"))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _open(args) as agent:
         jobs = agent.jobs.list(state=args.state, tag=args.tag, limit=args.limit)
-    data = [_job_dict(j) for j in jobs]
+    data = [job_view(j) for j in jobs]
 
     def human(rows: list[dict[str, Any]]) -> None:
         table([[j["id"], j["kind"], j["state"], j["attempts"], ",".join(j["tags"]), _describe(j["request"]),
@@ -240,7 +226,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     with _open(args) as agent:
         job = agent.jobs.get(args.id)
         payments = [_payment_dict(r) for r in agent.ledger.by_job(job.id)]
-    data = {**_job_dict(job), "payments": payments}
+    data = {**job_view(job), "payments": payments}
 
     def human(d: dict[str, Any]) -> None:
         kv([("job", d["id"]), ("kind", d["kind"]), ("state", d["state"]), ("attempts", f"{d['attempts']}/{d['max_attempts']}"),
@@ -269,14 +255,14 @@ def _payment_dict(row: Any) -> dict[str, Any]:
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _open(args) as agent:
         job = agent.jobs.cancel(args.id, time.time())
-    emit(args.json, _job_dict(job), lambda d: print(f"job {d['id']} cancelled"))
+    emit(args.json, job_view(job), lambda d: print(f"job {d['id']} cancelled"))
     return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     with _open(args) as agent:
         job = agent.jobs.retry(args.id, time.time())
-    emit(args.json, _job_dict(job), lambda d: print(f"job {d['id']} queued again"))
+    emit(args.json, job_view(job), lambda d: print(f"job {d['id']} queued again"))
     return 0
 
 

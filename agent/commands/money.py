@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from agent.errors import ConfigError
+from agent.views import iso, payment_view
 
 if TYPE_CHECKING:
     from agent.app import Agent
@@ -101,10 +102,6 @@ def _when(t: float | None) -> str:
     return "-" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
-
-
 def _short(text: str | None, keep: int = 12) -> str:
     if not text:
         return "-"
@@ -175,16 +172,6 @@ def cmd_budget_show(args: argparse.Namespace) -> int:
 # -- spend ---------------------------------------------------------------------------------------
 
 
-def _payment_dict(row: PaymentRow) -> dict[str, Any]:
-    return {"id": row.id, "created_at": _iso(row.created_at), "invoice_id": row.invoice_id,
-            "host": row.host, "route": row.route, "job_id": row.job_id, "tags": list(row.tags),
-            "state": row.state, "paid": row.paid, "amount_lovelace": row.amount_lovelace,
-            "fee_lovelace": row.fee_lovelace, "cost_lovelace": row.cost_lovelace,
-            "amounts": dict(row.amounts), "outputs": [dict(o) for o in row.outputs],
-            "tx_id": row.tx_id, "reason": row.reason, "submitted_at": _iso(row.submitted_at),
-            "settled_at": _iso(row.settled_at)}
-
-
 def _with_approval(d: dict[str, Any], approvals: Approvals) -> dict[str, Any]:
     """Say where a payment parked for a person stands now, not what it said when it was parked."""
     d["display_state"], d["display_reason"] = d["state"], d["reason"] or ""
@@ -229,7 +216,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
                 bars.sort()
             plot = str(draw_plot(agent, args.plot, since=since, until=now, label=args.since, bars=bars,
                                  bars_title=f"Paid per {args.by}"))
-        data = {"since": _iso(since), "until": _iso(now), "group_by": args.by,
+        data = {"since": iso(since), "until": iso(now), "group_by": args.by,
                 "lines": report["lines"], "total": total, "plot": plot}
 
         def human(d: dict[str, Any]) -> None:
@@ -297,7 +284,7 @@ def cmd_payments(args: argparse.Namespace) -> int:
         rows = [r for r in reversed(agent.ledger.rows()) if args.state is None or r.state == args.state]
         rows = rows[:args.limit]
 
-        shown = [_with_approval(_payment_dict(r), agent.approvals) for r in rows]
+        shown = [_with_approval(payment_view(r), agent.approvals) for r in rows]
 
         def human(data: list[dict[str, Any]]) -> None:
             table([(d["id"], _when(r.created_at), r.route or "-", _short(r.invoice_id, 16), d["display_state"],
@@ -328,8 +315,8 @@ def _summary_text(summary: Mapping[str, Any]) -> str:
 
 def _approval_dict(a: Approval) -> dict[str, Any]:
     return {"id": a.id, "invoice_id": a.invoice_id, "host": a.host, "route": a.route, "job_id": a.job_id,
-            "state": a.state, "summary": a.summary, "created_at": _iso(a.created_at),
-            "decided_at": _iso(a.decided_at)}
+            "state": a.state, "summary": a.summary, "created_at": iso(a.created_at),
+            "decided_at": iso(a.decided_at)}
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
