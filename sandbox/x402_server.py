@@ -16,7 +16,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping, cast
+from typing import Any, Callable, Mapping, cast
 
 from sandbox.serving import serve_in_thread, stop_serving
 from sandbox.facilitator import CardanoExactFacilitator, DevnetPort, Faults
@@ -144,19 +144,20 @@ def create_app(facilitator: CardanoExactFacilitator, routes: Routes) -> Any:
     async def free() -> dict[str, Any]:
         return {"content": "free"}
 
-    @app.post("/facilitator/verify")
-    def verify(body: dict[str, Any]) -> Any:
+    def facilitate(body: dict[str, Any], act: Callable[[dict[str, Any], dict[str, Any]], Any]) -> Any:
+        """``act`` on the body's payload and requirements; a 400 when either is missing."""
         payload, requirements = body.get("paymentPayload"), body.get("paymentRequirements")
         if not isinstance(payload, dict) or not isinstance(requirements, dict):
             return JSONResponse({"error": "Missing paymentPayload or paymentRequirements"}, status_code=400)
-        return facilitator.verify_dict(payload, requirements)
+        return act(payload, requirements)
+
+    @app.post("/facilitator/verify")
+    def verify(body: dict[str, Any]) -> Any:
+        return facilitate(body, facilitator.verify_dict)
 
     @app.post("/facilitator/settle")
     def settle(body: dict[str, Any]) -> Any:
-        payload, requirements = body.get("paymentPayload"), body.get("paymentRequirements")
-        if not isinstance(payload, dict) or not isinstance(requirements, dict):
-            return JSONResponse({"error": "Missing paymentPayload or paymentRequirements"}, status_code=400)
-        return facilitator.settle_dict(payload, requirements)
+        return facilitate(body, facilitator.settle_dict)
 
     @app.get("/facilitator/supported")
     def supported() -> dict[str, Any]:

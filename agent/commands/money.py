@@ -351,17 +351,27 @@ def _approval_id(text: str) -> int:
     return int(raw)
 
 
+def _decide(args: argparse.Namespace, decide: Callable[["Agent", int], dict[str, Any]]) -> dict[str, Any]:
+    """Approve or deny the approval ``args.id`` names; the decision and its job, as ``Agent.approve`` returns them."""
+    approval_id = _approval_id(args.id)
+    with _agent(args.home) as agent:
+        return decide(agent, approval_id)
+
+
+def _decided(approval: Mapping[str, Any]) -> str:
+    """``<id> (<host> <route>)``: the approval as the decision lines name it."""
+    return f"{approval['id']} ({approval['host']} {approval['route'] or ''}".rstrip() + ")"
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     """Approve a parked payment and queue its job again if it had given up."""
     from agent.output import emit
 
-    approval_id = _approval_id(args.id)
-    with _agent(args.home) as agent:
-        data = agent.approve(approval_id, now=clock())
+    data = _decide(args, lambda agent, approval_id: agent.approve(approval_id, now=clock()))
     approval, job = data["approval"], data["job"]
 
     def human(d: dict[str, Any]) -> None:
-        print(f"approved {approval['id']} ({approval['host']} {approval['route'] or ''}".rstrip() + ")")
+        print(f"approved {_decided(approval)}")
         if job is None:
             return
         if job["state"] is None:
@@ -381,14 +391,11 @@ def cmd_deny(args: argparse.Namespace) -> int:
     """Deny a parked payment; its job is left as it is."""
     from agent.output import emit
 
-    approval_id = _approval_id(args.id)
-    with _agent(args.home) as agent:
-        data = agent.deny(approval_id, now=clock())
+    data = _decide(args, lambda agent, approval_id: agent.deny(approval_id, now=clock()))
     approval, job = data["approval"], data["job"]
 
     def human(d: dict[str, Any]) -> None:
-        print(f"denied {approval['id']} ({approval['host']} {approval['route'] or ''}".rstrip()
-              + "): it will never be paid")
+        print(f"denied {_decided(approval)}: it will never be paid")
         if job is not None:
             print(f"job {job['id']} " + ("cancelled" if job["state"] == "cancelled"
                                          else f"left {job['state'] or 'as it was'}"))
