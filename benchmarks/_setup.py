@@ -133,3 +133,44 @@ def fetch_402(client: Any, url: str, message: str = "bench") -> Any:
     if response.status_code != 402:
         raise BenchError(f"expected a 402 from the twin, got {response.status_code}: {response.text[:200]}")
     return response
+
+
+def money_checks(sandbox: Any, rows: Sequence[Any], start_balance: int, end_balance: int) -> dict[str, int]:
+    """What a run's paid ledger ``rows`` must show: nothing paid twice, every transaction on the chain,
+    and the wallet's balance moved by exactly what the ledger says it paid."""
+    from collections import Counter
+
+    per_job = Counter(r.job_id for r in rows)
+    per_invoice = Counter(r.invoice_id for r in rows)
+    missing = [r for r, seen in zip(rows, sandbox.confirmed([r.tx_id or "" for r in rows])) if not seen]
+    return {
+        "double_spent": sum(n - 1 for n in per_job.values() if n > 1)
+        + sum(n - 1 for n in per_invoice.values() if n > 1),
+        "missing_on_chain": len(missing),
+        "ledger_mismatch_lovelace": abs((start_balance - end_balance) - sum(r.cost_lovelace or 0 for r in rows)),
+    }
+
+
+def naive_builder(address: str, ogmios_url: str, outputs: Sequence[tuple[str, int]]) -> tuple[Any, Any]:
+    """(Ogmios context, pycardano TransactionBuilder) paying ``outputs`` from ``address``: a pycardano-only script."""
+    from urllib.parse import urlparse
+
+    from pycardano import Address, Network, OgmiosV6ChainContext, TransactionBuilder, TransactionOutput
+
+    url = urlparse(ogmios_url)
+    context = OgmiosV6ChainContext(url.hostname or "127.0.0.1", url.port or 1337, secure=False,
+                                   network=Network.TESTNET)
+    builder = TransactionBuilder(context)
+    builder.add_input_address(address)
+    for to, amount in outputs:
+        builder.add_output(TransactionOutput(Address.from_primitive(to), amount))
+    return context, builder
+
+
+def naive_submit(context: Any, builder: Any, key: Any, address: str) -> Any:
+    """Sign what ``builder`` holds (change to ``address``) and submit it; return the pycardano transaction."""
+    from pycardano import Address
+
+    tx = builder.build_and_sign([key], change_address=Address.from_primitive(address))
+    context.submit_tx(tx)
+    return tx

@@ -24,12 +24,11 @@ from __future__ import annotations
 import math
 import resource
 import time
-from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
 from benchmarks._sandbox_proc import SandboxProcess
-from benchmarks._setup import make_home, open_agent, temp_root
+from benchmarks._setup import make_home, money_checks, open_agent, temp_root
 
 MAX_BLOCK_BODY_BYTES = 90_112
 """Mainnet's maximum block body size."""
@@ -91,9 +90,6 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
         counts = agent.jobs.counts()
         rows = [r for r in agent.ledger.rows() if r.paid]
     end_balance = sandbox.balance(address)
-    per_job = Counter(r.job_id for r in rows)
-    per_invoice = Counter(r.invoice_id for r in rows)
-    missing = [r for r, seen in zip(rows, sandbox.confirmed([r.tx_id or "" for r in rows])) if not seen]
     done = counts.get("done", 0) - warm_done
     return {
         "jobs": jobs,
@@ -104,9 +100,7 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
         "cpu_s": cpu,
         "system_s": system,
         "tx_bytes": sum(len(r.cbor or b"") for r in rows if r.job_id in measured),
-        "double_spent": sum(n - 1 for n in per_job.values() if n > 1) + sum(n - 1 for n in per_invoice.values() if n > 1),
-        "missing_on_chain": len(missing),
-        "ledger_mismatch_lovelace": abs((start_balance - end_balance) - sum(r.cost_lovelace or 0 for r in rows)),
+        **money_checks(sandbox, rows, start_balance, end_balance),
         "errors": stats.errors[:3],
     }
 

@@ -12,7 +12,7 @@ import hashlib
 from contextlib import ExitStack
 from typing import Any
 
-from benchmarks._setup import make_home, open_agent, start_sandbox, temp_root
+from benchmarks._setup import make_home, naive_builder, naive_submit, open_agent, start_sandbox, temp_root
 from benchmarks.payment import naive_address, naive_key
 
 OUTPUT_COUNTS = (1, 3, 10)
@@ -38,19 +38,8 @@ def ledger_min_fee(cbor: bytes, devnet: Any) -> int:
 
 def naive_cbor(key: Any, address: str, ogmios_url: str, outputs: list[tuple[str, int]]) -> bytes:
     """Build, sign and submit with plain pycardano; return the CBOR."""
-    from urllib.parse import urlparse
-
-    from pycardano import Address, Network, OgmiosV6ChainContext, TransactionBuilder, TransactionOutput
-
-    url = urlparse(ogmios_url)
-    context = OgmiosV6ChainContext(url.hostname or "127.0.0.1", url.port or 1337, secure=False,
-                                   network=Network.TESTNET)
-    builder = TransactionBuilder(context)
-    builder.add_input_address(address)
-    for to, amount in outputs:
-        builder.add_output(TransactionOutput(Address.from_primitive(to), amount))
-    tx = builder.build_and_sign([key], change_address=Address.from_primitive(address))
-    context.submit_tx(tx)
+    context, builder = naive_builder(address, ogmios_url, outputs)
+    tx = naive_submit(context, builder, key, address)
     return tx.to_cbor()
 
 

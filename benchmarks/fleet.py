@@ -20,13 +20,12 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from benchmarks._sandbox_proc import SandboxProcess
-from benchmarks._setup import make_home, open_agent, temp_root
+from benchmarks._setup import make_home, money_checks, open_agent, temp_root
 
 BLOCK_TIME_S = 1.0
 WORKERS = 8
@@ -93,9 +92,6 @@ def run_hosts(sandbox: SandboxProcess, root: Path, name: str, *, hosts: int, job
         counts = agents[0].jobs.counts()
         rows = [r for r in agents[0].ledger.rows() if r.paid]
     end_balance = sandbox.balance(address)
-    per_job = Counter(r.job_id for r in rows)
-    per_invoice = Counter(r.invoice_id for r in rows)
-    missing = [r for r, seen in zip(rows, sandbox.confirmed([r.tx_id or "" for r in rows])) if not seen]
     return {
         "hosts": hosts,
         "jobs": jobs,
@@ -103,10 +99,7 @@ def run_hosts(sandbox: SandboxProcess, root: Path, name: str, *, hosts: int, job
         "failed": counts.get("failed", 0) + sum(s.failed for s in stats),
         "seconds": elapsed,
         "calls_per_s": counts.get("done", 0) / elapsed,
-        "double_spent": sum(n - 1 for n in per_job.values() if n > 1)
-        + sum(n - 1 for n in per_invoice.values() if n > 1),
-        "missing_on_chain": len(missing),
-        "ledger_mismatch_lovelace": abs((start_balance - end_balance) - sum(r.cost_lovelace or 0 for r in rows)),
+        **money_checks(sandbox, rows, start_balance, end_balance),
         "errors": [e for s in stats for e in s.errors][:3],
     }
 

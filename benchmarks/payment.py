@@ -31,10 +31,9 @@ import time
 from pathlib import Path
 from contextlib import ExitStack
 from typing import Any
-from urllib.parse import urlparse
 
 from benchmarks._sandbox_proc import SandboxProcess
-from benchmarks._setup import fetch_402, make_home, open_agent, percentile, temp_root
+from benchmarks._setup import fetch_402, make_home, naive_builder, naive_submit, open_agent, percentile, temp_root
 
 FULL_PAYMENTS = 200
 QUICK_PAYMENTS = 20
@@ -109,26 +108,17 @@ def naive_address(key: Any) -> str:
 
 def naive_pay(key: Any, address: str, ogmios_url: str, body: bytes) -> str:
     """Pay a 402 body the way a pycardano-only script does; return the submitted tx id."""
-    from pycardano import (Address, AlonzoMetadata, AuxiliaryData, Metadata, Network, OgmiosV6ChainContext,
-                           TransactionBuilder, TransactionOutput)
+    from pycardano import AlonzoMetadata, AuxiliaryData, Metadata
 
     detail = json.loads(body)["detail"]
     outputs = [(detail["payTo"], int(detail["amountUnits"]))]
     for extra in detail.get("extra", {}).get("outputs", []):
         outputs.append((extra["address"], int(extra["amountUnits"])))
-    url = urlparse(ogmios_url)
-    context = OgmiosV6ChainContext(url.hostname or "127.0.0.1", url.port or 1337, secure=False,
-                                   network=Network.TESTNET)
-    builder = TransactionBuilder(context)
-    builder.add_input_address(address)
-    for to, amount in outputs:
-        builder.add_output(TransactionOutput(Address.from_primitive(to), amount))
+    context, builder = naive_builder(address, ogmios_url, outputs)
     builder.auxiliary_data = AuxiliaryData(AlonzoMetadata(metadata=Metadata(
         {674: {"msg": ["x402", detail["invoiceId"]]}})))
     builder.ttl = context.last_block_slot + int(detail.get("timeout", 300)) - 5
-    tx = builder.build_and_sign([key], change_address=Address.from_primitive(address))
-    context.submit_tx(tx)
-    return str(tx.id)
+    return str(naive_submit(context, builder, key, address).id)
 
 
 def measure(quick: bool) -> dict[str, Any]:

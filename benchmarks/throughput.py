@@ -18,12 +18,11 @@ equal the ledger's costs to the lovelace.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
 from benchmarks._sandbox_proc import SandboxProcess
-from benchmarks._setup import make_home, open_agent, temp_root
+from benchmarks._setup import make_home, money_checks, open_agent, temp_root
 
 SLOW_TWIN_MS = 10.0
 """A free twin call slower than this on loopback means the sandbox, not the agent, sets the pace."""
@@ -74,9 +73,6 @@ def run_workers(sandbox: SandboxProcess, root: Any, workers: int, jobs: int, *, 
         counts = agent.jobs.counts()
         rows = [r for r in agent.ledger.rows() if r.paid]
     end_balance = sandbox.balance(address)
-    per_job = Counter(r.job_id for r in rows)
-    per_invoice = Counter(r.invoice_id for r in rows)
-    missing = [r for r, seen in zip(rows, sandbox.confirmed([r.tx_id or "" for r in rows])) if not seen]
     return {
         "workers": workers,
         "jobs": jobs,
@@ -85,10 +81,7 @@ def run_workers(sandbox: SandboxProcess, root: Any, workers: int, jobs: int, *, 
         "retried": stats.retried,
         "seconds": elapsed,
         "calls_per_s": counts.get("done", 0) / elapsed,
-        "double_spent": sum(n - 1 for n in per_job.values() if n > 1)
-        + sum(n - 1 for n in per_invoice.values() if n > 1),
-        "missing_on_chain": len(missing),
-        "ledger_mismatch_lovelace": abs((start_balance - end_balance) - sum(r.cost_lovelace or 0 for r in rows)),
+        **money_checks(sandbox, rows, start_balance, end_balance),
         "errors": stats.errors[:3],
         "requests": requests,
     }
