@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import time
 import pytest
 
 from sandbox.billing import DEFAULT_PAY_TO, TwinConfig
+from tests.crash_soak import kill_runs
 from tests.fixtures.agent_home import CHAIN_BACKENDS, PASSPHRASE
 
 _JOBS = int(os.environ.get("CRASH_TEST_JOBS", "100"))
@@ -39,11 +39,6 @@ def chain_backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def _count(db_path, sql):
-    with sqlite3.connect(db_path, timeout=30) as conn:
-        return conn.execute(sql).fetchone()[0]
-
-
 def _chain_txs(devnet):
     """Every transaction in the devnet's blocks: {tx id: [(address, lovelace), ...]}."""
     from sandbox.txcbor import decode_transaction
@@ -55,20 +50,6 @@ def _chain_txs(devnet):
             tx = decode_transaction(raw)
             txs[tx.tx_id] = [(out.address, out.lovelace) for out in tx.outputs]
     return txs
-
-
-def _wait_for_progress(proc, db_path, *, beyond, timeout_s):
-    """Wait until the process exits or more than ``beyond`` jobs are done (polling the database)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return
-        try:
-            if _count(db_path, "SELECT count(*) FROM jobs WHERE state = 'done'") > beyond:
-                return
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -93,33 +74,21 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
     cmd = [sys.executable, "-m", "agent.cli", "run", "--until-idle", "--workers", "4", "--concurrency", "100", "--lease-s", "60",
            "--home", str(home.home)]
 
-    kills = 0
-    second = None  # the second `run`, started midway beside the others
-    for restart in range(RESTARTS):
+    second: list[subprocess.Popen[bytes]] = []  # the second `run`, started midway beside the others
+
+    def second_run(restart: int) -> None:
         if restart == RESTARTS // 3:
-            second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if restart == 2 * RESTARTS // 3 and second is not None and second.poll() is None:
-            second.send_signal(signal.SIGKILL)
-        run_env = dict(env)
-        if restart % 2 == 0:
-            point = rng.choice(CRASH_POINTS)
-            run_env["CARDANO_AGENT_CRASH_POINTS"] = f"{point}:{rng.choice([0.2, 0.5, 1.0])}"
-            run_env["CARDANO_AGENT_CRASH_SEED"] = str(restart)
-        proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        done = _count(db_path, "SELECT count(*) FROM jobs WHERE state = 'done'")
-        _wait_for_progress(proc, db_path, beyond=done + rng.randint(0, 2), timeout_s=60)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if proc.returncode == -signal.SIGKILL:
-            kills += 1
-        if _count(db_path, "SELECT count(*) FROM jobs WHERE state != 'done'") == 0:
-            break
-    if second is not None:
-        if second.poll() is None:
-            second.send_signal(signal.SIGKILL)
-        second.wait()
-    assert second is not None, "the second run never started"
+            second.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if restart == 2 * RESTARTS // 3 and second and second[0].poll() is None:
+            second[0].send_signal(signal.SIGKILL)
+
+    kills = kill_runs(cmd, env, db_path, restarts=RESTARTS, crash_points=CRASH_POINTS, rng=rng,
+                      before_each=second_run)
+    if second:
+        if second[0].poll() is None:
+            second[0].send_signal(signal.SIGKILL)
+        second[0].wait()
+    assert second, "the second run never started"
     assert kills >= min(RESTARTS, 50) // 2, f"only {kills} runs were killed"
 
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 
 from sandbox.billing import DEFAULT_PAY_TO as T_PAY_TO, TwinConfig
 from sandbox.x402_server import DEFAULT_PAY_TO as V2_PAY_TO, Routes, X402Server
-from tests.agent.test_crash import _count, _wait_for_progress
+from tests.crash_soak import kill_runs
 from tests.fixtures.agent_home import PASSPHRASE
 from wallets.types import OutputRef
 
@@ -53,23 +52,7 @@ def test_runner_killed_paying_t_and_v2_jobs_pays_each_once(agent_home_factory):
         env = {**os.environ, "CARDANO_AGENT_PASSPHRASE": PASSPHRASE}
         cmd = [sys.executable, "-m", "agent.cli", "run", "--until-idle", "--workers", "4", "--lease-s", "60",
                "--home", str(home.home)]
-        kills = 0
-        for restart in range(RESTARTS):
-            run_env = dict(env)
-            if restart % 2 == 0:
-                point = rng.choice(CRASH_POINTS)
-                run_env["CARDANO_AGENT_CRASH_POINTS"] = f"{point}:{rng.choice([0.2, 0.5, 1.0])}"
-                run_env["CARDANO_AGENT_CRASH_SEED"] = str(restart)
-            proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            done = _count(db_path, "SELECT count(*) FROM jobs WHERE state = 'done'")
-            _wait_for_progress(proc, db_path, beyond=done + rng.randint(0, 2), timeout_s=60)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            if proc.returncode == -signal.SIGKILL:
-                kills += 1
-            if _count(db_path, "SELECT count(*) FROM jobs WHERE state != 'done'") == 0:
-                break
+        kills = kill_runs(cmd, env, db_path, restarts=RESTARTS, crash_points=CRASH_POINTS, rng=rng)
         assert kills >= min(RESTARTS, 16) // 3, f"only {kills} runs were killed"
 
         final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
