@@ -235,7 +235,7 @@ class Agent:
         with self._lock:
             if self._payer is None:
                 from agent.payer import WalletPayer
-                from agent.reservations import SqliteReservations
+                from agent.sql_reservations import SqliteReservations
                 from wallets.networks import get_network
                 from wallets.sender import PaymentSender
 
@@ -309,7 +309,7 @@ class Agent:
         if self._payer is not None or any(owner_is_gone(r.owner, updated_at=r.updated_at, now=now, registry=registry)
                                           for r in self.ledger.unfinished()):
             return self.payer().recover()
-        from agent.reservations import SqliteReservations
+        from agent.sql_reservations import SqliteReservations
 
         reservations = SqliteReservations(self.db, self.config.wallet.name)
         owners = reservations.owners()

@@ -410,7 +410,7 @@ COMPONENT_MODULES: list[str] = [
     "agent.budget",
     "agent.ledger",
     "agent.queue",
-    "agent.reservations",
+    "agent.sql_reservations",
     "agent.scheduler",
     "agent.workers",
     "agent.x402v2_store",

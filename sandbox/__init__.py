@@ -11,8 +11,8 @@ from typing import Any
 from sandbox.errors import LedgerRejection, SandboxConfigError, SandboxError
 
 _LAZY = {
-    "Ledger": "sandbox.ledger",
-    "LedgerParams": "sandbox.ledger",
+    "Ledger": "sandbox.utxo_ledger",
+    "LedgerParams": "sandbox.utxo_ledger",
     "Devnet": "sandbox.devnet",
     "DEVNET_TOKEN": "sandbox.devnet",
     "ApiTwin": "sandbox.twin",

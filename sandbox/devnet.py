@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from sandbox.errors import SandboxConfigError, SandboxError
-from sandbox.ledger import Block, Ledger, LedgerParams, MempoolFullError, TxOut
+from sandbox.utxo_ledger import Block, Ledger, LedgerParams, MempoolFullError, TxOut
 from sandbox.ogmios_json import Genesis
 from sandbox.ogmios_server import OgmiosServer
 from wallets.types import OutputRef, is_native_asset

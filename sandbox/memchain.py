@@ -1,7 +1,7 @@
 """An in-memory ``Chain`` for unit tests: the devnet's ledger, without a server or a clock.
 
 :class:`MemoryChain` answers the wallet's ``Chain`` interface (wallets/chain.py) from a
-:class:`sandbox.ledger.Ledger`, so every submission is checked by the same phase-1 rules
+:class:`sandbox.utxo_ledger.Ledger`, so every submission is checked by the same phase-1 rules
 (:mod:`sandbox.rules`, :mod:`sandbox.txcbor`: the transaction id is the hash of the body bytes
 as received) that the devnet's Ogmios and Blockfrost servers apply, and refusals are the typed
 ``SubmitError`` subclasses with Ogmios's codes and data, as ``OgmiosChain`` raises them.
@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Mapping, Sequence
 
 from sandbox.errors import LedgerRejection, MempoolFullError
-from sandbox.ledger import Ledger, LedgerParams
+from sandbox.utxo_ledger import Ledger, LedgerParams
 from sandbox.txcbor import decode_transaction
 from wallets.chain import MAINNET_PARAMS, IntersectionNotFoundError, TxLookup
 from wallets.errors import MempoolFullError as WalletMempoolFullError

@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from sandbox import ogmios_json as oj
 from sandbox.errors import LedgerRejection, SandboxError
-from sandbox.ledger import MempoolFullError, PointNotFoundError
+from sandbox.utxo_ledger import MempoolFullError, PointNotFoundError
 from sandbox.ogmios_messages import MESSAGES
 
 log = logging.getLogger(__name__)

@@ -103,7 +103,7 @@ class PayeeSweeper:
     """
 
     def __init__(self, reader: Any, *, key: Any = None, to_address: str | None = None, params: Any = None) -> None:
-        from sandbox.ledger import LedgerParams
+        from sandbox.utxo_ledger import LedgerParams
 
         self.reader = reader
         self.key = key if key is not None else label_signing_key(PAYEE_LABEL)

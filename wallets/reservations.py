@@ -4,7 +4,7 @@ A payment reserves its inputs before it is signed and keeps them until its trans
 confirmed (or the payment is abandoned), so concurrent payments never pick the same input.
 Once submitted, its change outputs are recorded as *pending*: usable as inputs by the next
 payment while the transaction is still in the mempool. ``MemoryReservations`` keeps this in
-memory; the agent persists the same interface in SQLite (``agent/reservations.py``).
+memory; the agent persists the same interface in SQLite (``agent/sql_reservations.py``).
 """
 
 from __future__ import annotations

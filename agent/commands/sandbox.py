@@ -201,7 +201,7 @@ def _up(args: argparse.Namespace) -> int:
 def _fund(args: argparse.Namespace) -> int:
     from sandbox.devnet import FAUCET_ADDRESS, build_faucet_tx
     from sandbox.errors import SandboxError
-    from sandbox.ledger import LedgerParams
+    from sandbox.utxo_ledger import LedgerParams
     from wallets.ogmios import OgmiosChain
 
     args.lovelace = args.amount

@@ -358,7 +358,7 @@ def _pending_for(home: Path, name: str, address: str) -> list[str]:
     url = os.environ.get(STORE_URL_ENV) or (load_config(home).store.url if (home / "agent.toml").exists() else None)
     if not url and not (home / DB_FILENAME).exists():
         return []
-    from agent.reservations import SqliteReservations
+    from agent.sql_reservations import SqliteReservations
     from agent.store import Database
 
     db = Database.open(home, url)
@@ -504,7 +504,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def _shared_reservations(home: Path, wallet: str) -> tuple[Any, Any]:
     """The agent's UTxO reservations for ``wallet`` (and the database to close afterwards)."""
-    from agent.reservations import SqliteReservations
+    from agent.sql_reservations import SqliteReservations
     from agent.store import Database
 
     db = Database.for_home(home)

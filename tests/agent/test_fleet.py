@@ -17,7 +17,7 @@ from agent.budget import BudgetBook, BudgetSpec
 from agent.errors import BudgetExceededError
 from agent.ledger import DuplicatePaymentError, SpendLedger
 from agent.queue import SqlJobStore
-from agent.reservations import SqliteReservations
+from agent.sql_reservations import SqliteReservations
 from agent.scheduler import Scheduler
 from agent.store import Database
 from tests.threads import run_threads

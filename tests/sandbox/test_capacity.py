@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from sandbox.ledger import Ledger, MempoolFullError
+from sandbox.utxo_ledger import Ledger, MempoolFullError
 from tests.fixtures.devnet import DevnetKey, new_key
 from tests.sandbox.test_ogmios_server import _call
 
@@ -40,7 +40,7 @@ def bulky_tx(key: DevnetKey, tx_in: tuple[str, int, int], *, strings: int = 220)
 @pytest.fixture(scope="module")
 def bulky() -> tuple[DevnetKey, list[tuple[str, int]], list[bytes]]:
     """A key, 14 genesis outputs (as (address, lovelace) to fund) and 14 independent ~15 KB transactions."""
-    from sandbox.ledger import Ledger
+    from sandbox.utxo_ledger import Ledger
 
     key = new_key()
     probe = Ledger(slot=10)
@@ -192,9 +192,9 @@ def test_ledger_views_at_recent_points_equal_the_state_then():
     from pycardano import TransactionOutput
 
     from sandbox.errors import PointNotFoundError
-    from sandbox.ledger import OutputRef
+    from sandbox.utxo_ledger import OutputRef
     from sandbox.txcbor import address_from_str, payment_credential
-    from tests.sandbox.test_ledger import Wallet, balanced
+    from tests.sandbox.test_utxo_ledger import Wallet, balanced
 
     alice, bob = Wallet.new(), Wallet.new()
     ledger = Ledger(slot=10)

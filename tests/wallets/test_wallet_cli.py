@@ -244,7 +244,7 @@ TOKEN = "ab" * 28 + ".746f6b656e"
 
 
 def _ledger_and_wallet(lovelace: list[int], assets: dict[str, int] | None = None) -> tuple[Any, Any, list[Any]]:
-    from sandbox.ledger import Ledger, LedgerParams
+    from sandbox.utxo_ledger import Ledger, LedgerParams
     from wallets.hd import UnlockedWallet, derive_keys, parse_mnemonic
     from wallets.types import Utxo
 
@@ -259,7 +259,7 @@ def _ledger_and_wallet(lovelace: list[int], assets: dict[str, int] | None = None
 
 
 def _params() -> Any:
-    from sandbox.ledger import LedgerParams
+    from sandbox.utxo_ledger import LedgerParams
     from wallets.types import ProtocolParams
 
     p = LedgerParams()
@@ -464,7 +464,7 @@ def test_devnet_send_over_balance_moves_nothing(capsys: pytest.CaptureFixture[st
 
 def test_show_lists_agent_pending_in_mempool(capsys: pytest.CaptureFixture[str], home: Path, fake: Any) -> None:
     """show lists the agent's recorded pending transactions that are still in the mempool, and no others."""
-    from agent.reservations import SqliteReservations
+    from agent.sql_reservations import SqliteReservations
     from agent.store import Database
     from wallets.types import OutputRef, Utxo
 

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from pycardano import MultiAsset, TransactionBody, TransactionOutput, Value
 
 from sandbox.errors import LedgerRejection
-from sandbox.ledger import Ledger, LedgerParams
-from tests.sandbox.test_ledger import Wallet, assert_ogmios_shape, sign, tx_input
+from sandbox.utxo_ledger import Ledger, LedgerParams
+from tests.sandbox.test_utxo_ledger import Wallet, assert_ogmios_shape, sign, tx_input
 from wallets.types import OutputRef
 
 POLICY = "cd" * 28

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from agent.reservations import SqliteReservations
+from agent.sql_reservations import SqliteReservations
 from agent.store import Database
 from tests.fixtures.postgres import ENGINES, open_db
 from wallets.reservations import MemoryReservations, ReservationConflict, UtxoReservations

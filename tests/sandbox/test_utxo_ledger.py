@@ -25,7 +25,7 @@ from pycardano import (
 )
 
 from sandbox.errors import LedgerRejection, SandboxConfigError
-from sandbox.ledger import Block, Ledger, LedgerParams, TxOut
+from sandbox.utxo_ledger import Block, Ledger, LedgerParams, TxOut
 from wallets.types import OutputRef
 
 PARAMS = LedgerParams()
