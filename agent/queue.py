@@ -620,8 +620,8 @@ def waiting_summary(store: Any, *, limit: int = 500) -> builtins.list[str]:
             outages[what] = (min(first, since), n + 1)
     for what, (since, n) in outages.items():
         lines.append(f"{n} job(s) waiting for {what} since {since}")
-    in_flight = [since for job in store.list(state=QUEUED, limit=limit)
-                 if (since := in_flight_since(job.last_error)) is not None]
+    in_flight = [began for job in store.list(state=QUEUED, limit=limit)
+                 if (began := in_flight_since(job.last_error)) is not None]
     if in_flight:
         lines.append(f"{len(in_flight)} job(s) waiting for the chain to show whether their payment landed, "
                      f"since {min(in_flight)}")
