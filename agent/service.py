@@ -151,7 +151,8 @@ def run(agent: "Agent", *, workers: int = 1, concurrency: int | None = None, unt
     metrics = start_metrics(agent, metrics_port, workers, say)
     if metrics is not None:
         executor = metrics.instrument(executor)
-    scheduler = Scheduler(agent.db, agent.jobs, agent.config.schedules) if agent.config.schedules else None
+    specs: Any = agent.config.schedules  # ScheduleSpec satisfies ScheduleLike at run time
+    scheduler = Scheduler(agent.db, agent.jobs, specs) if specs else None
 
     def budget_frees_at(exc: Any, now: float) -> float | None:
         try:
