@@ -323,29 +323,32 @@ class Agent:
     def run(self, *, workers: int = 1, concurrency: int | None = None, until_idle: bool = False,
             lease_s: float = 120.0, stop_grace_s: float = 10.0, metrics_port: int | None = None,
             on_progress: Callable[[dict[str, int], Any], None] | None = None,
-            say: Callable[[str], None] | None = None) -> RunStats:
+            say: Callable[[str], None] | None = None, on_start: Callable[[], None] | None = None) -> RunStats:
         """Recover what a stopped process left, then run the job queue and schedules (see ``agent.service.run``).
 
         Returns when :meth:`stop` is called or, with ``until_idle``, when no job is left to run.
-        ``say`` receives the lines meant for the operator (default: the log).
+        ``say`` receives the lines meant for the operator (default: the log); ``on_start`` is called
+        once start-up is over, just before the workers start (where a CLI installs its signal handlers).
         """
         from agent import service
 
         return service.run(self, workers=workers, concurrency=concurrency, until_idle=until_idle, lease_s=lease_s,
-                           stop_grace_s=stop_grace_s, metrics_port=metrics_port, on_progress=on_progress, say=say)
+                           stop_grace_s=stop_grace_s, metrics_port=metrics_port, on_progress=on_progress, say=say,
+                           on_start=on_start)
 
     def attach_runner(self, runner: Runner | None) -> None:
         """The runner :meth:`stop` stops (set while :meth:`run` runs); stopping already asked stops it at once."""
-        with self._lock:
-            self._runner = runner
+        self._runner = runner  # set, then read ``stopping``: stop() does the reverse, so neither misses the other
         if runner is not None and self.stopping.is_set():
             runner.stop()
 
     def stop(self) -> None:
-        """Stop: waits end, no new job or payment starts; the payments in hand get the run's stop grace."""
+        """Stop: waits end, no new job or payment starts; the payments in hand get the run's stop grace.
+
+        Safe in a signal handler: it takes no lock.
+        """
         self.stopping.set()
-        with self._lock:
-            runner = self._runner
+        runner = self._runner
         if runner is not None:
             runner.stop()
 

@@ -122,12 +122,15 @@ def start_metrics(agent: "Agent", port: int | None, workers: int, say: Say) -> "
 
 def run(agent: "Agent", *, workers: int = 1, concurrency: int | None = None, until_idle: bool = False,
         lease_s: float = 120.0, stop_grace_s: float = 10.0, metrics_port: int | None = None,
-        on_progress: Callable[[dict[str, int], Any], None] | None = None, say: Say | None = None) -> "RunStats":
+        on_progress: Callable[[dict[str, int], Any], None] | None = None, say: Say | None = None,
+        on_start: Callable[[], None] | None = None) -> "RunStats":
     """Recover what a stopped process left, then run the queue's workers and schedules.
 
     Returns when :meth:`Agent.stop` is called (or, with ``until_idle``, when no job is left).
     ``concurrency``: paid calls in flight at most (default :data:`DEFAULT_CONCURRENCY`, at
     least ``workers``), capped by what the wallet and the budgets can pay at once.
+    ``on_start`` is called once start-up is over (wallet unlocked, recovery done), just before
+    the workers start: where a CLI installs the signal handlers that call :meth:`Agent.stop`.
     """
     from agent.executor import TApiExecutor
     from agent.lanes import lane_tender
@@ -169,6 +172,8 @@ def run(agent: "Agent", *, workers: int = 1, concurrency: int | None = None, unt
         progress = metrics.wrap_progress(progress or (lambda counts, stats: None), workers=workers)
     try:
         agent.attach_runner(runner)
+        if on_start is not None:
+            on_start()
         with ProcessLease(ProcessRegistry(agent.db), process_worker_name(), workers=workers, clock=time.time):
             return runner.run(until_idle=until_idle, on_progress=progress)
     finally:

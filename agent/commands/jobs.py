@@ -287,12 +287,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"stopping: no new jobs; payments in hand get up to {args.stop_grace_s:g}s…", file=sys.stderr)
             agent.stop()
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous: dict[int, Any] = {}
+
+        def on_start() -> None:
+            # Only now: Ctrl-C at the passphrase prompt or during recovery still interrupts at once.
+            previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)})
+
         progress = _Progress(enabled=not args.json)
         try:
             stats = agent.run(workers=args.workers, concurrency=args.concurrency, until_idle=args.until_idle,
                               lease_s=args.lease_s, stop_grace_s=args.stop_grace_s, metrics_port=args.metrics_port,
-                              on_progress=progress, say=_stderr_line)
+                              on_progress=progress, say=_stderr_line, on_start=on_start)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
