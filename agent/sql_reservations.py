@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Collection, Sequence
+from pathlib import Path
+from typing import Any, Collection, Iterable, Sequence
 
 from agent.store import Database, register_migrations
 from wallets.reservations import ReservationConflict
@@ -144,3 +145,31 @@ class SqliteReservations:
 
     def __repr__(self) -> str:
         return f"SqliteReservations(wallet={self.wallet!r})"
+
+
+def reservations_in_home(home: Path, wallet: str) -> tuple[SqliteReservations, Database]:
+    """The agent's UTxO reservations for ``wallet`` in ``home``'s database, and that database to close after.
+
+    What a short-lived process (``wallet send``, ``wallet split``) reserves through, so a
+    running agent never picks the same inputs.
+    """
+    db = Database.for_home(home)
+    return SqliteReservations(db, wallet), db
+
+
+def pending_in_home(home: Path, keys: Iterable[str]) -> list[str]:
+    """Transactions the agent submitted for any of ``keys`` (wallet names or addresses) and still tracks
+    as unconfirmed, sorted. A home where the agent never ran has no database: nothing of ours is pending."""
+    import os
+
+    from agent.config import STORE_URL_ENV, load_config
+    from agent.store import DB_FILENAME
+
+    url = os.environ.get(STORE_URL_ENV) or (load_config(home).store.url if (home / "agent.toml").exists() else None)
+    if not url and not (home / DB_FILENAME).exists():
+        return []
+    db = Database.open(home, url)
+    try:
+        return sorted({u.ref.tx_id for key in keys for u in SqliteReservations(db, key).pending_change()})
+    finally:
+        db.close()

@@ -296,16 +296,16 @@ def _utxo_dict(u: Any) -> dict[str, Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     """Show a wallet's address, balance per asset and UTxOs (read from the chain)."""
     from agent.output import emit, format_ada, kv, table
-    from wallets.types import LOVELACE
-
+    from agent.sql_reservations import pending_in_home
     from wallets.errors import ChainUnavailableError
+    from wallets.types import LOVELACE
 
     info = keystore_for(args.home).info(args.name)
     chain = _open_chain(args)
     try:
         tip = chain.tip()
         utxos = sorted(chain.utxos_at(info.address), key=lambda u: (u.ref.tx_id, u.ref.index))
-        pending = [tx for tx in _pending_for(args.home, info.name, info.address) if chain.in_mempool(tx)]
+        pending = [tx for tx in pending_in_home(args.home, (info.name, info.address)) if chain.in_mempool(tx)]
         balance = _balance(utxos)
         names = _token_names(chain, [a for a in balance if a != LOVELACE])
     except ChainUnavailableError:
@@ -342,31 +342,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     emit(args.json, data, human)
     return 0
-
-
-def _pending_for(home: Path, name: str, address: str) -> list[str]:
-    """Transactions of this wallet that the agent submitted and still tracks as unconfirmed.
-
-    Read from the agent's reservation store (keyed by wallet name or address); a home where
-    the agent never ran has no database, and then nothing of ours can be pending.
-    """
-    import os
-
-    from agent.config import STORE_URL_ENV, load_config
-    from agent.store import DB_FILENAME
-
-    url = os.environ.get(STORE_URL_ENV) or (load_config(home).store.url if (home / "agent.toml").exists() else None)
-    if not url and not (home / DB_FILENAME).exists():
-        return []
-    from agent.sql_reservations import SqliteReservations
-    from agent.store import Database
-
-    db = Database.open(home, url)
-    try:
-        return sorted({u.ref.tx_id for key in (name, address)
-                       for u in SqliteReservations(db, key).pending_change()})
-    finally:
-        db.close()
 
 
 class ConfirmationRequiredError(AgentError):
@@ -427,6 +402,7 @@ def _person_field(key: str, value: Any) -> tuple[str, Any]:
 def cmd_send(args: argparse.Namespace) -> int:
     """Send ADA from a wallet; every check runs before the passphrase is asked and anything is signed."""
     from agent.output import format_ada, parse_amount
+    from agent.sql_reservations import reservations_in_home
     from wallets.errors import AmountError, InsufficientFundsError
     from wallets.payment import PaymentSender
     from wallets.slots import ttl_after
@@ -451,7 +427,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         _confirm(f"Send {format_ada(amount)} ADA from {info.name!r} to {to}?", args.yes)
         wallet = store.unlock(args.name, read_passphrase())
         ttl_slot = ttl_after(chain, args.ttl_s)
-        reservations, db = _shared_reservations(args.home, info.name)
+        reservations, db = reservations_in_home(args.home, info.name)
         try:
             # Reserve in the agent's store, so a running agent never picks the same inputs.
             sender = PaymentSender(chain, wallet, reservations=reservations)
@@ -468,6 +444,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_split(args: argparse.Namespace) -> int:
     """Spend every UTxO of the wallet into N equal outputs to itself, in one transaction."""
+    from agent.sql_reservations import reservations_in_home
     from wallets.errors import AmountError
     from wallets.slots import ttl_after
 
@@ -485,7 +462,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         ttl_slot = ttl_after(chain, args.ttl_s)
         payment = plan_split(utxos, into=args.into, address=info.address, signer=wallet,
                              params=params, ttl_slot=ttl_slot)
-        reservations, db = _shared_reservations(args.home, info.name)
+        reservations, db = reservations_in_home(args.home, info.name)
         owner = f"cli-split-{os.getpid()}"
         try:
             reservations.reserve(owner, payment.inputs)  # refused if a running agent holds one of them
@@ -500,15 +477,6 @@ def cmd_split(args: argparse.Namespace) -> int:
         chain.close()
     return _paid(args, payment, tx_id, {"outputs": args.into,
                                         "lovelace_each": payment.output_lovelace[0]})
-
-
-def _shared_reservations(home: Path, wallet: str) -> tuple[Any, Any]:
-    """The agent's UTxO reservations for ``wallet`` (and the database to close afterwards)."""
-    from agent.sql_reservations import SqliteReservations
-    from agent.store import Database
-
-    db = Database.for_home(home)
-    return SqliteReservations(db, wallet), db
 
 
 def plan_split(utxos: list[Any], *, into: int, address: str, signer: Any, params: Any, ttl_slot: int) -> Any:
