@@ -125,6 +125,7 @@ class JobStore(Protocol):
     def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Job | None: ...
     def park(self, job_id: int, *, retry_at: float, now: float, worker_id: str | None = None) -> Job: ...
     def wake_parked(self, *, now: float) -> int: ...
+    def still_parked(self, job_ids: Iterable[int]) -> set[int]: ...
     def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job: ...
     def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
                   request_id: str | None = None) -> Job: ...
@@ -406,6 +407,16 @@ class SqlJobStore(_Transitions):
                                " AND lease_owner IS NULL AND run_at > ?", (now, now))
             return max(0, cur.rowcount or 0)
 
+    def still_parked(self, job_ids: Iterable[int]) -> set[int]:
+        """Those of ``job_ids`` still parked (awaiting settlement, no worker holding them)."""
+        ids = [int(i) for i in job_ids]
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        rows = self.db.execute(f"SELECT id FROM jobs WHERE id IN ({marks}) AND state = 'awaiting_settlement'"
+                               " AND lease_owner IS NULL", ids)
+        return {r["id"] for r in rows}
+
     def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self.db.atomic() as conn:
             job = self._get(conn, job_id, lock=self.db.dialect.for_update)
@@ -540,6 +551,11 @@ class MemoryJobStore(_Transitions):
             for job in woken:
                 self._jobs[job.id] = replace(job, run_at=now)
         return len(woken)
+
+    def still_parked(self, job_ids: Iterable[int]) -> set[int]:
+        """Those of ``job_ids`` still parked (awaiting settlement, no worker holding them)."""
+        with self._lock:
+            return {i for i in job_ids if i in self._jobs and is_parked(self._jobs[i])}
 
     def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self._lock:

@@ -57,6 +57,7 @@ class JobStoreLike(Protocol):
     def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Any: ...
     def park(self, job_id: Any, *, retry_at: float, now: float, worker_id: str | None = None) -> Any: ...
     def wake_parked(self, *, now: float) -> int: ...
+    def still_parked(self, job_ids: Any) -> set[Any]: ...
     def heartbeat(self, job_id: Any, worker_id: str, *, now: float, lease_s: float) -> Any: ...
     def complete(self, job_id: Any, *, result: Any, result_path: str | None, now: float,
                  worker_id: str | None = None) -> Any: ...
@@ -227,6 +228,7 @@ class Runner:
         self._wake = threading.Event()
         self._flight_lock = threading.Lock()
         self._in_flight: set[Any] = set()  # jobs this runner holds or parked
+        self._parked: set[Any] = set()  # of those, the parked ones (another runner may resume them)
         self._slots_taken = 0  # claims under way that may start a new call
         self.leases = LeaseKeeper(self)
         self.lanes = lanes  # called with the queue depth at each new block (wallets.lanes.LaneKeeper.tend)
@@ -246,17 +248,7 @@ class Runner:
         worker_id = worker_id or f"{self.name}-0"
         if self.scheduler is not None:
             self.scheduler.run_once(now)
-        with self._flight_lock:
-            fresh = len(self._in_flight) + self._slots_taken < self.concurrency
-            self._slots_taken += fresh
-        try:
-            job = self.store.claim(worker_id, now=now, lease_s=self.lease_s, fresh=fresh)
-            if job is not None:
-                with self._flight_lock:
-                    self._in_flight.add(job.id)
-        finally:
-            with self._flight_lock:
-                self._slots_taken -= fresh
+        job = self._claim(worker_id, now)
         if job is None:
             return None
         crash_point("after_claim")
@@ -265,13 +257,54 @@ class Runner:
         except BaseException:
             self._release_slot(job.id)
             raise
-        if not parked:
+        if parked:
+            with self._flight_lock:
+                self._parked.add(job.id)
+        else:
             self._release_slot(job.id)
         return job
+
+    def _claim(self, worker_id: str, now: float) -> Any:
+        """Claim a job; a fresh one only while fewer than ``concurrency`` calls are in flight.
+
+        At the limit with nothing else to do, the jobs this runner parked are checked against
+        the store first: one resumed and finished by another runner (another host of a fleet)
+        no longer holds a slot here.
+        """
+        for attempt in range(2):
+            with self._flight_lock:
+                fresh = len(self._in_flight) + self._slots_taken < self.concurrency
+                self._slots_taken += fresh
+            try:
+                job = self.store.claim(worker_id, now=now, lease_s=self.lease_s, fresh=fresh)
+                if job is not None:
+                    with self._flight_lock:
+                        self._in_flight.add(job.id)
+                        self._parked.discard(job.id)
+            finally:
+                with self._flight_lock:
+                    self._slots_taken -= fresh
+            if job is not None or fresh or attempt or not self._forget_parked_elsewhere():
+                return job
+        return None
+
+    def _forget_parked_elsewhere(self) -> bool:
+        """Drop from the calls in flight the jobs we parked that are no longer parked; True if any."""
+        with self._flight_lock:
+            ours = set(self._parked)
+        if not ours:
+            return False
+        gone = ours - self.store.still_parked(ours)
+        with self._flight_lock:
+            gone &= self._parked  # one our own worker resumed meanwhile is held, not gone
+            self._parked -= gone
+            self._in_flight -= gone
+        return bool(gone)
 
     def _release_slot(self, job_id: Any) -> None:
         with self._flight_lock:
             self._in_flight.discard(job_id)
+            self._parked.discard(job_id)
 
     def _park(self, job: Any, worker_id: str, parked: JobParked) -> None:
         now = self.clock()

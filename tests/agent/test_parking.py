@@ -86,6 +86,28 @@ def test_concurrency_bounds_calls_in_flight_not_workers(store):
     assert runner.in_flight == 1
 
 
+def test_a_parked_job_finished_elsewhere_frees_its_slot(store):
+    """A job this runner parked, resumed and finished by another runner (another host of a fleet),
+    no longer counts against this runner's concurrency: fresh jobs start again.
+
+    Seen in the fleet bench: each host's slots filled with jobs the other host had finished, and
+    both hosts stopped taking queued jobs for good.
+    """
+    clock = Clock()
+    a, b, c = (store.enqueue("chat", {"message": m}, now=clock()) for m in "abc")
+    host0 = Runner(store, ParkOnce(), clock=clock, lease_s=60, concurrency=1, name="host0")
+    host1 = Runner(store, ParkOnce(), clock=clock, lease_s=60, concurrency=1, name="host1")
+    assert host0.run_once().id == a.id  # parked by host0
+    assert host0.run_once() is None  # its one slot is taken
+    store.wake_parked(now=clock())
+    assert host1.run_once().id == a.id  # resumed and finished by host1
+    assert store.get(a.id).state == "done"
+    assert host0.run_once().id == b.id  # host0's slot is free again
+    assert host0.in_flight == 1 and host1.in_flight == 0
+    store.wake_parked(now=clock())
+    assert host1.run_once().id == b.id and host0.run_once().id == c.id
+
+
 def test_a_parked_job_is_not_heartbeaten_nor_expired(store):
     """A parked job has no lease: expiring dead owners' leases and claims of expired leases skip it."""
     clock = Clock()
