@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from agent.store import Database, register_migrations
@@ -60,14 +61,29 @@ def split_owner(owner: str) -> tuple[str, int] | None:
 
 
 def pid_exists(pid: int) -> bool:
-    """True while process ``pid`` exists on this host (one we may not signal counts as existing)."""
+    """True while process ``pid`` runs on this host (one we may not signal counts as running).
+
+    A process that has exited but not been reaped by its parent (a zombie) still has its PID,
+    yet holds nothing and will do nothing more: it counts as gone.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """True if /proc says ``pid`` has exited, unreaped (Linux; elsewhere, False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    # pid (comm) state ...: comm may hold spaces and parentheses, so read past its last ')'.
+    fields = stat[stat.rfind(b")") + 1:].split()
+    return bool(fields) and fields[0] in (b"Z", b"X")
 
 
 _pid_exists = pid_exists

@@ -81,6 +81,7 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
             second.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         if restart == 2 * RESTARTS // 3 and second and second[0].poll() is None:
             second[0].send_signal(signal.SIGKILL)
+            second[0].wait()  # reaped at once, as a service manager would
 
     kills = kill_runs(cmd, env, db_path, restarts=RESTARTS, crash_points=CRASH_POINTS, rng=rng,
                       before_each=second_run)

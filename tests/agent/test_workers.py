@@ -91,3 +91,27 @@ def test_recovery_reads_another_hosts_payment_owner_from_its_lease(db):
     assert owner_is_gone("hostB:4242:1", updated_at=T0 + 10, now=T0 + 31, registry=reg)
     assert not owner_is_gone("hostC:7:1", updated_at=T0, now=T0 + 60, registry=reg)
     assert owner_is_gone("hostC:7:1", updated_at=T0, now=T0 + FOREIGN_OWNER_STALE_S + 1, registry=reg)
+
+
+def test_a_killed_process_not_yet_reaped_is_dead():
+    """A SIGKILLed process its parent has not waited for (a zombie) holds nothing: it is dead.
+
+    Seen in the crash soak: a killed `run` left unreaped kept its signed payment "owned by a live
+    process", and every later run waited a minute for it instead of recovering it.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    from agent.workers import pid_exists
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        assert pid_exists(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, still unreaped
+        assert not pid_exists(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_exists(child.pid)
