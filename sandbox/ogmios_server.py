@@ -177,7 +177,9 @@ class OgmiosServer:
                                 ws_ping_interval=None, ws_per_message_deflate=False, lifespan="off",
                                 log_config=None, log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=5)
-        self._server = uvicorn.Server(config)
+        from sandbox.serving import quick_stop_server_class
+
+        self._server = quick_stop_server_class()(config)
         self._serving = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._serving.done():
@@ -191,7 +193,7 @@ class OgmiosServer:
         self._closing = True
         self.notify_mempool_changed()
         if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
+            self._server.request_exit()
             try:
                 await asyncio.wait_for(self._serving, timeout=15)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - stopping must not fail
