@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any, Callable
 
 from sandbox import blockfrost_json as bj
 from sandbox.errors import LedgerRejection, MempoolFullError, SandboxError
-from sandbox.serving import serve_in_thread, stop_serving
+from sandbox.serving import ServedApp
 from wallets.blockfrost import SANDBOX_PROJECT_ID
 from wallets.types import OutputRef
 
@@ -188,7 +187,7 @@ class _TxIndex:
                 self._next_block += 1
 
 
-class BlockfrostServer:
+class BlockfrostServer(ServedApp):
     """The Blockfrost API over one devnet node, served by uvicorn in a background thread."""
 
     def __init__(self, node: Any, *, project_id: str = DEFAULT_PROJECT_ID, limits: Limits | None = None,
@@ -200,10 +199,6 @@ class BlockfrostServer:
         self.requests = 0
         self._bucket = _Bucket(self.limits, clock)
         self._index = _TxIndex(node)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self.url = ""
         self.app = self._create_app()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -217,27 +212,15 @@ class BlockfrostServer:
             SandboxError: the port cannot be bound or the server did not start.
         """
         server = cls(node, **options)
-        uv, thread, sock = serve_in_thread(server.app, host=host, port=port, what="the Blockfrost API",
-                                           name="blockfrost-api", startup_timeout_s=startup_timeout_s)
-        server._server, server._thread, server._sock = uv, thread, sock
-        bound_host, bound_port = sock.getsockname()[:2]
-        server.url = f"http://{bound_host}:{bound_port}{API_PREFIX}"
+        server._serve(server.app, host=host, port=port, what="the Blockfrost API", name="blockfrost-api",
+                      startup_timeout_s=startup_timeout_s, path=API_PREFIX)
         log.info("Blockfrost API serving at %s", server.url)
         return server
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop serving (held requests are released) and wait for the thread."""
         self.faults.release.set()
-        stop_serving(self._server, self._thread, self._sock, timeout_s)
-
-    def __enter__(self) -> BlockfrostServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"BlockfrostServer(url={self.url!r})"
+        super().stop(timeout_s)
 
     # --- the app -----------------------------------------------------------------------------
 

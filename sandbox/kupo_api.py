@@ -15,13 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from sandbox.errors import SandboxError
-from sandbox.serving import serve_in_thread, stop_serving
+from sandbox.serving import ServedApp
 
 log = logging.getLogger(__name__)
 
@@ -292,15 +290,8 @@ def create_app(node: Any) -> Callable[..., Any]:
     return app
 
 
-class KupoApi:
+class KupoApi(ServedApp):
     """A running Kupo-compatible API. ``url`` is ``http://host:port``; ``stop()`` shuts it down."""
-
-    def __init__(self, server: Any, thread: threading.Thread, sock: socket.socket) -> None:
-        self._server = server
-        self._thread = thread
-        self._sock = sock
-        self.host, self.port = sock.getsockname()[:2]
-        self.url = f"http://{self.host}:{self.port}"
 
     @classmethod
     def start(cls, node: Any, *, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 10.0) -> KupoApi:
@@ -309,22 +300,9 @@ class KupoApi:
         Raises:
             SandboxError: the port cannot be bound or the server does not start.
         """
-        server, thread, sock = serve_in_thread(
-            create_app(node), host=host, port=port, what="the Kupo API", name="kupo-api",
-            startup_timeout_s=startup_timeout_s, interface="asgi3", proxy_headers=False, log_config=None, ws="none")
-        api = cls(server, thread, sock)
+        api = cls()
+        api._serve(create_app(node), host=host, port=port, what="the Kupo API", name="kupo-api",
+                   startup_timeout_s=startup_timeout_s, interface="asgi3", proxy_headers=False, log_config=None,
+                   ws="none")
         log.info("Kupo API serving at %s", api.url)
         return api
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop serving and wait for the server thread to end."""
-        stop_serving(self._server, self._thread, self._sock, timeout_s)
-
-    def __enter__(self) -> KupoApi:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"KupoApi(url={self.url!r})"

@@ -59,6 +59,38 @@ def stop_serving(server: Any, thread: threading.Thread | None, sock: socket.sock
         sock.close()
 
 
+class ServedApp:
+    """A server run by :func:`serve_in_thread`: its ``url``, ``stop()``, and ``with`` to stop it."""
+
+    url: str = ""
+    host: str = ""
+    port: int = 0
+    _server: Any = None
+    _thread: threading.Thread | None = None
+    _sock: socket.socket | None = None
+
+    def _serve(self, app: Any, *, host: str, port: int, what: str, name: str, startup_timeout_s: float,
+               path: str = "", **options: Any) -> None:
+        """Serve ``app`` (see :func:`serve_in_thread`); ``url`` becomes ``http://host:port`` + ``path``."""
+        self._server, self._thread, self._sock = serve_in_thread(
+            app, host=host, port=port, what=what, name=name, startup_timeout_s=startup_timeout_s, **options)
+        self.host, self.port = self._sock.getsockname()[:2]
+        self.url = f"http://{self.host}:{self.port}{path}"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop serving and wait for the server thread to end."""
+        stop_serving(self._server, self._thread, self._sock, timeout_s)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.url!r})"
+
+
 _QUICK_STOP: Any = None
 
 

@@ -13,12 +13,10 @@ Paid routes (network ``cardano:devnet``): ``/premium`` (1 ADA), ``/token`` (5 DE
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, cast
 
-from sandbox.serving import serve_in_thread, stop_serving
+from sandbox.serving import ServedApp
 from sandbox.facilitator import CardanoExactFacilitator, DevnetPort, Faults
 
 log = logging.getLogger(__name__)
@@ -166,17 +164,13 @@ def create_app(facilitator: CardanoExactFacilitator, routes: Routes) -> Any:
     return app
 
 
-class X402Server:
+class X402Server(ServedApp):
     """A running v2 resource server + facilitator. ``url``; ``stop()`` or leave ``with``."""
 
-    def __init__(self, server: Any, thread: threading.Thread, sock: socket.socket, app: Any,
-                 facilitator: CardanoExactFacilitator) -> None:
-        self._server, self._thread, self._sock = server, thread, sock
+    def __init__(self, app: Any, facilitator: CardanoExactFacilitator) -> None:
         self.app = app
         self.facilitator = facilitator
         self.faults = facilitator.faults
-        host, port = sock.getsockname()[:2]
-        self.url = f"http://{host}:{port}"
 
     @classmethod
     def start(cls, devnet: Any, *, routes: Routes | None = None, host: str = "127.0.0.1", port: int = 0,
@@ -194,21 +188,8 @@ class X402Server:
         on_wait = (lambda: node.produce_block(force=True)) if block_time else None
         facilitator = CardanoExactFacilitator(DevnetPort(node), network=NETWORK, confirmation_timeout_s=timeout,
                                               poll_s=block_time or 0.1, on_wait=on_wait, faults=faults)
-        app = create_app(facilitator, routes or Routes())
-        server, thread, sock = serve_in_thread(app, host=host, port=port, what="the x402 v2 server", name="x402-v2",
-                                               startup_timeout_s=startup_timeout_s)
-        running = cls(server, thread, sock, app, facilitator)
+        running = cls(create_app(facilitator, routes or Routes()), facilitator)
+        running._serve(running.app, host=host, port=port, what="the x402 v2 server", name="x402-v2",
+                       startup_timeout_s=startup_timeout_s)
         log.info("x402 v2 server serving at %s", running.url)
         return running
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        stop_serving(self._server, self._thread, self._sock, timeout_s)
-
-    def __enter__(self) -> X402Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"X402Server(url={self.url!r})"
