@@ -151,20 +151,73 @@ def money_checks(sandbox: Any, rows: Sequence[Any], start_balance: int, end_bala
     }
 
 
-def naive_builder(address: str, ogmios_url: str, outputs: Sequence[tuple[str, int]]) -> tuple[Any, Any]:
-    """(Ogmios context, pycardano TransactionBuilder) paying ``outputs`` from ``address``: a pycardano-only script."""
+def naive_builder(address: str, ogmios_url: str, outputs: Sequence[tuple[str, int]],
+                  context: Any = None) -> tuple[Any, Any]:
+    """(Ogmios context, pycardano TransactionBuilder) paying ``outputs`` from ``address``: a pycardano-only script.
+
+    Without ``context``, a fresh ``OgmiosV6ChainContext`` (a connection per query, as a script
+    writes it); with one (e.g. :func:`warm_context`), that context.
+    """
     from urllib.parse import urlparse
 
     from pycardano import Address, Network, OgmiosV6ChainContext, TransactionBuilder, TransactionOutput
 
-    url = urlparse(ogmios_url)
-    context = OgmiosV6ChainContext(url.hostname or "127.0.0.1", url.port or 1337, secure=False,
-                                   network=Network.TESTNET)
+    if context is None:
+        url = urlparse(ogmios_url)
+        context = OgmiosV6ChainContext(url.hostname or "127.0.0.1", url.port or 1337, secure=False,
+                                       network=Network.TESTNET)
     builder = TransactionBuilder(context)
     builder.add_input_address(address)
     for to, amount in outputs:
         builder.add_output(TransactionOutput(Address.from_primitive(to), amount))
     return context, builder
+
+
+def warm_context(ogmios_url: str) -> Any:
+    """pycardano's Ogmios context kept warm: one persistent connection, protocol parameters cached.
+
+    The fair baseline for the agent's payment overhead: ``OgmiosV6ChainContext`` opens a new
+    WebSocket for every query; this one reuses one ``ogmios`` client for the tip, the UTxOs and
+    the submission, and keeps pycardano's own parameter cache. UTxOs are read fresh each time
+    (pycardano's cache would hand back an input the previous payment spent). Close it with
+    ``context.close()``.
+    """
+    from urllib.parse import urlparse
+
+    from ogmios.client import Client
+    from ogmios.datatypes import Address as OgmiosAddress
+    from pycardano import Network, OgmiosV6ChainContext
+    from pycardano.backend.ogmios_v6 import get_current_era
+
+    url = urlparse(ogmios_url)
+
+    class WarmOgmiosContext(OgmiosV6ChainContext):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(url.hostname or "127.0.0.1", url.port or 1337, secure=False, network=Network.TESTNET)
+            self.client = Client(self.host, self.port)
+
+        def close(self) -> None:
+            self.client.connection.close()
+
+        def _query_current_era(self) -> Any:
+            return get_current_era(self.client)
+
+        def _query_current_epoch(self) -> int:
+            return int(self.client.query_epoch.execute()[0])
+
+        def _query_chain_tip(self) -> Any:
+            return self.client.query_network_tip.execute()[0]
+
+        def _query_utxos_by_address(self, address: Any) -> Any:
+            return self.client.query_utxo.execute([address])[0]
+
+        def _utxos(self, address: str) -> Any:
+            return self._utxos_ogmios(OgmiosAddress(address=address))
+
+        def submit_tx_cbor(self, cbor: bytes | str) -> None:
+            self.client.submit_transaction.execute(cbor.hex() if isinstance(cbor, bytes) else cbor)
+
+    return WarmOgmiosContext()
 
 
 def naive_submit(context: Any, builder: Any, key: Any, address: str) -> Any:

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 NUMBERS = (int, float)
 EXPECTED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "payment": {"payments": int, "agent_p50_ms": NUMBERS, "agent_p95_ms": NUMBERS, "naive_p50_ms": NUMBERS,
-                "naive_p95_ms": NUMBERS, "speedup_p50": NUMBERS, "agent_payments_on_chain": int,
+                "naive_p95_ms": NUMBERS, "speedup_p50": NUMBERS, "warm_p50_ms": NUMBERS, "warm_p95_ms": NUMBERS,
+                "speedup_vs_warm_p50": NUMBERS, "agent_payments_on_chain": int,
                 "wallet_build_sign_p50_ms": NUMBERS, "wallet_sender_fake_chain_p50_ms": NUMBERS,
                 "wallet_sender_ogmios_p50_ms": NUMBERS, "v2_agent_p50_ms": NUMBERS, "v2_agent_p95_ms": NUMBERS,
                 "v2_payments_settled": int, "ledger_writes_full_p50_ms": NUMBERS,
