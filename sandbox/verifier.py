@@ -9,6 +9,7 @@ checks that it carries every required output, and submits CBOR proofs that pay.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -92,6 +93,26 @@ def check_outputs(view: TxView, required: Sequence[Output], *, network_id: int =
             raise ProofRefusedError("short_output", f"{role} {addr} got {got} {asset}, needs {amount}")
 
 
+POOLED_KEPT = 4096
+"""Mempool transactions the reader keeps by id (two mainnet blocks hold about 600 payments)."""
+
+
+def _pooled_view(tx: dict[str, Any]) -> TxView:
+    """A mempool transaction as Ogmios shows it (``fields: all``), as a :class:`TxView`."""
+    from wallets.errors import ChainProtocolError
+    from wallets.ogmios import parse_value
+
+    outs = []
+    for out in tx.get("outputs") or ():
+        lovelace, assets = parse_value(out.get("value") if isinstance(out, dict) else None)
+        address = out.get("address")
+        if not isinstance(address, str):
+            raise ChainProtocolError("bad address in a mempool transaction's output")
+        outs.append((address, {LOVELACE: lovelace, **assets}))
+    network = {"mainnet": 1, "testnet": 0}.get(str(tx.get("network")))
+    return TxView(str(tx.get("id")), tuple(outs), "mempool", network)
+
+
 class OgmiosReader:
     """The verifier's reads and submissions, through the agent's Ogmios client (``wallets.ogmios``).
 
@@ -106,6 +127,8 @@ class OgmiosReader:
         self.url = url
         self.max_outputs = max_outputs
         self._chain = OgmiosChain(url, timeout_s=timeout_s)
+        self._pooled: dict[str, TxView] = {}  # mempool transactions seen, oldest first
+        self._pooled_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"OgmiosReader({self.url!r})"
@@ -132,25 +155,43 @@ class OgmiosReader:
         return TxView(tx_id, outs, "ledger") if outs else None
 
     def mempool_tx(self, tx_id: str) -> TxView | None:
-        """The transaction from a fresh mempool snapshot, or None if it is not there."""
-        from wallets.errors import ChainError, ChainProtocolError
-        from wallets.ogmios import parse_value
+        """The transaction from a fresh mempool snapshot, or None if it is not there.
+
+        A transaction's content never changes under its id, so every transaction walked past
+        in the mempool is kept (up to ``POOLED_KEPT``): the next lookup asks only whether its
+        id is still in the mempool. Without that, each lookup walked the mempool from the
+        start, and a mempool of a few hundred payments made every verification slow.
+        """
+        from wallets.errors import ChainError
 
         try:
-            tx = self._chain.mempool_transaction(tx_id)
+            with self._pooled_lock:
+                kept = self._pooled.get(tx_id)
+            if kept is not None:
+                return kept if self._chain.in_mempool(tx_id) else None
+            tx = self._chain.mempool_transaction(tx_id, seen=self._keep_pooled)
             if tx is None:
                 return None
-            outs = []
-            for out in tx.get("outputs") or ():
-                lovelace, assets = parse_value(out.get("value") if isinstance(out, dict) else None)
-                address = out.get("address")
-                if not isinstance(address, str):
-                    raise ChainProtocolError("bad address in a mempool transaction's output")
-                outs.append((address, {LOVELACE: lovelace, **assets}))
+            with self._pooled_lock:
+                kept = self._pooled.get(tx_id)
+            return kept or _pooled_view(tx)
         except ChainError as exc:
             raise OgmiosUnreachableError(f"mempool query at {self.url} failed: {exc}") from exc
-        network = {"mainnet": 1, "testnet": 0}.get(str(tx.get("network")))
-        return TxView(tx_id, tuple(outs), "mempool", network)
+
+    def _keep_pooled(self, tx: dict[str, Any]) -> None:
+        from wallets.errors import ChainProtocolError
+
+        tx_id = tx.get("id")
+        if not isinstance(tx_id, str):
+            return
+        try:
+            view = _pooled_view(tx)
+        except ChainProtocolError:
+            return  # not kept; were it the one asked for, parsing it again raises there
+        with self._pooled_lock:
+            self._pooled[tx_id] = view
+            while len(self._pooled) > POOLED_KEPT:
+                self._pooled.pop(next(iter(self._pooled)))
 
     def submit(self, cbor: bytes) -> str:
         """Submit a signed transaction; return its id or raise ProofRefusedError with the node's reason."""

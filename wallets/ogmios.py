@@ -408,8 +408,14 @@ class OgmiosChain:
             raise ChainProtocolError("hasTransaction answer is not a boolean")
         return found
 
-    def mempool_transaction(self, tx_id: str) -> dict[str, Any] | None:
-        """``tx_id`` as Ogmios shows it (every field: outputs, network...) if it waits in the mempool, else None."""
+    def mempool_transaction(self, tx_id: str, *,
+                            seen: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+        """``tx_id`` as Ogmios shows it (every field: outputs, network...) if it waits in the mempool, else None.
+
+        Ogmios has no lookup by id: the snapshot is walked with ``nextTransaction`` until
+        ``tx_id``. ``seen`` is called with each transaction walked past (the target included),
+        so a caller can keep them and not walk the same mempool again for the next one.
+        """
         with self._lock:
             self._query("acquireMempool")
             try:
@@ -421,6 +427,8 @@ class OgmiosChain:
                         return None  # left the snapshot's end: it cannot happen within one snapshot
                     if not isinstance(tx, dict):
                         raise ChainProtocolError("nextTransaction answer is not a transaction")
+                    if seen is not None:
+                        seen(tx)
                     if tx.get("id") == tx_id:
                         return tx
             finally:

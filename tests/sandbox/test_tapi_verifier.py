@@ -94,6 +94,37 @@ def test_reader_sees_ledger_mempool_and_node_refusals(devnet_factory) -> None:
     assert err.value.code == "payment_rejected_by_node"
 
 
+def test_reader_walks_the_mempool_once_per_transaction(devnet_factory) -> None:
+    """Asked again for a transaction still in the mempool, the reader does not walk the mempool again.
+
+    Ogmios finds a mempool transaction only by walking the snapshot (``nextTransaction``); the
+    twin re-verifies every waiting payment at each block, and with a few hundred payments in
+    the mempool each of those walks was hundreds of round trips (seen in the block-time bench).
+    """
+    keys = [make_key(f"walker{i}") for i in range(6)]
+    net = devnet_factory(block_time_s=3600, fund={str(address_of(k)): 20_000_000 for k in keys})
+    reader = OgmiosReader(net.ogmios_url)
+    tx_ids = [reader.submit(Payer(k, net.ogmios_url).build([(PAY, 2_000_000, "lovelace")]).to_cbor()) for k in keys]
+    walked: list[str] = []
+    query = reader._chain._query
+
+    def counting(method: str, *args, **kwargs):
+        walked.append(method)
+        return query(method, *args, **kwargs)
+
+    reader._chain._query = counting  # type: ignore[method-assign]
+    first = [reader.mempool_tx(t) for t in tx_ids]
+    assert all(v is not None and v.where == "mempool" and v.tx_id == t for v, t in zip(first, tx_ids))
+    steps = walked.count("nextTransaction")
+    assert 0 < steps <= len(tx_ids) * (len(tx_ids) + 1) // 2
+    again = [reader.mempool_tx(t) for t in reversed(tx_ids)]
+    assert again == list(reversed(first))
+    assert walked.count("nextTransaction") == steps  # answered from what was walked, only the id asked
+    net.produce_block()
+    assert reader.mempool_tx(tx_ids[0]) is None  # in a block now: not "in the mempool" from memory
+    assert reader.ledger_outputs(tx_ids[0]) is not None
+
+
 def test_reader_without_ogmios_is_chain_unavailable() -> None:
     """No Ogmios at the URL: OgmiosUnreachableError, not a hang or a raw socket error."""
     import socket
