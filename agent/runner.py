@@ -229,6 +229,7 @@ class Runner:
         self._flight_lock = threading.Lock()
         self._in_flight: set[Any] = set()  # jobs this runner holds or parked
         self._parked: set[Any] = set()  # of those, the parked ones (another runner may resume them)
+        self._parks: dict[Any, int] = {}  # how often each call in flight parked (its fallback retry grows)
         self._slots_taken = 0  # claims under way that may start a new call
         self.leases = LeaseKeeper(self)
         self.lanes = lanes  # called with the queue depth at each new block (wallets.lanes.LaneKeeper.tend)
@@ -299,16 +300,35 @@ class Runner:
             gone &= self._parked  # one our own worker resumed meanwhile is held, not gone
             self._parked -= gone
             self._in_flight -= gone
+            for job_id in gone:
+                self._parks.pop(job_id, None)
         return bool(gone)
 
     def _release_slot(self, job_id: Any) -> None:
         with self._flight_lock:
             self._in_flight.discard(job_id)
             self._parked.discard(job_id)
+            self._parks.pop(job_id, None)
+
+    def _park_delay_s(self, job_id: Any, hint_s: float) -> float:
+        """How long a parked call waits before it is tried again without a new block.
+
+        Without a tip watcher, the server's hint. With one, a new block wakes every parked job
+        at once, so the hint is only the fallback for a server that settles without a block;
+        it doubles each time the same call parks again (up to :data:`PARKED_RETRY_CAP_S`),
+        so a thousand calls waiting for a 20 s block are not re-sent every second.
+        """
+        hint_s = max(0.0, hint_s)
+        if self.tip is None:
+            return hint_s
+        with self._flight_lock:
+            parks = self._parks.get(job_id, 0)
+            self._parks[job_id] = parks + 1
+        return max(hint_s, min(hint_s * 2 ** min(parks, 16), PARKED_RETRY_CAP_S))
 
     def _park(self, job: Any, worker_id: str, parked: JobParked) -> None:
         now = self.clock()
-        retry_at = now + max(0.0, parked.retry_after_s)
+        retry_at = now + self._park_delay_s(job.id, parked.retry_after_s)
         self.store.park(job.id, retry_at=retry_at, now=now, worker_id=worker_id)
         crash_point("after_park")
         with self._stats_lock:
@@ -562,6 +582,8 @@ class Runner:
 
 
 ACTIVE_STATES = ("queued", "running", "paying", "awaiting_settlement")
+PARKED_RETRY_CAP_S = 60.0
+"""With a tip watcher, the longest a parked call waits for a retry without a new block."""
 
 
 def process_worker_name() -> str:

@@ -108,6 +108,39 @@ def test_a_parked_job_finished_elsewhere_frees_its_slot(store):
     assert host1.run_once().id == b.id and host0.run_once().id == c.id
 
 
+class ParkAlways:
+    """Parks every time: the server keeps answering "pending, retry in 1 s"."""
+
+    def execute(self, job: Any, *, worker_id: str) -> JobOutcome:
+        raise JobParked("payment sent, waiting for a block", retry_after_s=1)
+
+
+@pytest.mark.parametrize("watching", [False, True])
+def test_with_a_tip_watcher_a_call_parked_again_waits_longer_for_its_fallback_retry(store, watching):
+    """A block wakes parked calls at once; the server's 1 s hint only backs that up, so it doubles
+    each time the same call parks again (capped). Without a watcher the hint is followed as given.
+
+    Seen in the block-time bench: a thousand calls waiting for 20 s blocks were re-sent every
+    second, 19 times each, and the server spent the run answering "pending".
+    """
+    from agent.runner import PARKED_RETRY_CAP_S
+
+    clock = Clock()
+    job = store.enqueue("chat", {"message": "x"}, now=clock())
+    runner = Runner(store, ParkAlways(), clock=clock, lease_s=60, concurrency=1,
+                    tip=(lambda: 0) if watching else None)
+    waits = []
+    for _ in range(8):
+        assert runner.run_once().id == job.id
+        waits.append(store.get(job.id).run_at - clock())
+        clock.t = store.get(job.id).run_at
+    if watching:
+        assert waits == [1, 2, 4, 8, 16, 32, PARKED_RETRY_CAP_S, PARKED_RETRY_CAP_S]
+    else:
+        assert waits == [1] * 8
+    assert runner.in_flight == 1
+
+
 def test_a_parked_job_is_not_heartbeaten_nor_expired(store):
     """A parked job has no lease: expiring dead owners' leases and claims of expired leases skip it."""
     clock = Clock()
