@@ -14,6 +14,7 @@ import logging
 import uuid
 from typing import Any, Callable
 
+from agent.faults import crash_point
 from wallets.payment import SignedPayment
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class LedgerJournal:
                                   now=self.clock(), owner=self.owner)
         owner = str(row.id)
         self._tips[owner] = tip
+        crash_point("lane_after_reserve")
         return owner
 
     def signed(self, owner: str, payment: SignedPayment) -> None:
@@ -46,10 +48,12 @@ class LedgerJournal:
         self.ledger.mark_signed(int(owner), tx_id=payment.tx_id, cbor=payment.cbor, fee_lovelace=payment.fee_lovelace,
                                 inputs=payment.inputs, ttl_slot=payment.ttl_slot, cost_lovelace=payment.fee_lovelace,
                                 now=self.clock(), sync_point=None if tip is None else (tip.slot, tip.id))
+        crash_point("lane_after_sign")
 
     def submitted(self, owner: str) -> None:
         if self.ledger.get(int(owner)).state == "signed":
             self.ledger.mark_submitted(int(owner), now=self.clock())
+        crash_point("lane_after_submit")
 
     def abandoned(self, owner: str, reason: str) -> None:
         self._tips.pop(owner, None)

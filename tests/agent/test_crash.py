@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from agent.lanes import HOST as LANE_HOST
 from sandbox.billing import DEFAULT_PAY_TO, TwinConfig
 from tests.crash_soak import kill_runs
 from tests.fixtures.agent_home import CHAIN_BACKENDS, PASSPHRASE
@@ -30,6 +31,7 @@ from tests.fixtures.agent_home import CHAIN_BACKENDS, PASSPHRASE
 _JOBS = int(os.environ.get("CRASH_TEST_JOBS", "100"))
 _RESTARTS = int(os.environ.get("CRASH_TEST_RESTARTS", "50"))
 CRASH_POINTS = ("after_claim", "after_reserve", "after_sign", "after_submit", "after_park", "after_call")
+LANE_CRASH_POINTS = ("lane_after_reserve", "lane_after_sign", "lane_after_submit")
 PRICE = 2_000_000
 
 
@@ -56,13 +58,30 @@ def _chain_txs(devnet):
 def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factory, chain_backend):
     """100 paid jobs across 50+ SIGKILLs: every job done once, every invoice paid by one tx, ledger == chain."""
     # Over Blockfrost the same soak, a third of its size: the full tier stays within its time.
-    JOBS, RESTARTS = (_JOBS, _RESTARTS) if chain_backend == "ogmios" else (max(1, _JOBS // 3), max(2, _RESTARTS // 3))
+    jobs, restarts = (_JOBS, _RESTARTS) if chain_backend == "ogmios" else (max(1, _JOBS // 3), max(2, _RESTARTS // 3))
+    _soak(agent_home_factory, jobs=jobs, restarts=restarts, crash_points=CRASH_POINTS, utxos=10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chain_backend", ["ogmios"])
+def test_runner_killed_while_its_lanes_split_and_merge_pays_each_invoice_once(agent_home_factory, chain_backend):
+    """As above with ``[wallet] lanes = 8`` (the default) from three UTxOs: the wallet splits one
+    that is free while payments queue, and a run may also die right after a split or merge is
+    reserved, signed or sent. Every job done once, every invoice paid by one tx, every split
+    the ledger counts in a block and none it let go; the ledger (lane fees included) == chain."""
+    _soak(agent_home_factory, jobs=max(1, _JOBS // 3), restarts=max(2, _RESTARTS // 3),
+          crash_points=CRASH_POINTS + LANE_CRASH_POINTS, utxos=3, lanes=8)
+
+
+def _soak(agent_home_factory, *, jobs: int, restarts: int, crash_points: tuple[str, ...], utxos: int,
+          lanes: int = 0) -> None:
+    JOBS, RESTARTS = jobs, restarts
     # One-hour invoices: on a loaded machine fifty restarts can take longer than the default five
     # minutes, and a proof presented after its invoice expired is (rightly) refused by the server.
     home = agent_home_factory(TwinConfig(invoice_timeout_s=3600, sweep=True), funds=0, max_per_call_ada="5",
-                              real_kdf=True)
-    for _ in range(10):
-        home.devnet.fund(home.address, 60_000_000)
+                              real_kdf=True, lanes=lanes)
+    for _ in range(utxos):
+        home.devnet.fund(home.address, 600_000_000 // utxos)
     wallet_before = home.balance()
     pay_to_before = home.balance(DEFAULT_PAY_TO)
     with home.open() as agent:
@@ -83,7 +102,7 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
             second[0].send_signal(signal.SIGKILL)
             second[0].wait()  # reaped at once, as a service manager would
 
-    kills = kill_runs(cmd, env, db_path, restarts=RESTARTS, crash_points=CRASH_POINTS, rng=rng,
+    kills = kill_runs(cmd, env, db_path, restarts=RESTARTS, crash_points=crash_points, rng=rng,
                       before_each=second_run)
     if second:
         if second[0].poll() is None:
@@ -103,7 +122,8 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
     assert len(jobs) == JOBS and {j.state for j in jobs} == {"done"}
     assert all(j.result_path and os.path.exists(j.result_path) for j in jobs)
 
-    paid = [r for r in rows if r.paid]
+    lane_rows = [r for r in rows if r.host == LANE_HOST]
+    paid = [r for r in rows if r.paid and r.host != LANE_HOST]
     assert {r.state for r in paid} == {"settled"}
     assert len({r.invoice_id for r in paid}) == len(paid), "an invoice has two payments"
     assert len({r.tx_id for r in paid}) == len(paid)
@@ -120,6 +140,10 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
     paying = {tx_id for tx_id, outs in chain.items() if any(addr == DEFAULT_PAY_TO for addr, _ in outs)}
     assert paying == {r.tx_id for r in paid}
     assert sum(n for tx_id in paying for addr, n in chain[tx_id] if addr == DEFAULT_PAY_TO) == PRICE * len(paid)
-    assert wallet_before - home.balance() == sum(r.cost_lovelace for r in paid)
+    if lanes:
+        assert any(r.invoice_id.startswith("wallet:split:") and r.paid for r in lane_rows), "the wallet never split"
+    for r in lane_rows:  # a split or merge the ledger counts is in a block; one it let go is not
+        assert (r.tx_id in chain) == r.paid, f"lane row {r.id} ({r.state}) disagrees with the chain"
+    assert wallet_before - home.balance() == sum(r.cost_lovelace for r in paid + lane_rows if r.paid)
     assert home.balance(DEFAULT_PAY_TO) - pay_to_before < PRICE * len(paid), "the payee never swept"
     assert len(paid) >= JOBS
