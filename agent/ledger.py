@@ -452,6 +452,17 @@ class SpendLedger:
         return [_row(r) for r in self.db.execute(
             "SELECT * FROM payments WHERE job_id = ? ORDER BY id", (job_id,))]
 
+    def sent_for_jobs(self, job_ids: Iterable[int]) -> list[PaymentRow]:
+        """Rows of ``job_ids`` signed or submitted with a transaction id (sent, not yet settled)."""
+        ids = [int(i) for i in job_ids]
+        rows: list[PaymentRow] = []
+        for at in range(0, len(ids), 500):
+            batch = ids[at:at + 500]
+            rows += [_row(r) for r in self.db.execute(
+                f"SELECT * FROM payments WHERE job_id IN ({', '.join('?' * len(batch))})"
+                " AND state IN ('signed', 'submitted') AND tx_id IS NOT NULL ORDER BY id", batch)]
+        return rows
+
     def unfinished(self) -> list[PaymentRow]:
         """Return rows still reserved, signed or submitted (to resolve after a restart), oldest first."""
         return [_row(r) for r in self.db.execute(

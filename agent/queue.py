@@ -124,8 +124,9 @@ class JobStore(Protocol):
                 run_at: float | None = None, max_attempts: int = 5, now: float) -> Job: ...
     def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Job | None: ...
     def park(self, job_id: int, *, retry_at: float, now: float, worker_id: str | None = None) -> Job: ...
-    def wake_parked(self, *, now: float) -> int: ...
+    def wake_parked(self, *, now: float, only: Iterable[int] | None = None) -> int: ...
     def still_parked(self, job_ids: Iterable[int]) -> set[int]: ...
+    def parked_ids(self) -> builtins.list[int]: ...
     def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job: ...
     def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
                   request_id: str | None = None) -> Job: ...
@@ -159,6 +160,10 @@ def _claimed(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
 def _resumed(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
     """A parked job claimed again: same state, same attempt (waiting for settlement is no new try)."""
     return replace(job, lease_owner=worker_id, lease_expires_at=now + lease_s, updated_at=now)
+
+
+_ID_BATCH = 500
+"""Ids per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on parameters."""
 
 
 def is_parked(job: Job) -> bool:
@@ -400,12 +405,30 @@ class SqlJobStore(_Transitions):
                 r = conn.execute(sql, params).fetchone()
         return _from_row(r) if r is not None else None
 
-    def wake_parked(self, *, now: float) -> int:
-        """Make every parked job due now (a new block came: its payment may have settled); return how many."""
+    def wake_parked(self, *, now: float, only: Iterable[int] | None = None) -> int:
+        """Make parked jobs due now (a new block came: their payments may have settled); return how many.
+
+        ``only``: just these jobs (those whose payment is seen on chain); default every parked job.
+        """
+        sql = ("UPDATE jobs SET run_at = ? WHERE state = 'awaiting_settlement'"
+               " AND lease_owner IS NULL AND run_at > ?")
+        if only is None:
+            batches: builtins.list[builtins.list[int]] = [[]]
+        else:
+            ids = [int(i) for i in only]
+            batches = [ids[i:i + _ID_BATCH] for i in range(0, len(ids), _ID_BATCH)]
+        woken = 0
         with self.db.atomic() as conn:
-            cur = conn.execute("UPDATE jobs SET run_at = ? WHERE state = 'awaiting_settlement'"
-                               " AND lease_owner IS NULL AND run_at > ?", (now, now))
-            return max(0, cur.rowcount or 0)
+            for batch in batches:
+                marks = f" AND id IN ({', '.join('?' * len(batch))})" if only is not None else ""
+                cur = conn.execute(sql + marks, [now, now, *batch])
+                woken += max(0, cur.rowcount or 0)
+        return woken
+
+    def parked_ids(self) -> builtins.list[int]:
+        """Every parked job (awaiting settlement, no worker holding it), oldest first."""
+        return [r["id"] for r in self.db.execute(
+            "SELECT id FROM jobs WHERE state = 'awaiting_settlement' AND lease_owner IS NULL ORDER BY id")]
 
     def still_parked(self, job_ids: Iterable[int]) -> set[int]:
         """Those of ``job_ids`` still parked (awaiting settlement, no worker holding them)."""
@@ -544,10 +567,15 @@ class MemoryJobStore(_Transitions):
             self._jobs[job.id] = job
             return job
 
-    def wake_parked(self, *, now: float) -> int:
-        """Make every parked job due now (a new block came: its payment may have settled); return how many."""
+    def wake_parked(self, *, now: float, only: Iterable[int] | None = None) -> int:
+        """Make parked jobs due now (a new block came: their payments may have settled); return how many.
+
+        ``only``: just these jobs (those whose payment is seen on chain); default every parked job.
+        """
+        chosen = None if only is None else set(only)
         with self._lock:
-            woken = [j for j in self._jobs.values() if is_parked(j) and j.run_at > now]
+            woken = [j for j in self._jobs.values() if is_parked(j) and j.run_at > now
+                     and (chosen is None or j.id in chosen)]
             for job in woken:
                 self._jobs[job.id] = replace(job, run_at=now)
         return len(woken)
@@ -556,6 +584,11 @@ class MemoryJobStore(_Transitions):
         """Those of ``job_ids`` still parked (awaiting settlement, no worker holding them)."""
         with self._lock:
             return {i for i in job_ids if i in self._jobs and is_parked(self._jobs[i])}
+
+    def parked_ids(self) -> builtins.list[int]:
+        """Every parked job (awaiting settlement, no worker holding it), oldest first."""
+        with self._lock:
+            return sorted(j.id for j in self._jobs.values() if is_parked(j))
 
     def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self._lock:

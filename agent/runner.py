@@ -56,8 +56,9 @@ class JobStoreLike(Protocol):
 
     def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Any: ...
     def park(self, job_id: Any, *, retry_at: float, now: float, worker_id: str | None = None) -> Any: ...
-    def wake_parked(self, *, now: float) -> int: ...
+    def wake_parked(self, *, now: float, only: Any = None) -> int: ...
     def still_parked(self, job_ids: Any) -> set[Any]: ...
+    def parked_ids(self) -> list[Any]: ...
     def heartbeat(self, job_id: Any, worker_id: str, *, now: float, lease_s: float) -> Any: ...
     def complete(self, job_id: Any, *, result: Any, result_path: str | None, now: float,
                  worker_id: str | None = None) -> Any: ...
@@ -191,6 +192,9 @@ class Runner:
         tip: optional chain-tip reader (any value that changes at each block); with it,
             :meth:`run` starts a watcher thread that wakes parked jobs at each new block.
         tip_poll_s: how often the watcher reads the tip.
+        landed: ``(parked job ids) -> ids or None``: at a new block, which parked calls' payments
+            the chain now shows (only those are woken; the rest wait for the block that carries
+            theirs, or their fallback retry); None, or without it: wake every parked call.
         budget_frees_at: ``(error, now) -> epoch or None``: when a refused budget has room again
             (None: never, e.g. a budget without a window); without it, over-budget jobs fail.
     """
@@ -201,7 +205,8 @@ class Runner:
                  name: str = "runner", stop_grace_s: float = 10.0, concurrency: int | None = None,
                  tip: Callable[[], Any] | None = None, tip_poll_s: float = 0.25,
                  budget_frees_at: Callable[[BudgetExceededError, float], float | None] | None = None,
-                 lanes: Callable[[int], Any] | None = None) -> None:
+                 lanes: Callable[[int], Any] | None = None,
+                 landed: Callable[[list[Any]], set[Any] | None] | None = None) -> None:
         if workers < 1:
             raise AgentError("workers must be at least 1")
         if concurrency is not None and concurrency < 1:
@@ -233,6 +238,7 @@ class Runner:
         self._slots_taken = 0  # claims under way that may start a new call
         self.leases = LeaseKeeper(self)
         self.lanes = lanes  # called with the queue depth at each new block (wallets.lanes.LaneKeeper.tend)
+        self.landed = landed
         self._lanes_busy = threading.Lock()
         self._lanes_thread: threading.Thread | None = None
 
@@ -316,7 +322,8 @@ class Runner:
         Without a tip watcher, the server's hint. With one, a new block wakes every parked job
         at once, so the hint is only the fallback for a server that settles without a block;
         it doubles each time the same call parks again (up to :data:`PARKED_RETRY_CAP_S`),
-        so a thousand calls waiting for a 20 s block are not re-sent every second.
+        so a thousand calls waiting for a 20 s block are not re-sent every second. With a
+        ``landed`` reader it starts at :data:`PARKED_RETRY_LANDED_S`.
         """
         hint_s = max(0.0, hint_s)
         if self.tip is None:
@@ -324,7 +331,10 @@ class Runner:
         with self._flight_lock:
             parks = self._parks.get(job_id, 0)
             self._parks[job_id] = parks + 1
-        return max(hint_s, min(hint_s * 2 ** min(parks, 16), PARKED_RETRY_CAP_S))
+        # With ``landed`` a block wakes exactly the calls whose payment it carries: the fallback
+        # only covers a payment landed unseen (its outputs already spent), so it starts later.
+        base_s = max(hint_s, PARKED_RETRY_LANDED_S) if self.landed is not None else hint_s
+        return max(hint_s, min(base_s * 2 ** min(parks, 16), PARKED_RETRY_CAP_S))
 
     def _park(self, job: Any, worker_id: str, parked: JobParked) -> None:
         now = self.clock()
@@ -463,12 +473,26 @@ class Runner:
         self._wake.set()
 
     def wake(self) -> None:
-        """Make parked jobs due now and wake idle workers (a new block came)."""
+        """Make parked jobs due now and wake idle workers (a new block came).
+
+        With ``landed``, only the parked calls whose payment the chain now shows: re-sending
+        the others would only hear "pending" again.
+        """
         try:
-            self.store.wake_parked(now=self.clock())
+            only = None
+            if self.landed is not None:
+                parked = self.store.parked_ids()
+                if not parked:
+                    return
+                try:
+                    only = self.landed(parked)
+                except Exception as exc:  # noqa: BLE001 - not knowing, wake them all
+                    log.debug("settlement watcher: could not tell which payments landed: %s", exc)
+            self.store.wake_parked(now=self.clock(), only=only)
         except StoreError as exc:
             log.warning("could not wake parked jobs: %s", exc)
-        self._wake.set()
+        finally:
+            self._wake.set()
 
     def watch_chain(self, done: threading.Event | None = None) -> None:
         """Follow the chain tip until stopped (or ``done``); at each new block, wake the parked jobs."""
@@ -584,6 +608,8 @@ class Runner:
 ACTIVE_STATES = ("queued", "running", "paying", "awaiting_settlement")
 PARKED_RETRY_CAP_S = 60.0
 """With a tip watcher, the longest a parked call waits for a retry without a new block."""
+PARKED_RETRY_LANDED_S = 8.0
+"""With a landed reader too, the first fallback retry of a parked call (then doubling to the cap)."""
 
 
 def process_worker_name() -> str:

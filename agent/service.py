@@ -103,6 +103,30 @@ def tip_reader(agent: "Agent") -> Callable[[], tuple[int, str]]:
     return tip
 
 
+def landed_reader(agent: "Agent") -> Callable[[list[int]], set[int] | None] | None:
+    """Which parked calls' payments the chain shows now: the runner wakes only those at a block.
+
+    A call parked on a sent payment is worth re-sending once an output of its transaction is
+    on the ledger (the payee's, usually: it waits there until the server settles); one with
+    no payment in flight (parked for another reason) is always woken. A landed payment whose
+    outputs were all spent already is missed here and retried at its fallback time, never
+    lost. Over Ogmios only (one query per block); over Blockfrost each transaction would cost
+    a request against the rate limit, so every parked call is woken as before (None).
+    """
+    if agent.config.chain.backend != "ogmios":
+        return None
+    from wallets.types import OutputRef
+
+    def landed(job_ids: list[int]) -> set[int] | None:
+        sent = agent.ledger.sent_for_jobs(job_ids)
+        ready = set(job_ids) - {r.job_id for r in sent if r.job_id is not None}
+        refs = [OutputRef(r.tx_id, i) for r in sent if r.tx_id for i in range(len(r.outputs) + 1)]
+        seen = {u.ref.tx_id for u in agent.chain.utxos_by_refs(refs)} if refs else set()
+        return ready | {r.job_id for r in sent if r.job_id is not None and r.tx_id in seen}
+
+    return landed
+
+
 def start_metrics(agent: "Agent", port: int | None, workers: int, say: Say) -> "RunnerMetrics | None":
     """With a port, serve /metrics for this run on loopback; return its RunnerMetrics."""
     if port is None:
@@ -166,7 +190,7 @@ def run(agent: "Agent", *, workers: int = 1, concurrency: int | None = None, unt
     runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=workers, lease_s=lease_s,
                     name=process_worker_name(), stop_grace_s=stop_grace_s, concurrency=in_flight,
                     tip=tip_reader(agent), tip_poll_s=TIP_POLL_S.get(agent.config.chain.backend, 2.0),
-                    budget_frees_at=budget_frees_at, lanes=lane_tender(agent))
+                    budget_frees_at=budget_frees_at, lanes=lane_tender(agent), landed=landed_reader(agent))
     progress = on_progress
     if metrics is not None:  # the heartbeat rides on the runner's progress calls
         progress = metrics.wrap_progress(progress or (lambda counts, stats: None), workers=workers)
@@ -182,4 +206,4 @@ def run(agent: "Agent", *, workers: int = 1, concurrency: int | None = None, unt
 
 
 __all__ = ["DEFAULT_CONCURRENCY", "TIP_POLL_S", "concurrency_cap", "pays_by_wallet", "recovery_text", "run",
-           "start_metrics", "take_back", "tip_reader"]
+           "landed_reader", "start_metrics", "take_back", "tip_reader"]

@@ -51,6 +51,7 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
     """Queue ``jobs`` chat jobs in a fresh home (8 UTxOs) and run them parked; return the tally."""
     from agent.executor import TApiExecutor
     from agent.runner import Runner
+    from agent.service import landed_reader
 
     home, address = make_home(root, f"{tag}-blocks")
     assert address is not None
@@ -79,7 +80,8 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
         now = time.time()
         measured = {agent.jobs.enqueue("chat", {"message": f"bench job {i}"}, now=now).id for i in range(jobs)}
         runner = Runner(agent.jobs, executor, workers=WORKERS, concurrency=jobs, name=f"{tag}blocks",
-                        tip=tip if block_time_s > 0 else None, tip_poll_s=0.1)
+                        tip=tip if block_time_s > 0 else None, tip_poll_s=0.1,
+                        landed=landed_reader(agent) if block_time_s > 0 else None)
         cpu_before = _cpu_s()
         start = time.perf_counter()
         stats = runner.run(until_idle=True, poll_s=0.05)
@@ -112,9 +114,9 @@ def measure(quick: bool) -> dict[str, Any]:
     with ExitStack() as stack:
         root = temp_root(stack)
         with SandboxProcess(block_time_s=block_time_s) as sandbox:
-            paced = run_jobs(sandbox, root, plan["jobs"], block_time_s, tag="paced")
+            paced = run_jobs(sandbox, root, int(plan["jobs"]), block_time_s, tag="paced")
         with SandboxProcess(block_time_s=0.0) as sandbox:
-            fast = run_jobs(sandbox, root, plan["jobs_block_time_0"], 0.0, tag="bt0")
+            fast = run_jobs(sandbox, root, int(plan["jobs_block_time_0"]), 0.0, tag="bt0")
     wall_blocks = paced["seconds"] / block_time_s
     capacity_blocks = math.ceil(paced["tx_bytes"] / MAX_BLOCK_BODY_BYTES) + 1
     cpu_ms_fast = 1000 * fast["cpu_s"] / max(1, fast["done"])

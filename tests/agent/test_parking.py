@@ -115,30 +115,62 @@ class ParkAlways:
         raise JobParked("payment sent, waiting for a block", retry_after_s=1)
 
 
-@pytest.mark.parametrize("watching", [False, True])
+@pytest.mark.parametrize("watching", ["nothing", "tip", "landed"])
 def test_with_a_tip_watcher_a_call_parked_again_waits_longer_for_its_fallback_retry(store, watching):
     """A block wakes parked calls at once; the server's 1 s hint only backs that up, so it doubles
     each time the same call parks again (capped). Without a watcher the hint is followed as given.
+    With a landed reader (a block wakes exactly the calls it carries) the fallback starts later.
 
     Seen in the block-time bench: a thousand calls waiting for 20 s blocks were re-sent every
     second, 19 times each, and the server spent the run answering "pending".
     """
-    from agent.runner import PARKED_RETRY_CAP_S
+    from agent.runner import PARKED_RETRY_CAP_S, PARKED_RETRY_LANDED_S
 
     clock = Clock()
     job = store.enqueue("chat", {"message": "x"}, now=clock())
     runner = Runner(store, ParkAlways(), clock=clock, lease_s=60, concurrency=1,
-                    tip=(lambda: 0) if watching else None)
+                    tip=(lambda: 0) if watching != "nothing" else None,
+                    landed=(lambda ids: set(ids)) if watching == "landed" else None)
     waits = []
     for _ in range(8):
         assert runner.run_once().id == job.id
         waits.append(store.get(job.id).run_at - clock())
         clock.t = store.get(job.id).run_at
-    if watching:
+    if watching == "tip":
         assert waits == [1, 2, 4, 8, 16, 32, PARKED_RETRY_CAP_S, PARKED_RETRY_CAP_S]
+    elif watching == "landed":
+        first = PARKED_RETRY_LANDED_S
+        assert waits == [min(first * 2 ** n, PARKED_RETRY_CAP_S) for n in range(8)]
     else:
         assert waits == [1] * 8
     assert runner.in_flight == 1
+
+
+def test_a_block_wakes_only_the_parked_calls_whose_payment_landed(store):
+    """With ``landed``, a new block makes due only the parked calls it names; when it cannot
+    tell (an error) every parked call is woken, as without it."""
+    clock = Clock()
+    a, b, c = (store.enqueue("chat", {"message": m}, now=clock()) for m in "abc")
+    answers: list[Any] = [{a.id}, RuntimeError("chain down")]
+    asked: list[list[int]] = []
+
+    def landed(ids: list[int]) -> Any:
+        asked.append(list(ids))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    runner = Runner(store, ParkOnce(), clock=clock, lease_s=60, concurrency=3, tip=lambda: 0, landed=landed)
+    assert [runner.run_once().id for _ in range(3)] == [a.id, b.id, c.id]
+    assert store.parked_ids() == [a.id, b.id, c.id]
+    runner.wake()
+    assert asked == [[a.id, b.id, c.id]]
+    assert [store.get(j.id).run_at == clock() for j in (a, b, c)] == [True, False, False]
+    assert runner.run_once().id == a.id and store.get(a.id).state == "done"
+    assert runner.run_once() is None  # b and c wait for their block (or their fallback retry)
+    runner.wake()  # the reader failed: every parked call is woken
+    assert asked[-1] == [b.id, c.id] and all(store.get(j.id).run_at == clock() for j in (b, c))
 
 
 def test_a_parked_job_is_not_heartbeaten_nor_expired(store):
@@ -314,3 +346,28 @@ def test_concurrency_below_one_is_one_clear_line(agent_home, passphrase_env, cap
     assert main(["run", "--until-idle", "--concurrency", value, "--home", str(agent_home.home)]) != 0
     err = capsys.readouterr().err
     assert "--concurrency must be at least 1" in err and "Traceback" not in err
+
+
+def test_the_landed_reader_names_parked_calls_whose_payment_is_on_the_ledger(slow_agent_home):
+    """landed_reader (what `run` gives the runner over Ogmios): a call whose payment waits in the
+    mempool is not woken by a block that does not carry it; once it is on the ledger, it is; a
+    parked call without a payment in flight always is."""
+    from agent.executor import TApiExecutor
+    from agent.service import landed_reader
+
+    home = slow_agent_home
+    with home.open() as agent:
+        paid = agent.jobs.enqueue("chat", {"message": "paid"}, now=time.time())
+        executor = TApiExecutor(agent)
+        try:
+            runner = Runner(agent.jobs, executor, concurrency=2, lease_s=60, tip=lambda: agent.chain.tip())
+            assert runner.run_once().id == paid.id
+            assert is_parked(agent.jobs.get(paid.id))
+            other = agent.jobs.enqueue("chat", {"message": "no payment"}, now=time.time())
+            landed = landed_reader(agent)
+            assert landed is not None
+            assert landed([paid.id, other.id]) == {other.id}  # its payment is in the mempool
+            home.devnet.produce_block()
+            assert landed([paid.id, other.id]) == {paid.id, other.id}
+        finally:
+            executor.close()
