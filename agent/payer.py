@@ -45,6 +45,7 @@ from agent.errors import (
     StopRequestedError,
 )
 from agent import recovery
+from agent.lanes import HOST as LANES_HOST
 from agent.ledger import RESERVED, SIGNED, SUBMITTED, PaymentRow, SpendLedger
 from agent.policy import Decision, PaymentPolicy, check_invoice
 from agent.x402 import Invoice, PaymentPending, parse_402
@@ -649,6 +650,11 @@ class WalletPayer:
         if row.state == SIGNED:
             self.ledger.mark_submitted(row.id, now=self.clock())
         self._track(row)
+        if row.host == LANES_HOST and evidence.verdict == recovery.LANDED:
+            # A split or merge pays only the wallet: no server settles it, being in a block does.
+            self.ledger.mark_settled(row.id, now=self.clock())
+            log.info("recovery: wallet transaction %s (tx %s) settled: %s", row.id, row.tx_id, evidence.detail)
+            return
         log.info("recovery: payment %s (tx %s) kept: %s", row.id, row.tx_id, evidence.detail)
 
     def _let_go(self, row: PaymentRow, evidence: recovery.Evidence) -> None:

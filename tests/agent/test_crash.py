@@ -65,12 +65,13 @@ def test_runner_killed_at_random_points_pays_each_invoice_once(agent_home_factor
 @pytest.mark.slow
 @pytest.mark.parametrize("chain_backend", ["ogmios"])
 def test_runner_killed_while_its_lanes_split_and_merge_pays_each_invoice_once(agent_home_factory, chain_backend):
-    """As above with ``[wallet] lanes = 8`` (the default) from three UTxOs: the wallet splits one
-    that is free while payments queue, and a run may also die right after a split or merge is
-    reserved, signed or sent. Every job done once, every invoice paid by one tx, every split
-    the ledger counts in a block and none it let go; the ledger (lane fees included) == chain."""
+    """As above with ``[wallet] lanes = 8`` (the default) from six UTxOs: the wallet splits one that
+    is free while payments queue (or loses the race for it to a payment, and lets the split go),
+    and a run may also die right after a split or merge is reserved, signed or sent. Every job
+    done once, every invoice paid by one tx, every split the ledger counts in a block and none
+    it let go; the ledger (lane fees included) == chain."""
     _soak(agent_home_factory, jobs=max(1, _JOBS // 3), restarts=max(2, _RESTARTS // 3),
-          crash_points=CRASH_POINTS + LANE_CRASH_POINTS, utxos=3, lanes=8)
+          crash_points=CRASH_POINTS + LANE_CRASH_POINTS, utxos=6, lanes=8)
 
 
 def _soak(agent_home_factory, *, jobs: int, restarts: int, crash_points: tuple[str, ...], utxos: int,
@@ -116,6 +117,10 @@ def _soak(agent_home_factory, *, jobs: int, restarts: int, crash_points: tuple[s
     home.devnet.produce_block()
 
     with home.open() as agent:
+        if lanes:
+            # A split the last run resubmitted at its start lands after that run settled
+            # its last job; the next start's recovery settles it (it has no server to answer).
+            agent.recover()
         jobs = agent.jobs.list(limit=JOBS + 10)
         rows = agent.ledger.rows()
         assert agent.ledger.unfinished() == []
@@ -141,7 +146,7 @@ def _soak(agent_home_factory, *, jobs: int, restarts: int, crash_points: tuple[s
     assert paying == {r.tx_id for r in paid}
     assert sum(n for tx_id in paying for addr, n in chain[tx_id] if addr == DEFAULT_PAY_TO) == PRICE * len(paid)
     if lanes:
-        assert any(r.invoice_id.startswith("wallet:split:") and r.paid for r in lane_rows), "the wallet never split"
+        assert any(r.invoice_id.startswith("wallet:split:") for r in lane_rows), "the wallet never tried to split"
     for r in lane_rows:  # a split or merge the ledger counts is in a block; one it let go is not
         assert (r.tx_id in chain) == r.paid, f"lane row {r.id} ({r.state}) disagrees with the chain"
     assert wallet_before - home.balance() == sum(r.cost_lovelace for r in paid + lane_rows if r.paid)

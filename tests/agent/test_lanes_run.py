@@ -167,3 +167,30 @@ def test_a_split_whose_submission_was_lost_is_sent_again_byte_for_byte_by_recove
         again = agent.ledger.get(row.id)
         assert again.state == "settled" and again.paid  # a lane tx of an earlier run settles once seen
     assert before - home.balance() == row.fee_lovelace
+
+
+def test_a_split_that_landed_while_the_agent_was_down_is_settled_by_recovery(slow_agent_home):
+    """The split is sent and the process ends before it sees the block: the next start's recovery
+    finds it on chain and settles it (a split has no server to answer; being in a block is all).
+
+    Seen in the lanes crash soak: a final `run` with nothing left to do never tended lanes, and
+    the split stayed `submitted` in the ledger although the chain held it.
+    """
+    from agent.lanes import LedgerJournal
+    from wallets.lanes import LaneKeeper
+
+    home = slow_agent_home
+    before = home.balance()
+    with home.open() as agent:
+        payer = agent.payer()
+        journal = LedgerJournal(agent.ledger, agent.chain, owner=payer.owner, clock=payer.clock)
+        assert LaneKeeper(payer.sender, agent.chain, lanes=4, journal=journal).tend(10) is not None
+        [row] = [r for r in agent.ledger.rows() if r.host == "wallet"]
+        assert row.state == "submitted"
+    home.devnet.produce_block()
+    with home.open() as agent:
+        counts = agent.recover()
+        assert counts["kept"] == 1, counts
+        assert agent.ledger.get(row.id).state == "settled"
+        assert agent.ledger.unfinished() == []
+    assert before - home.balance() == row.fee_lovelace
