@@ -34,7 +34,7 @@ from typing import Any, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from agent.budget import BudgetBook
 from agent.errors import PaymentError, StoreError
-from agent.store import Database, IntegrityError, register_migrations
+from agent.store import Database, IntegrityError, id_batches, register_migrations
 from wallets.types import LOVELACE, OutputRef
 
 RESERVED, SIGNED, SUBMITTED, SETTLED = "reserved", "signed", "submitted", "settled"
@@ -454,14 +454,9 @@ class SpendLedger:
 
     def sent_for_jobs(self, job_ids: Iterable[int]) -> list[PaymentRow]:
         """Rows of ``job_ids`` signed or submitted with a transaction id (sent, not yet settled)."""
-        ids = [int(i) for i in job_ids]
-        rows: list[PaymentRow] = []
-        for at in range(0, len(ids), 500):
-            batch = ids[at:at + 500]
-            rows += [_row(r) for r in self.db.execute(
-                f"SELECT * FROM payments WHERE job_id IN ({', '.join('?' * len(batch))})"
-                " AND state IN ('signed', 'submitted') AND tx_id IS NOT NULL ORDER BY id", batch)]
-        return rows
+        return [_row(r) for batch, marks in id_batches(job_ids) for r in self.db.execute(
+            f"SELECT * FROM payments WHERE job_id IN ({marks})"
+            " AND state IN ('signed', 'submitted') AND tx_id IS NOT NULL ORDER BY id", batch)]
 
     def unfinished(self) -> list[PaymentRow]:
         """Return rows still reserved, signed or submitted (to resolve after a restart), oldest first."""

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from agent.errors import JobError, StoreError
-from agent.store import Database, register_migrations
+from agent.store import Database, id_batches, register_migrations
 
 QUEUED, RUNNING, PAYING, AWAITING = "queued", "running", "paying", "awaiting_settlement"
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
@@ -125,7 +125,6 @@ class JobStore(Protocol):
     def claim(self, worker_id: str, *, now: float, lease_s: float, fresh: bool = True) -> Job | None: ...
     def park(self, job_id: int, *, retry_at: float, now: float, worker_id: str | None = None) -> Job: ...
     def wake_parked(self, *, now: float, only: Iterable[int] | None = None) -> int: ...
-    def still_parked(self, job_ids: Iterable[int]) -> set[int]: ...
     def parked_ids(self) -> builtins.list[int]: ...
     def heartbeat(self, job_id: int, worker_id: str, *, now: float, lease_s: float) -> Job: ...
     def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
@@ -160,10 +159,6 @@ def _claimed(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
 def _resumed(job: Job, worker_id: str, now: float, lease_s: float) -> Job:
     """A parked job claimed again: same state, same attempt (waiting for settlement is no new try)."""
     return replace(job, lease_owner=worker_id, lease_expires_at=now + lease_s, updated_at=now)
-
-
-_ID_BATCH = 500
-"""Ids per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on parameters."""
 
 
 def is_parked(job: Job) -> bool:
@@ -412,33 +407,18 @@ class SqlJobStore(_Transitions):
         """
         sql = ("UPDATE jobs SET run_at = ? WHERE state = 'awaiting_settlement'"
                " AND lease_owner IS NULL AND run_at > ?")
-        if only is None:
-            batches: builtins.list[builtins.list[int]] = [[]]
-        else:
-            ids = [int(i) for i in only]
-            batches = [ids[i:i + _ID_BATCH] for i in range(0, len(ids), _ID_BATCH)]
-        woken = 0
         with self.db.atomic() as conn:
-            for batch in batches:
-                marks = f" AND id IN ({', '.join('?' * len(batch))})" if only is not None else ""
-                cur = conn.execute(sql + marks, [now, now, *batch])
-                woken += max(0, cur.rowcount or 0)
-        return woken
+            if only is None:
+                return max(0, conn.execute(sql, (now, now)).rowcount or 0)
+            woken = 0
+            for batch, marks in id_batches(only):
+                woken += max(0, conn.execute(f"{sql} AND id IN ({marks})", (now, now, *batch)).rowcount or 0)
+            return woken
 
     def parked_ids(self) -> builtins.list[int]:
         """Every parked job (awaiting settlement, no worker holding it), oldest first."""
         return [r["id"] for r in self.db.execute(
             "SELECT id FROM jobs WHERE state = 'awaiting_settlement' AND lease_owner IS NULL ORDER BY id")]
-
-    def still_parked(self, job_ids: Iterable[int]) -> set[int]:
-        """Those of ``job_ids`` still parked (awaiting settlement, no worker holding them)."""
-        ids = [int(i) for i in job_ids]
-        if not ids:
-            return set()
-        marks = ", ".join("?" * len(ids))
-        rows = self.db.execute(f"SELECT id FROM jobs WHERE id IN ({marks}) AND state = 'awaiting_settlement'"
-                               " AND lease_owner IS NULL", ids)
-        return {r["id"] for r in rows}
 
     def _change(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
         with self.db.atomic() as conn:
@@ -579,11 +559,6 @@ class MemoryJobStore(_Transitions):
             for job in woken:
                 self._jobs[job.id] = replace(job, run_at=now)
         return len(woken)
-
-    def still_parked(self, job_ids: Iterable[int]) -> set[int]:
-        """Those of ``job_ids`` still parked (awaiting settlement, no worker holding them)."""
-        with self._lock:
-            return {i for i in job_ids if i in self._jobs and is_parked(self._jobs[i])}
 
     def parked_ids(self) -> builtins.list[int]:
         """Every parked job (awaiting settlement, no worker holding it), oldest first."""

@@ -35,7 +35,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.errors import ConfigError, StoreError
@@ -72,6 +72,18 @@ def register_migrations(component: str, steps: Sequence[str]) -> None:
     SQLite's type names; the PostgreSQL dialect translates them.
     """
     _MIGRATIONS[component] = list(steps)
+
+
+ID_BATCH = 500
+"""Ids per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on parameters."""
+
+
+def id_batches(ids: Iterable[int]) -> Iterator[tuple[list[int], str]]:
+    """``ids`` in batches for ``WHERE id IN (...)``: each batch and its placeholders (``?, ?, ?``)."""
+    listed = [int(i) for i in ids]
+    for at in range(0, len(listed), ID_BATCH):
+        batch = listed[at:at + ID_BATCH]
+        yield batch, ", ".join("?" * len(batch))
 
 
 def is_postgres_url(target: object) -> bool:
