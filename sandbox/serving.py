@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import threading
 import time
@@ -49,10 +50,7 @@ def stop_serving(server: Any, thread: threading.Thread | None, sock: socket.sock
                  timeout_s: float = 10.0) -> None:
     """Stop a server started by :func:`serve_in_thread` and wait for its thread."""
     if server is not None:
-        if hasattr(server, "request_exit"):
-            server.request_exit()
-        else:
-            server.should_exit = True
+        server.request_exit()
     if thread is not None:
         thread.join(timeout_s)
     if sock is not None:
@@ -91,9 +89,7 @@ class ServedApp:
         return f"{type(self).__name__}(url={self.url!r})"
 
 
-_QUICK_STOP: Any = None
-
-
+@functools.cache
 def quick_stop_server_class() -> Any:
     """uvicorn's ``Server``, stopping as soon as it is asked rather than at its next tick.
 
@@ -102,9 +98,6 @@ def quick_stop_server_class() -> Any:
     of a minute in those pauses. Here the tick wakes at once when :meth:`request_exit` is
     called, and shutdown waits only as long as connections take to close (at most as long).
     """
-    global _QUICK_STOP
-    if _QUICK_STOP is not None:
-        return _QUICK_STOP
     import uvicorn
 
     class QuickStopServer(uvicorn.Server):  # type: ignore[misc]
@@ -150,5 +143,4 @@ def quick_stop_server_class() -> Any:
             if not self.force_exit:
                 await self.lifespan.shutdown()
 
-    _QUICK_STOP = QuickStopServer
-    return _QUICK_STOP
+    return QuickStopServer

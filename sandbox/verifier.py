@@ -170,11 +170,7 @@ class OgmiosReader:
             if kept is not None:
                 return kept if self._chain.in_mempool(tx_id) else None
             tx = self._chain.mempool_transaction(tx_id, seen=self._keep_pooled)
-            if tx is None:
-                return None
-            with self._pooled_lock:
-                kept = self._pooled.get(tx_id)
-            return kept or _pooled_view(tx)
+            return None if tx is None else _pooled_view(tx)
         except ChainError as exc:
             raise OgmiosUnreachableError(f"mempool query at {self.url} failed: {exc}") from exc
 
