@@ -289,6 +289,9 @@ class PostgresDatabase(Database):
             finally:
                 self._local.conn = None
 
+    def in_transaction(self) -> bool:
+        return getattr(self._local, "conn", None) is not None
+
     def execute(self, sql: str, params: Sequence | dict = ()) -> _Result:
         """Run one statement in this thread's transaction, else on its own (autocommit)."""
         with self._connection() as conn:

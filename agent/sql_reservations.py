@@ -10,9 +10,10 @@ after the restart.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 from agent.store import Database, register_migrations
 from wallets.reservations import ReservationConflict
@@ -39,6 +40,15 @@ register_migrations("reservations", [
     );
     CREATE INDEX pending_change_by_owner ON pending_change (wallet, owner);
     """,
+    # Bumped by every write, so a reader keeps its copy while nothing changed (one row to read).
+    """
+    CREATE TABLE reservation_generations (
+        wallet     TEXT    PRIMARY KEY,
+        generation INTEGER NOT NULL
+    );
+    INSERT INTO reservation_generations (wallet, generation)
+        SELECT wallet, 1 FROM utxo_reservations UNION SELECT wallet, 1 FROM pending_change;
+    """,
 ])
 
 
@@ -52,8 +62,55 @@ def _utxo(d: dict[str, Any]) -> Utxo:
                 {k: int(v) for k, v in d["assets"].items()})
 
 
+class _View:
+    """What this process last read of one wallet's reservations, at one generation."""
+
+    __slots__ = ("generation", "holders", "pending", "_listing")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.holders: dict[OutputRef, str] = {}
+        self.pending: dict[str, tuple[str, float, list[Utxo]]] = {}  # tx_id -> (owner, recorded_at, change)
+        self._listing: list[tuple[float, str]] | None = None
+
+    def order(self) -> list[tuple[float, str]]:
+        """Pending transactions as (recorded_at, tx_id), in recording order."""
+        if self._listing is None:
+            self._listing = sorted((at, tx_id) for tx_id, (_, at, _) in self.pending.items())
+        return self._listing
+
+    def drop_owner(self, owner: str) -> None:
+        for ref in [r for r, o in self.holders.items() if o == owner]:
+            del self.holders[ref]
+        gone = [t for t, (o, _, _) in self.pending.items() if o == owner]
+        for tx_id in gone:
+            del self.pending[tx_id]
+        if gone:
+            self._listing = None
+
+    def put_pending(self, tx_id: str, owner: str, at: float, change: list[Utxo]) -> None:
+        if tx_id in self.pending or self._listing is None:
+            self._listing = None
+        else:
+            self._listing.append((at, tx_id))
+            if len(self._listing) > 1 and self._listing[-2] > self._listing[-1]:
+                self._listing = None  # recorded out of order (a slower clock elsewhere): sort again
+        self.pending[tx_id] = (owner, at, change)
+
+    def drop_pending(self, tx_id: str) -> None:
+        if self.pending.pop(tx_id, None) is not None:
+            self._listing = None
+
+
 class SqliteReservations:
     """``UtxoReservations`` for one wallet, persisted in the agent database.
+
+    Every write bumps the wallet's generation (``reservation_generations``) in its own
+    transaction. Reads keep a copy of the wallet's rows and re-read them only when the
+    generation moved under another writer (another process, host or instance); this instance's
+    own writes update the copy directly. A payment's selection thus reads one small row instead
+    of every reservation and pending change in flight, whose number grows with the calls
+    waiting for their block.
 
     Args:
         db: the agent database (migrated).
@@ -63,85 +120,144 @@ class SqliteReservations:
     def __init__(self, db: Database, wallet: str) -> None:
         self.db = db
         self.wallet = wallet
+        self._lock = threading.RLock()
+        self._view: _View | None = None
+
+    # --- writes: each bumps the generation, then updates the kept copy (or drops it) ---
+
+    def _bump(self, conn: Any) -> int:
+        row = conn.execute(
+            "INSERT INTO reservation_generations (wallet, generation) VALUES (?, 1)"
+            " ON CONFLICT (wallet) DO UPDATE SET generation = reservation_generations.generation + 1"
+            " RETURNING generation", (self.wallet,)).fetchone()
+        return int(row["generation"])
+
+    def _apply(self, generation: int, nested: bool, change: Callable[[_View], None]) -> None:
+        """After a committed write at ``generation``: apply it to the copy if the copy was current."""
+        view = self._view
+        if view is not None and not nested and view.generation == generation - 1:
+            change(view)
+            view.generation = generation
+        else:
+            self._view = None  # another writer came between (or an outer transaction may roll back)
 
     def reserve(self, owner: str, refs: Collection[OutputRef]) -> None:
         """Reserve every ref for ``owner``, all or nothing; ReservationConflict if another owner holds one."""
         wanted = set(refs)
-        with self.db.atomic() as conn:
-            taken: set[OutputRef] = set()
-            holder: str | None = None
-            for ref in wanted:
-                row = conn.execute(
-                    "SELECT owner FROM utxo_reservations WHERE wallet = ? AND tx_id = ? AND output_index = ?",
-                    (self.wallet, ref.tx_id, ref.index),
-                ).fetchone()
-                if row is not None and row["owner"] != owner:
-                    taken.add(ref)
-                    holder = row["owner"]
-            if taken:
-                raise ReservationConflict(taken, holder=holder)
-            now = time.time()
-            conn.executemany(
-                "INSERT INTO utxo_reservations (wallet, tx_id, output_index, owner, reserved_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(self.wallet, r.tx_id, r.index, owner, now) for r in wanted],
-            )
+        with self._lock:
+            nested = self.db.in_transaction()
+            with self.db.atomic() as conn:
+                taken: set[OutputRef] = set()
+                holder: str | None = None
+                for ref in wanted:
+                    row = conn.execute(
+                        "SELECT owner FROM utxo_reservations WHERE wallet = ? AND tx_id = ? AND output_index = ?",
+                        (self.wallet, ref.tx_id, ref.index),
+                    ).fetchone()
+                    if row is not None and row["owner"] != owner:
+                        taken.add(ref)
+                        holder = row["owner"]
+                if taken:
+                    raise ReservationConflict(taken, holder=holder)
+                now = time.time()
+                conn.executemany(
+                    "INSERT INTO utxo_reservations (wallet, tx_id, output_index, owner, reserved_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(self.wallet, r.tx_id, r.index, owner, now) for r in wanted],
+                )
+                generation = self._bump(conn)
+
+            def change(view: _View) -> None:
+                for ref in wanted:
+                    view.holders.setdefault(ref, owner)
+
+            self._apply(generation, nested, change)
 
     def release(self, owner: str) -> None:
         """Drop ``owner``'s reservations and its pending records."""
-        with self.db.atomic() as conn:
-            conn.execute("DELETE FROM utxo_reservations WHERE wallet = ? AND owner = ?", (self.wallet, owner))
-            conn.execute("DELETE FROM pending_change WHERE wallet = ? AND owner = ?", (self.wallet, owner))
-
-    def reserved_refs(self) -> set[OutputRef]:
-        """Every reserved ref of this wallet, whoever holds it."""
-        return {
-            OutputRef(r["tx_id"], r["output_index"])
-            for r in self.db.execute(
-                "SELECT tx_id, output_index FROM utxo_reservations WHERE wallet = ?", (self.wallet,))
-        }
-
-    def owner_of(self, ref: OutputRef) -> str | None:
-        """Who holds ``ref``, or None."""
-        row = self.db.execute(
-            "SELECT owner FROM utxo_reservations WHERE wallet = ? AND tx_id = ? AND output_index = ?",
-            (self.wallet, ref.tx_id, ref.index),
-        ).fetchone()
-        return row["owner"] if row else None
-
-    def owners(self) -> set[str]:
-        """Every owner holding reservations or pending change (to reconcile after a restart)."""
-        return {r["owner"] for r in self.db.execute(
-            "SELECT owner FROM utxo_reservations WHERE wallet = ?"
-            " UNION SELECT owner FROM pending_change WHERE wallet = ?", (self.wallet, self.wallet))}
+        with self._lock:
+            nested = self.db.in_transaction()
+            with self.db.atomic() as conn:
+                conn.execute("DELETE FROM utxo_reservations WHERE wallet = ? AND owner = ?", (self.wallet, owner))
+                conn.execute("DELETE FROM pending_change WHERE wallet = ? AND owner = ?", (self.wallet, owner))
+                generation = self._bump(conn)
+            self._apply(generation, nested, lambda view: view.drop_owner(owner))
 
     def record_pending(self, owner: str, tx_id: str, change: Sequence[Utxo]) -> None:
         """``owner``'s transaction ``tx_id`` was submitted; its ``change`` is usable until confirmed."""
-        payload = json.dumps([_utxo_json(u) for u in change])
-        with self.db.atomic() as conn:
-            conn.execute(
-                "INSERT INTO pending_change (wallet, tx_id, owner, change, recorded_at) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (wallet, tx_id) DO UPDATE SET owner = excluded.owner, change = excluded.change",
-                (self.wallet, tx_id, owner, payload, time.time()),
-            )
-
-    def pending_change(self) -> list[Utxo]:
-        """Change outputs of submitted, unconfirmed transactions, in the order they were recorded."""
-        out: list[Utxo] = []
-        for r in self.db.execute(
-            "SELECT change FROM pending_change WHERE wallet = ? ORDER BY recorded_at, tx_id", (self.wallet,)
-        ):
-            out.extend(_utxo(d) for d in json.loads(r["change"]))
-        return out
-
-    def pending_tx_ids(self) -> list[str]:
-        """Transactions submitted and not yet cleared (including those without change)."""
-        return [r["tx_id"] for r in self.db.execute(
-            "SELECT tx_id FROM pending_change WHERE wallet = ? ORDER BY recorded_at, tx_id", (self.wallet,))]
+        kept = list(change)
+        payload = json.dumps([_utxo_json(u) for u in kept])
+        with self._lock:
+            nested = self.db.in_transaction()
+            with self.db.atomic() as conn:
+                row = conn.execute(
+                    "INSERT INTO pending_change (wallet, tx_id, owner, change, recorded_at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (wallet, tx_id) DO UPDATE SET owner = excluded.owner, change = excluded.change"
+                    " RETURNING recorded_at",
+                    (self.wallet, tx_id, owner, payload, time.time()),
+                ).fetchone()
+                at = float(row["recorded_at"])
+                generation = self._bump(conn)
+            self._apply(generation, nested, lambda view: view.put_pending(tx_id, owner, at, kept))
 
     def clear_pending(self, tx_id: str) -> None:
         """``tx_id`` confirmed (or dropped): forget its pending change."""
-        self.db.execute("DELETE FROM pending_change WHERE wallet = ? AND tx_id = ?", (self.wallet, tx_id))
+        with self._lock:
+            nested = self.db.in_transaction()
+            with self.db.atomic() as conn:
+                conn.execute("DELETE FROM pending_change WHERE wallet = ? AND tx_id = ?", (self.wallet, tx_id))
+                generation = self._bump(conn)
+            self._apply(generation, nested, lambda view: view.drop_pending(tx_id))
+
+    # --- reads: from the kept copy, re-read when the generation moved ---
+
+    def _current(self) -> _View:
+        """The copy at the database's current generation (one row read when nothing changed)."""
+        with self._lock:
+            row = self.db.execute("SELECT generation FROM reservation_generations WHERE wallet = ?",
+                                  (self.wallet,)).fetchone()
+            generation = int(row["generation"]) if row else 0
+            view = self._view
+            if view is not None and view.generation == generation:
+                return view
+            # Read after the generation: rows at least as new as it, so a later write is never missed.
+            view = _View(generation)
+            for r in self.db.execute("SELECT tx_id, output_index, owner FROM utxo_reservations WHERE wallet = ?",
+                                     (self.wallet,)):
+                view.holders[OutputRef(r["tx_id"], int(r["output_index"]))] = r["owner"]
+            for r in self.db.execute("SELECT tx_id, owner, change, recorded_at FROM pending_change WHERE wallet = ?",
+                                     (self.wallet,)):
+                view.pending[r["tx_id"]] = (r["owner"], float(r["recorded_at"]),
+                                            [_utxo(d) for d in json.loads(r["change"])])
+            self._view = view
+            return view
+
+    def reserved_refs(self) -> set[OutputRef]:
+        """Every reserved ref of this wallet, whoever holds it."""
+        with self._lock:
+            return set(self._current().holders)
+
+    def owner_of(self, ref: OutputRef) -> str | None:
+        """Who holds ``ref``, or None."""
+        with self._lock:
+            return self._current().holders.get(ref)
+
+    def owners(self) -> set[str]:
+        """Every owner holding reservations or pending change (to reconcile after a restart)."""
+        with self._lock:
+            view = self._current()
+            return set(view.holders.values()) | {owner for owner, _, _ in view.pending.values()}
+
+    def pending_change(self) -> list[Utxo]:
+        """Change outputs of submitted, unconfirmed transactions, in the order they were recorded."""
+        with self._lock:
+            view = self._current()
+            return [u for _, tx_id in view.order() for u in view.pending[tx_id][2]]
+
+    def pending_tx_ids(self) -> list[str]:
+        """Transactions submitted and not yet cleared (including those without change)."""
+        with self._lock:
+            return [tx_id for _, tx_id in self._current().order()]
 
     def __repr__(self) -> str:
         return f"SqliteReservations(wallet={self.wallet!r})"

@@ -220,6 +220,10 @@ class Database(abc.ABC):
         """Run one statement (in this thread's open transaction, else on its own)."""
 
     @abc.abstractmethod
+    def in_transaction(self) -> bool:
+        """True inside an ``atomic`` block of this thread (a nested block's commit is not its own)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the engine's connections."""
 
@@ -406,6 +410,9 @@ class SqliteDatabase(Database):
     def execute(self, sql: str, params: Sequence | dict = ()) -> sqlite3.Cursor:
         """Run one statement outside an explicit transaction (autocommit)."""
         return _SqliteConn(self.connection()).execute(sql, params)
+
+    def in_transaction(self) -> bool:
+        return self.connection().in_transaction
 
     def close(self) -> None:
         """Close this thread's connection (and the shared one for ``:memory:``)."""

@@ -136,3 +136,56 @@ def test_concurrent_reservations_never_share_an_input(tmp_path):
     assert len(winners) == 1
     assert {res.owner_of(r) for r in (A, B, C)} == {winners[0]}
     db.close()
+
+
+def test_a_second_instance_sees_every_write_of_the_first(db):
+    """Two instances on one wallet (two processes or hosts): each read reflects the other's writes."""
+    one, two = SqliteReservations(db, "main"), SqliteReservations(db, "main")
+    other = Utxo(OutputRef("f" * 64, 0), "addr_test1qchange", 1_500_000, {})
+    assert two.reserved_refs() == set() and two.pending_change() == []  # a copy kept at generation 0
+    one.reserve("p1", [A, B])
+    assert two.reserved_refs() == {A, B} and two.owner_of(A) == "p1"
+    two.record_pending("p2", "f" * 64, [other])
+    one.record_pending("p1", "d" * 64, [CHANGE])
+    assert one.pending_change() == [other, CHANGE] == two.pending_change()
+    two.clear_pending("f" * 64)
+    assert one.pending_tx_ids() == ["d" * 64] and one.owners() == {"p1"}
+    one.release("p1")
+    assert two.reserved_refs() == set() and two.pending_change() == [] and two.owners() == set()
+    two.reserve("p3", [A])
+    with pytest.raises(ReservationConflict):
+        one.reserve("p4", [A])
+    assert one.owner_of(A) == "p3"
+
+
+def test_pending_change_keeps_recording_order_across_rewrites(db):
+    """Re-recording a transaction keeps its place; a cleared one leaves the order of the rest intact."""
+    res = SqliteReservations(db, "main")
+    ids = [c * 64 for c in "123456"]
+    for i, tx_id in enumerate(ids):
+        res.record_pending(f"p{i}", tx_id, [Utxo(OutputRef(tx_id, 0), "addr_test1qchange", 1_000_000 + i, {})])
+    res.record_pending("p2", ids[2], [])  # recorded again (a resubmission): same place, no change now
+    res.clear_pending(ids[4])
+    expected = [ids[0], ids[1], ids[2], ids[3], ids[5]]
+    assert res.pending_tx_ids() == expected
+    assert SqliteReservations(db, "main").pending_tx_ids() == expected  # the database says the same
+    assert [u.ref.tx_id for u in res.pending_change()] == [ids[0], ids[1], ids[3], ids[5]]
+
+
+def test_reads_of_an_unchanged_wallet_fetch_no_reservation_rows(tmp_path):
+    """Selecting inputs reads one generation row, not every reservation in flight (they grow with the calls parked)."""
+    db = Database(tmp_path / "agent.db")
+    db.migrate()
+    res = SqliteReservations(db, "main")
+    for i in range(50):
+        tx_id = f"{i:064x}"
+        res.reserve(f"p{i}", [OutputRef(tx_id, 1)])
+        res.record_pending(f"p{i}", tx_id, [Utxo(OutputRef(tx_id, 0), "addr_test1qchange", 2_000_000, {})])
+    assert len(res.pending_change()) == 50
+    statements: list[str] = []
+    db.connection().set_trace_callback(statements.append)
+    for _ in range(10):
+        assert len(res.reserved_refs()) == 50 and len(res.pending_change()) == 50
+    db.connection().set_trace_callback(None)
+    assert statements and all("reservation_generations" in s for s in statements), statements
+    db.close()
