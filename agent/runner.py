@@ -240,6 +240,10 @@ class Runner:
         self.landed = landed
         self._lanes_busy = threading.Lock()
         self._lanes_thread: threading.Thread | None = None
+        self.block_interval_s: float | None = None
+        """The watcher's running mean of the time between blocks (None until two blocks were seen)."""
+        self._watch_since: float | None = None  # when the watcher started, then when it saw the last block
+        self._first_block_s: float | None = None  # watch start to first block: a lower bound of one interval
 
     @property
     def in_flight(self) -> int:
@@ -322,7 +326,10 @@ class Runner:
         at once, so the hint is only the fallback for a server that settles without a block;
         it doubles each time the same call parks again (up to :data:`PARKED_RETRY_CAP_S`),
         so a thousand calls waiting for a 20 s block are not re-sent every second. With a
-        ``landed`` reader it starts at :data:`PARKED_RETRY_LANDED_S`.
+        ``landed`` reader it starts at :data:`PARKED_RETRY_LANDED_S`, or at twice the block
+        interval the watcher measured if that is longer: the block that carries the payment
+        wakes the call, so a fallback before it would only hear "pending" again (on 20 s
+        blocks it did, about once per call).
         """
         hint_s = max(0.0, hint_s)
         if self.tip is None:
@@ -332,7 +339,9 @@ class Runner:
             self._parks[job_id] = parks + 1
         # With ``landed`` a block wakes exactly the calls whose payment it carries: the fallback
         # only covers a payment landed unseen (its outputs already spent), so it starts later.
-        base_s = max(hint_s, PARKED_RETRY_LANDED_S) if self.landed is not None else hint_s
+        base_s = hint_s
+        if self.landed is not None:
+            base_s = max(hint_s, PARKED_RETRY_LANDED_S, BLOCKS_BEFORE_FALLBACK * self._block_estimate_s())
         return max(hint_s, min(base_s * 2 ** min(parks, 16), PARKED_RETRY_CAP_S))
 
     def _park(self, job: Any, worker_id: str, parked: JobParked) -> None:
@@ -498,6 +507,8 @@ class Runner:
         assert self.tip is not None
         done = done or threading.Event()
         last: Any = None
+        last_at: float | None = None  # when the last new block was seen (not the first tip read)
+        self._watch_since = self.clock()
         while not self._stop.is_set() and not done.is_set():
             try:
                 tip = self.tip()
@@ -506,10 +517,31 @@ class Runner:
                 tip = last
             if tip != last:
                 if last is not None:
+                    now = self.clock()
+                    if last_at is not None:
+                        self._saw_interval(now - last_at)
+                    elif self._watch_since is not None:
+                        self._first_block_s = max(0.0, now - self._watch_since)
+                    last_at = self._watch_since = now
                     self.wake()
                     self.tend_lanes()
                 last = tip
             done.wait(self.tip_poll_s)
+
+    def _block_estimate_s(self) -> float:
+        """How far apart blocks are, as far as the watcher can tell: the mean interval, or before two
+        blocks were seen a lower bound (the wait for the first one); and at least the time the
+        watcher has waited since its last block (0 without a watcher)."""
+        since = self._watch_since
+        waited = self.clock() - since if since is not None else 0.0
+        known = self.block_interval_s if self.block_interval_s is not None else self._first_block_s
+        return max(known or 0.0, waited)
+
+    def _saw_interval(self, seconds: float) -> None:
+        """Fold one block interval into the running mean (recent blocks weigh more)."""
+        seconds = max(0.0, seconds)
+        old = self.block_interval_s
+        self.block_interval_s = seconds if old is None else old + BLOCK_INTERVAL_WEIGHT * (seconds - old)
 
     def tend_lanes(self, *, wait: bool = False) -> None:
         """Let the wallet split or merge its lanes for the queue's depth, in a thread of its own (one at a time).
@@ -609,6 +641,10 @@ PARKED_RETRY_CAP_S = 60.0
 """With a tip watcher, the longest a parked call waits for a retry without a new block."""
 PARKED_RETRY_LANDED_S = 8.0
 """With a landed reader too, the first fallback retry of a parked call (then doubling to the cap)."""
+BLOCKS_BEFORE_FALLBACK = 2.0
+"""With a landed reader, the first fallback retry waits at least this many mean block intervals."""
+BLOCK_INTERVAL_WEIGHT = 0.25
+"""Weight of the newest interval in the watcher's running mean of block intervals."""
 
 
 def process_worker_name() -> str:

@@ -146,6 +146,42 @@ def test_with_a_tip_watcher_a_call_parked_again_waits_longer_for_its_fallback_re
     assert runner.in_flight == 1
 
 
+@pytest.mark.parametrize("block_s", [20.0, 2.0])
+def test_the_landed_fallback_waits_for_two_blocks_of_the_interval_the_watcher_measured(store, block_s):
+    """With a landed reader, the block carrying a payment wakes its call; a fallback retry sooner
+    would only hear "pending". On 20 s blocks the 8 s fallback fired before the block, so calls
+    parked about twice each; now the first fallback is twice the measured block interval
+    (never less than PARKED_RETRY_LANDED_S), then grows to the cap."""
+    from agent.runner import PARKED_RETRY_CAP_S, PARKED_RETRY_LANDED_S
+
+    clock = Clock()
+    job = store.enqueue("chat", {"message": "x"}, now=clock())
+    blocks = iter(range(5))
+    done = threading.Event()
+
+    def tip() -> int:
+        clock.t += block_s  # each read sees the next block, one interval later
+        block = next(blocks, None)
+        if block is None:
+            done.set()
+            return 4
+        return block
+
+    runner = Runner(store, ParkAlways(), clock=clock, lease_s=60, concurrency=1, tip=tip, tip_poll_s=0,
+                    landed=lambda ids: set())
+    assert runner.block_interval_s is None
+    runner.watch_chain(done)
+    assert runner.block_interval_s == pytest.approx(block_s)
+    waits = []
+    for _ in range(3):
+        assert runner.run_once().id == job.id
+        waits.append(store.get(job.id).run_at - clock())
+        clock.t = store.get(job.id).run_at  # no block came meanwhile
+    assert waits[0] == pytest.approx(max(PARKED_RETRY_LANDED_S, 2 * block_s))
+    assert waits[0] < waits[1] <= waits[2] == PARKED_RETRY_CAP_S  # longer each time, to the cap
+    assert store.get(job.id).state == AWAITING
+
+
 def test_a_block_wakes_only_the_parked_calls_whose_payment_landed(store):
     """With ``landed``, a new block makes due only the parked calls it names; when it cannot
     tell (an error) every parked call is woken, as without it."""
@@ -371,3 +407,29 @@ def test_the_landed_reader_names_parked_calls_whose_payment_is_on_the_ledger(slo
             assert landed([paid.id, other.id]) == {paid.id, other.id}
         finally:
             executor.close()
+
+
+def test_before_two_blocks_the_wait_for_the_first_bounds_the_interval(store):
+    """Until the watcher has seen a whole interval, the time it waited for its first block (and
+    since its last) is a lower bound: calls parked early in a run do not retry before their block."""
+    from agent.runner import PARKED_RETRY_LANDED_S
+
+    clock = Clock()
+    job = store.enqueue("chat", {"message": "x"}, now=clock())
+    reads = iter([0, 0, 1])  # the tip, unchanged once, then a block 15 s after the watcher started
+    done = threading.Event()
+
+    def tip() -> int:
+        clock.t += 5
+        value = next(reads, None)
+        if value is None:
+            done.set()
+            return 1
+        return value
+
+    runner = Runner(store, ParkAlways(), clock=clock, lease_s=60, concurrency=1, tip=tip, tip_poll_s=0,
+                    landed=lambda ids: set())
+    runner.watch_chain(done)
+    assert runner.block_interval_s is None  # one block seen: no whole interval yet
+    assert runner.run_once().id == job.id
+    assert store.get(job.id).run_at - clock() == pytest.approx(max(PARKED_RETRY_LANDED_S, 2 * 15))
