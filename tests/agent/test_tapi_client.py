@@ -496,3 +496,16 @@ def test_against_the_twin_prepaid_batch_pays_once_for_five_calls(twin: Any) -> N
             assert t.chat(f"call {i}", session_id="batch").reply
         assert len(handler.paid) == 1 and len(handler.settled_calls) == 1
         assert t.payment_balance("globex", wallet).remaining == 0
+
+
+def test_cookies_a_server_sets_are_never_sent_back() -> None:
+    """One client serves many jobs' calls: a Set-Cookie on one answer never rides along with the next call."""
+    server = Server()
+    server.queue("/health", httpx.Response(200, json={"status": "ok"},
+                                           headers={"Set-Cookie": "session=abc123; Path=/"}))
+    with client(server) as t:
+        t.health()
+        t.api_info()
+        assert len(t._http.cookies) == 0
+    assert [r.url.path for r in server.seen] == ["/health", "/api"]
+    assert all("cookie" not in r.headers for r in server.seen)
