@@ -424,6 +424,18 @@ class _ProofMemory:
             self.entries.pop(key, None)
 
 
+CONFIRMS_FIRST_AFTER = 2
+"""Retries right after payment answered "pending" in a row before a server is taken to want blocks."""
+CONFIRMS_FIRST_RELEARN = 16
+"""Of the calls parked before their retry at such a server, one in this many retries at once instead."""
+
+
+@dataclass
+class _FirstRetries:
+    pending_in_a_row: int = 0
+    deferred: int = 0
+
+
 class X402Options(TypedDict, total=False):
     """The options :class:`X402Auth` and :class:`AsyncX402Auth` share (their meanings: :class:`X402Auth`)."""
 
@@ -489,6 +501,8 @@ class X402Auth(httpx.Auth):
         )
         self._max_pending_polls = max_pending_polls
         self._proofs = _ProofMemory(capacity=remember)
+        self._confirms_first: dict[str, _FirstRetries] = {}  # per origin: how its paid retries were answered
+        self._first_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(partner={self._partner!r})"
@@ -540,7 +554,20 @@ class X402Auth(httpx.Auth):
             logger.info("paid invoice=%s request_id=%s; retrying %s %s", proof.invoice_id, key,
                         request.method, request.url.path)
             request.headers.update(proof.headers)
+            fresh = True
+            if self._defer_first_retry(_origin(request.url), proof):
+                # This server answered "pending" to the paid retries it got right after payment:
+                # it wants the payment on chain. Parked, the call re-sends the proof once its
+                # block lands, instead of sending now only to hear "pending".
+                logger.info("invoice=%s request_id=%s: the server waits for the block; parked before retrying",
+                            proof.invoice_id, key)
+                raise SettlementPendingError(
+                    f"invoice {proof.invoice_id}: payment sent, waiting for its block (this server wants it on chain)",
+                    invoice_id=proof.invoice_id, request_id=key,
+                    retry_after_s=self._pending_backoff.backoff_s(1, rng=self._rng))
             response = yield _Send(request, proof.invoice_id)
+        else:
+            fresh = False
 
         polls = 0
         while True:
@@ -554,7 +581,10 @@ class X402Auth(httpx.Auth):
                     status=response.status_code, detail=None, invoice_id=proof.invoice_id, request_id=key,
                 )
             status = response.status_code
+            first, fresh = fresh, False
             if 200 <= status < 300:
+                if first:
+                    self._first_retry_answered(_origin(request.url), proof, pending=False)
                 self._proofs.drop(key)
                 yield _Notify("settled", proof, response)
                 return
@@ -568,6 +598,8 @@ class X402Auth(httpx.Auth):
                 detail = _v2_detail(response, detail)
             if status == 402 and (_payment_status(detail) in PENDING_STATUSES
                                   or (proof.dialect != "t" and _v2_pending(response))):
+                if first:
+                    self._first_retry_answered(_origin(request.url), proof, pending=True)
                 remaining_s = (_aware(proof.expires_at) - _aware(self._clock())).total_seconds()
                 if remaining_s <= 0 or polls >= self._max_pending_polls:
                     yield _Notify("refused", proof, response)
@@ -588,6 +620,29 @@ class X402Auth(httpx.Auth):
                 f"{short_detail(detail)}",
                 status=status, detail=detail, invoice_id=proof.invoice_id, request_id=key,
             )
+
+    def _defer_first_retry(self, origin: str, proof: Proof) -> bool:
+        """Park a just-paid call before its retry? Only in :func:`parking`, for a T-dialect hash
+        proof (the server needs nothing from us to see the payment), at an origin whose last
+        :data:`CONFIRMS_FIRST_AFTER` retries right after payment were all answered "pending";
+        one payment in :data:`CONFIRMS_FIRST_RELEARN` still retries at once, to notice a server
+        that starts accepting unconfirmed payments."""
+        if not getattr(_parking, "on", False) or proof.dialect != "t" or len(proof.payment) != 64:
+            return False
+        with self._first_lock:
+            seen = self._confirms_first.get(origin)
+            if seen is None or seen.pending_in_a_row < CONFIRMS_FIRST_AFTER:
+                return False
+            seen.deferred += 1
+            return seen.deferred % CONFIRMS_FIRST_RELEARN != 0
+
+    def _first_retry_answered(self, origin: str, proof: Proof, *, pending: bool) -> None:
+        """Learn from the answer to a retry sent right after payment (see :meth:`_defer_first_retry`)."""
+        if proof.dialect != "t":
+            return
+        with self._first_lock:
+            seen = self._confirms_first.setdefault(origin, _FirstRetries())
+            seen.pending_in_a_row = seen.pending_in_a_row + 1 if pending else 0
 
     # --- drivers: the flow's sends go to httpx; the rest is done here, blocking or awaited ---
 

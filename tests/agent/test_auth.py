@@ -419,3 +419,81 @@ def test_a_remembered_proof_is_presented_on_the_first_request_and_never_paid_aga
     with pytest.raises(StopIteration):
         flow.send(httpx.Response(200, json={"reply": "ok"}, request=sent))
     assert handler.settled_with == ["inv-1"]
+
+
+class BlockServer:
+    """A T server that answers a paid retry "pending" until the payment's block lands (``landed``),
+    or, with ``accepts_mempool``, serves it at once; it records what each call sent."""
+
+    def __init__(self, *, accepts_mempool: bool = False) -> None:
+        self.accepts_mempool = accepts_mempool
+        self.landed = False
+        self.seen: list[tuple[str, bool]] = []  # (request id, carried a proof)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        paid = request.headers.get("X-Payment") == TX
+        self.seen.append((request.headers["X-Request-Id"], paid))
+        if not paid:
+            return httpx.Response(402, json=INVOICE)
+        if self.accepts_mempool or self.landed:
+            return httpx.Response(200, json={"reply": "paid"})
+        return httpx.Response(402, json=PENDING)
+
+
+def _paid_call(client: httpx.Client, request_id: str) -> httpx.Response:
+    return client.post("https://api.test/chat", json={"message": "hi"}, headers={"X-Request-Id": request_id})
+
+
+def test_parked_calls_to_a_server_that_wants_blocks_skip_the_retry_it_would_answer_pending() -> None:
+    """In the runner (parking), once a server answered "pending" to the retries sent right after
+    payment twice in a row, a just-paid call parks at once: the retry it would have sent only
+    hears "pending" (a request, a read, a park of its own). Resumed after its block, the call
+    presents the same proof first and is served; nothing is paid twice. One payment in
+    CONFIRMS_FIRST_RELEARN still retries at once, so a server that changes its mind is noticed."""
+    from agent.auth import CONFIRMS_FIRST_AFTER, CONFIRMS_FIRST_RELEARN, SettlementPendingError, parking
+
+    server, handler, time = BlockServer(), FakeHandler(), FakeTime()
+    auth = _make(handler, time)
+    calls = CONFIRMS_FIRST_AFTER + CONFIRMS_FIRST_RELEARN
+    with httpx.Client(transport=httpx.MockTransport(server), auth=auth) as client, parking():
+        for n in range(calls):
+            with pytest.raises(SettlementPendingError) as parked:
+                _paid_call(client, f"call-{n}")
+            assert parked.value.request_id == f"call-{n}" and auth.proof_for(f"call-{n}") == handler.proof
+        sent = [[paid for rid, paid in server.seen if rid == f"call-{n}"] for n in range(calls)]
+        assert sent[:CONFIRMS_FIRST_AFTER] == [[False, True]] * CONFIRMS_FIRST_AFTER  # retried: "pending"
+        retried_at_once = [n for n, s in enumerate(sent) if s == [False, True]]
+        assert retried_at_once == [0, 1, CONFIRMS_FIRST_AFTER + CONFIRMS_FIRST_RELEARN - 1]
+        assert all(s == [False] for n, s in enumerate(sent) if n not in retried_at_once)
+        server.landed = True  # the block came: each call resumes with its proof, served at once
+        before = len(server.seen)
+        for n in range(calls):
+            assert _paid_call(client, f"call-{n}").json() == {"reply": "paid"}
+        assert server.seen[before:] == [(f"call-{n}", True) for n in range(calls)]
+    assert len(handler.paid) == calls and len(handler.settled_calls) == calls
+
+
+@pytest.mark.parametrize("case", ["accepts-mempool", "not-parking"])
+def test_the_retry_after_payment_is_sent_at_once_outside_parking_or_to_a_server_that_serves_it(case) -> None:
+    """A server serving a fresh payment at once is never made to wait; outside the runner
+    (no parking) a paid call always retries at once and waits out "pending" itself."""
+    from agent.auth import parking
+
+    server, handler, time = BlockServer(accepts_mempool=case == "accepts-mempool"), FakeHandler(), FakeTime()
+
+    def land(seconds: float) -> None:  # outside parking the call itself waits: its block lands meanwhile
+        server.landed = True
+
+    auth = X402Auth(handler, pending_backoff=BACKOFF, sleep=land, clock=time.clock)
+    with httpx.Client(transport=httpx.MockTransport(server), auth=auth) as client:
+        for n in range(6):
+            server.landed = False
+            if case == "accepts-mempool":
+                with parking():
+                    assert _paid_call(client, f"call-{n}").status_code == 200
+            else:
+                assert _paid_call(client, f"call-{n}").status_code == 200
+    for n in range(6):
+        sent = [paid for rid, paid in server.seen if rid == f"call-{n}"]
+        assert sent == ([False, True] if case == "accepts-mempool" else [False, True, True])
+    assert len(handler.paid) == 6
