@@ -340,6 +340,9 @@ class _Transitions(abc.ABC):
         return self._change(job_id, lambda j: _retry(j, now))
 
 
+_ACTIVE_SQL = "(" + ", ".join(f"'{state}'" for state in ACTIVE) + ")"
+
+
 class SqlJobStore(_Transitions):
     """The job store in the agent database (SQLite or PostgreSQL); safe across threads, processes and hosts."""
 
@@ -399,6 +402,45 @@ class SqlJobStore(_Transitions):
             with self.db.atomic() as conn:
                 r = conn.execute(sql, params).fetchone()
         return _from_row(r) if r is not None else None
+
+    # A worker's own transitions of the job it holds, each one guarded UPDATE (not read, decide,
+    # write): they are most of a paid call's job writes. A guard that matches no row means the
+    # transition is refused or raced; the general path (``_change``) then reads the job and says why.
+
+    def _held(self, job_id: int, worker_id: str | None, sets: str, params: tuple[Any, ...]) -> Job | None:
+        sql = f"UPDATE jobs SET {sets} WHERE id = ? AND state IN {_ACTIVE_SQL}"
+        args: tuple[Any, ...] = (*params, job_id)
+        if worker_id is not None:
+            sql += " AND lease_owner = ?"
+            args += (worker_id,)
+        rows = self.db.execute(sql + " RETURNING *", args).fetchall()  # stepped to the end: committed
+        return _from_row(rows[0]) if rows else None
+
+    def set_state(self, job_id: int, state: str, *, worker_id: str | None = None, now: float,
+                  request_id: str | None = None) -> Job:
+        """Move a claimed job between running, paying and awaiting_settlement."""
+        if state in ACTIVE:
+            job = self._held(job_id, worker_id, "state = ?, updated_at = ?, request_id = COALESCE(?, request_id)",
+                             (state, now, request_id))
+            if job is not None:
+                return job
+        return super().set_state(job_id, state, worker_id=worker_id, now=now, request_id=request_id)
+
+    def park(self, job_id: int, *, retry_at: float, now: float, worker_id: str | None = None) -> Job:
+        """Release a claimed job's lease while its payment settles; it is claimable again at ``retry_at``."""
+        job = self._held(job_id, worker_id, f"state = '{AWAITING}', run_at = ?, lease_owner = NULL,"
+                         " lease_expires_at = NULL, updated_at = ?", (float(retry_at), now))
+        return job if job is not None else super().park(job_id, retry_at=retry_at, now=now, worker_id=worker_id)
+
+    def complete(self, job_id: int, *, result: Mapping[str, Any] | None, result_path: str | None,
+                 now: float, worker_id: str | None = None) -> Job:
+        """Mark a claimed job done with its summary and result location."""
+        stored = json.dumps(_json_copy(result, "result")) if result is not None else None
+        job = self._held(job_id, worker_id, f"state = '{DONE}', result = ?, result_path = ?, lease_owner = NULL,"
+                         " lease_expires_at = NULL, last_error = NULL, updated_at = ?", (stored, result_path, now))
+        if job is not None:
+            return job
+        return super().complete(job_id, result=result, result_path=result_path, now=now, worker_id=worker_id)
 
     def wake_parked(self, *, now: float, only: Iterable[int] | None = None) -> int:
         """Make parked jobs due now (a new block came: their payments may have settled); return how many.

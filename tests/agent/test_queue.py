@@ -370,3 +370,53 @@ def test_unique_key_dedupes_across_processes(tmp_path):
     assert all(r == results[0] for r in results)
     assert SqliteJobStore(db).counts()["queued"] == 20
     db.close()
+
+
+def test_held_transitions_refuse_what_the_rules_refuse(store):
+    """set_state, park and complete by the lease holder take one guarded write on SQL stores; each
+    refusal is the rules' own (a stale worker, a finished or unknown job, a result JSON cannot
+    hold) and leaves the job as it was."""
+    job = store.enqueue("chat", {}, now=T0)
+    store.claim("old", now=T0, lease_s=10)
+    store.claim("new", now=T0 + 10, lease_s=10)
+    with pytest.raises(LeaseLostError):
+        store.park(job.id, retry_at=T0 + 60, now=T0 + 11, worker_id="old")
+    with pytest.raises(JobError):
+        store.complete(job.id, result={"bad": object()}, result_path=None, now=T0 + 11, worker_id="new")
+    assert store.get(job.id).state == "running" and store.get(job.id).lease_owner == "new"
+    parked = store.park(job.id, retry_at=T0 + 60, now=T0 + 12, worker_id="new")
+    assert (parked.state, parked.run_at, parked.lease_owner) == ("awaiting_settlement", T0 + 60, None)
+    with pytest.raises(LeaseLostError):  # parked: nobody holds it
+        store.set_state(job.id, "paying", worker_id="new", now=T0 + 13)
+    resumed = store.claim("w", now=T0 + 60, lease_s=10)
+    assert resumed.id == job.id and resumed.request_id is None
+    kept = store.set_state(job.id, "awaiting_settlement", worker_id="w", now=T0 + 61, request_id="r-1")
+    assert store.set_state(job.id, "paying", worker_id="w", now=T0 + 62).request_id == kept.request_id == "r-1"
+    done = store.complete(job.id, result={"n": 1}, result_path=None, now=T0 + 63, worker_id="w")
+    assert (done.state, done.result, done.lease_owner, done.lease_expires_at) == ("done", {"n": 1}, None, None)
+    for change in (lambda: store.set_state(job.id, "paying", now=T0 + 64),
+                   lambda: store.park(job.id, retry_at=T0 + 70, now=T0 + 64),
+                   lambda: store.complete(job.id, result=None, result_path=None, now=T0 + 64)):
+        with pytest.raises(JobError):
+            change()
+    assert store.get(job.id) == done
+    for change in (lambda: store.set_state(999, "paying", now=T0), lambda: store.park(999, retry_at=T0, now=T0),
+                   lambda: store.complete(999, result=None, result_path=None, now=T0)):
+        with pytest.raises(JobError):
+            change()
+
+
+def test_a_held_transition_is_one_statement_on_sqlite(tmp_path):
+    """A paid call moves its job six times; each is one UPDATE, not a locked read and a rewrite of every column."""
+    db = Database(tmp_path / "agent.db")
+    db.migrate()
+    store = SqliteJobStore(db)
+    job = store.enqueue("chat", {"message": "x" * 1000}, now=T0)
+    store.claim("w", now=T0, lease_s=10)
+    statements: list[str] = []
+    db.connection().set_trace_callback(statements.append)
+    store.set_state(job.id, "paying", worker_id="w", now=T0 + 1, request_id="r")
+    store.park(job.id, retry_at=T0 + 5, now=T0 + 2, worker_id="w")
+    db.connection().set_trace_callback(None)
+    assert len(statements) == 2 and all(s.startswith("UPDATE jobs SET state") for s in statements), statements
+    db.close()
