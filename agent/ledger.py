@@ -53,6 +53,12 @@ _MOVES: dict[str, frozenset[str]] = {
     RELEASED: frozenset(),
 }
 
+_SOURCES: dict[str, tuple[str, ...]] = {
+    target: tuple(sorted(state for state, moves in _MOVES.items() if target in moves))
+    for target in {t for moves in _MOVES.values() for t in moves}
+}
+"""For each state, the states a payment may move to it from."""
+
 register_migrations("ledger", [
     """
     CREATE TABLE payments (
@@ -276,17 +282,20 @@ class SpendLedger:
                 cur = conn.execute(
                     "INSERT INTO payments (invoice_id, host, route, job_id, tags, outputs, amounts,"
                     " fee_estimate_lovelace, state, created_at, updated_at, expires_at, partner, batch_target,"
-                    " owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?, ?) RETURNING id",
+                    " owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?, ?, ?, ?, ?) RETURNING *",
                     (invoice_id, host, route, job_id, json.dumps(_tag_list(tags)),
                      json.dumps(outs), json.dumps(clean), int(fee_estimate_lovelace), at, at,
                      expires_at, partner, max(1, int(batch_target)), owner),
                 )
+                inserted = cur.fetchone()
             except IntegrityError as exc:
                 raise DuplicatePaymentError(invoice_id, None) from exc
-            payment_id = _rowid(cur)
-            self.budgets.charge(conn, payment_id, route=route, tags=tags, amounts=clean,
+            if inserted is None:
+                raise StoreError("insert did not return a row id")
+            row = _row(inserted)
+            self.budgets.charge(conn, row.id, route=route, tags=tags, amounts=clean,
                                 fee_lovelace=int(fee_estimate_lovelace), now=at)
-            return _row(self._fetch(conn, payment_id))
+            return row
 
     def record_refusal(self, invoice_id: str, host: str, route: str | None, job_id: int | None,
                        reason: str, amounts: Mapping[str, int] | None = None,
@@ -325,39 +334,30 @@ class SpendLedger:
             actual[LOVELACE] = int(cost_lovelace) - int(fee_lovelace)
             self.budgets.charge(conn, payment_id, route=row.route, tags=row.tags, amounts=actual,
                                 fee_lovelace=int(fee_lovelace), now=at)
-            conn.execute(
+            return _row(conn.execute(
                 "UPDATE payments SET state = 'signed', tx_id = ?, cbor = ?, fee_lovelace = ?,"
                 " inputs = ?, ttl_slot = ?, cost_lovelace = ?, signed_at = ?, updated_at = ?,"
-                " sync_slot = ?, sync_id = ? WHERE id = ?",
+                " sync_slot = ?, sync_id = ? WHERE id = ? RETURNING *",
                 (tx_id, bytes(cbor), int(fee_lovelace), json.dumps([_ref_text(r) for r in inputs]),
                  int(ttl_slot), int(cost_lovelace), at, at,
                  None if sync_point is None else int(sync_point[0]),
                  None if sync_point is None else str(sync_point[1]), payment_id),
-            )
-            return _row(self._fetch(conn, payment_id))
+            ).fetchone())
 
     def mark_submitted(self, payment_id: int, *, now: float | None = None) -> PaymentRow:
         """The signed transaction went to the chain (or to the server): its charges become spend."""
         at = _now(now)
         with self.db.atomic() as conn:
-            self._move(conn, payment_id, SUBMITTED)
+            row = self._moved(conn, payment_id, SUBMITTED, "submitted_at = COALESCE(submitted_at, ?), updated_at = ?",
+                              (at, at))
             self.budgets.commit(conn, payment_id)
-            conn.execute(
-                "UPDATE payments SET state = 'submitted', submitted_at = COALESCE(submitted_at, ?),"
-                " updated_at = ? WHERE id = ?", (at, at, payment_id),
-            )
-            return _row(self._fetch(conn, payment_id))
+            return row
 
     def mark_settled(self, payment_id: int, *, now: float | None = None) -> PaymentRow:
         """The server accepted the payment."""
         at = _now(now)
         with self.db.atomic() as conn:
-            self._move(conn, payment_id, SETTLED)
-            conn.execute(
-                "UPDATE payments SET state = 'settled', settled_at = ?, updated_at = ? WHERE id = ?",
-                (at, at, payment_id),
-            )
-            return _row(self._fetch(conn, payment_id))
+            return self._moved(conn, payment_id, SETTLED, "settled_at = ?, updated_at = ?", (at, at))
 
     def mark_refused(self, payment_id: int, reason: str, *, now: float | None = None) -> PaymentRow:
         """Policy or budget refused the payment before it was submitted: nothing paid, charges dropped."""
@@ -419,6 +419,20 @@ class SpendLedger:
         if r is None:
             raise LedgerStateError(f"no payment {payment_id}")
         return r
+
+    def _moved(self, conn: Any, payment_id: int, target: str, sets: str, params: tuple[Any, ...]) -> PaymentRow:
+        """Move to ``target`` in one guarded UPDATE (only from a state that allows it); the row as written.
+
+        When the guard matches nothing, :meth:`_move` reads the row and says why.
+        """
+        sources = _SOURCES[target]
+        r = conn.execute(
+            f"UPDATE payments SET state = ?, {sets} WHERE id = ? AND state IN ({', '.join('?' * len(sources))})"
+            " RETURNING *", (target, *params, payment_id, *sources)).fetchone()
+        if r is None:
+            self._move(conn, payment_id, target)  # raises: unknown, or a move its state does not allow
+            raise LedgerStateError(f"payment {payment_id} changed while moving to {target}")
+        return _row(r)
 
     def _move(self, conn: Any, payment_id: int, target: str) -> PaymentRow:
         row = _row(self._fetch(conn, payment_id))

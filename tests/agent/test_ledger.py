@@ -375,3 +375,33 @@ def test_processes_sharing_one_home_never_overshoot(db):
         results = pool.starmap(_reserve_in_process, [(db.target, n * 8, 8) for n in range(4)])
     assert sum(results) == 10
     assert len(make_ledger(db).unfinished()) == 10
+
+
+def test_submitting_and_settling_are_one_guarded_write_each(tmp_path):
+    """mark_submitted and mark_settled write the row in one UPDATE that only a state allowing the
+    move matches (no read first, no read after); a move the state forbids still fails as before."""
+    db = Database(tmp_path / "agent.db")
+    db.migrate()
+    ledger = SpendLedger(db, BudgetBook(db, []))
+    row = ledger.reserve(invoice_id="inv_1", host="api.test", route="/chat", job_id=None, outputs=[],
+                         amounts={"lovelace": 2_000_000}, fee_estimate_lovelace=200_000, now=1.0)
+    assert (row.state, row.invoice_id) == ("reserved", "inv_1")
+    with pytest.raises(LedgerStateError):
+        ledger.mark_settled(row.id, now=2.0)
+    signed = ledger.mark_signed(row.id, tx_id="ab" * 32, cbor=b"\x84", fee_lovelace=170_000, inputs=[],
+                                ttl_slot=100, cost_lovelace=2_170_000, now=3.0)
+    assert (signed.state, signed.tx_id, signed.fee_lovelace) == ("signed", "ab" * 32, 170_000)
+    statements: list[str] = []
+    db.connection().set_trace_callback(statements.append)
+    submitted = ledger.mark_submitted(row.id, now=4.0)
+    settled = ledger.mark_settled(row.id, now=5.0)
+    db.connection().set_trace_callback(None)
+    assert (submitted.state, submitted.submitted_at) == ("submitted", 4.0)
+    assert (settled.state, settled.settled_at, settled.submitted_at) == ("settled", 5.0, 4.0)
+    assert not any(s.startswith("SELECT") for s in statements), statements
+    with pytest.raises(LedgerStateError):
+        ledger.mark_submitted(row.id, now=6.0)
+    with pytest.raises(LedgerStateError):
+        ledger.mark_settled(999, now=6.0)
+    assert ledger.get(row.id) == settled
+    db.close()
