@@ -149,8 +149,9 @@ class PaymentSender:
                 spent = _refs_from_error(exc.data) or set(payment.inputs)
                 self._spent |= spent
                 self._dead_pending |= spent
-                for parent in {r.tx_id for r in spent} & set(self._inflight):
-                    self._settled(parent, confirmed=False)  # its change is gone: dropped or replaced
+                for parent in {r.tx_id for r in spent}:
+                    if parent in self._inflight:
+                        self._settled(parent, confirmed=False)  # its change is gone: dropped or replaced
                 self._reservations.release(owner)
                 self._cond.notify_all()
                 raise
@@ -296,13 +297,15 @@ class PaymentSender:
     def _settle_pass(self, chain_refs: set[OutputRef], *, check_mempool: bool, stale: bool,
                      tip: list[int]) -> tuple[bool, bool]:
         settled_any = False
-        pending_refs = {u.ref for u in self._reservations.pending_change()}
+        # Once per pass, not per payment: with hundreds in flight the union per payment made every
+        # selection quadratic in the calls waiting for their block.
+        unspent = chain_refs | {u.ref for u in self._reservations.pending_change()}
         for tx_id, f in list(self._inflight.items()):
             if tx_id not in self._inflight:
                 continue  # settled above as the parent of a confirmed payment
-            if f.change & chain_refs:
+            if not f.change.isdisjoint(chain_refs):
                 self._settled(tx_id, confirmed=True)  # its change is on the ledger
-            elif f.inputs & (chain_refs | pending_refs):
+            elif not f.inputs.isdisjoint(unspent):
                 # Inputs still unspent as far as the ledger or our pending view knows: waiting in the
                 # mempool, or not yet submitted (the API server submits CBOR proofs). Dropped only once
                 # past its TTL and out of the mempool: then it can never confirm. Ask only when waiting.
@@ -324,8 +327,9 @@ class PaymentSender:
             # Its inputs may be change still listed as pending under a parent's record: never offer them
             # again. A confirmed child means a confirmed parent.
             self._consumed |= f.inputs
-            for parent in {r.tx_id for r in f.inputs} & set(self._inflight):
-                self._settled(parent, confirmed=True)
+            for parent in {r.tx_id for r in f.inputs}:
+                if parent in self._inflight:  # (not yet settled by an earlier turn of this loop)
+                    self._settled(parent, confirmed=True)
         self._reservations.clear_pending(tx_id)
         if not any(g.owner == f.owner for g in self._inflight.values()):
             self._reservations.release(f.owner)
