@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import random
@@ -234,6 +235,14 @@ class CookielessClient(httpx.Client):
 _NO_COOKIES = _NoCookies()
 
 
+@functools.cache
+def tls_context() -> Any:
+    """The verifying TLS context every ``TClient`` shares (httpx's default: certifi, or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``). Building one reads the whole CA bundle, tens of ms:
+    once per process, not once per worker thread's client."""
+    return httpx.create_ssl_context(verify=True, trust_env=True)
+
+
 class TClient:
     """The T API over ``httpx.Client``.
 
@@ -288,7 +297,8 @@ class TClient:
         self._new_request_id = request_ids
         self._max_body_bytes = max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self._sleep = sleep
-        self._http = CookielessClient(base_url=self.base_url, transport=transport, timeout=timeout_s)
+        self._http = CookielessClient(base_url=self.base_url, transport=transport, timeout=timeout_s,
+                                      verify=tls_context() if transport is None else True)
 
     @property
     def mode(self) -> str:

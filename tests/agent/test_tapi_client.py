@@ -509,3 +509,27 @@ def test_cookies_a_server_sets_are_never_sent_back() -> None:
         assert len(t._http.cookies) == 0
     assert [r.url.path for r in server.seen] == ["/health", "/api"]
     assert all("cookie" not in r.headers for r in server.seen)
+
+
+def test_clients_share_one_tls_context(monkeypatch) -> None:
+    """Each worker thread has its own client; the CA bundle is read once per process, not per client."""
+    import ssl
+
+    from agent import tapi
+
+    made: list[Any] = []
+    real = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(args or kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    tapi.tls_context.cache_clear()
+    try:
+        clients = [TClient(BASE) for _ in range(3)]
+        assert len(made) == 1
+        for c in clients:
+            c.close()
+    finally:
+        tapi.tls_context.cache_clear()
