@@ -76,6 +76,8 @@ LEGACY_PROOF_WINDOW_S = 300.0
 
 TTL_MARGIN_S = 5
 """Seconds kept between the transaction's TTL and the invoice's expiry (clock skew)."""
+TIP_REUSE_S = 1.0
+"""A payment reuses the chain tip another payment read less than this long ago (see ``_read_tip``)."""
 MIN_PAYABLE_S = 15
 """An invoice with less time left than this is not worth paying: it would expire in flight."""
 
@@ -172,6 +174,7 @@ class WalletPayer:
         self._active_lock = threading.Lock()
         self._refused_open: set[int] = set()  # v2 rows a server refused while it holds their signed bytes
         self._refused_lock = threading.Lock()
+        self._tip_read: tuple[float, Tip] | None = None  # (monotonic time, tip) of the last tip read
 
     def close(self) -> None:
         """This payer stops: rows it left unfinished may be recovered, by this process too."""
@@ -398,12 +401,24 @@ class WalletPayer:
             raise
 
     def _read_tip(self) -> Tip | None:
-        """The chain tip, or None when the chain cannot say now (the payment then reads it again)."""
+        """The chain tip, or None when the chain cannot say now (the payment then reads it again).
+
+        A tip read less than :data:`TIP_REUSE_S` ago serves again: it is still a point before
+        this payment's transaction exists (recovery reads the chain from it; earlier only means
+        a few more blocks to read), and expiry and the TTL are judged by the later of it and the
+        clock. Many payments a second then cost one tip query, not one each.
+        """
+        read = self._tip_read
+        at = time.monotonic()
+        if read is not None and 0 <= at - read[0] < TIP_REUSE_S:
+            return read[1]
         try:
-            return self.chain.tip()
+            tip = self.chain.tip()
         except WalletError as exc:
             log.debug("chain tip unavailable (%s)", exc)
             return None
+        self._tip_read = (at, tip)
+        return tip
 
     def _judged_now(self, now: float, *, tip: Tip | None = None) -> float:
         """``now``, or the start of the chain tip's slot when that is later (the local clock is slow)."""

@@ -18,6 +18,7 @@ from agent.errors import ApprovalRequiredError, BudgetExceededError, InvoiceErro
 from agent.tapi import TClient
 from sandbox.billing import ACME_ADDRESS, DEFAULT_PAY_TO, GLOBEX_ADDRESS, TwinConfig
 from tests.fixtures.agent_home import BLOCKFROST_IN_FULL_TIER
+from wallets.types import OutputRef
 
 PNG_1PX = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
@@ -333,3 +334,37 @@ def test_a_200_that_never_comes_stops_with_one_payment(agent_home):
     assert row.state == "submitted"  # paid, not settled: a later attempt re-presents this proof
     assert len(set(paid_retries)) == 1 and len(paid_retries) >= 2
     assert before - agent_home.balance() == 2_000_000 + row.fee_lovelace
+
+
+@pytest.mark.parametrize("reuse_s", [3600.0, 0.0])
+def test_payments_close_together_share_one_tip_read(agent_home, monkeypatch, reuse_s):
+    """A tip read moments ago is still a point before the next payment's transaction exists: payments
+    within TIP_REUSE_S of it reuse it (one tip query, not one each) and record it as recovery's
+    sync point; each is paid once and settled, and the chain shows every one."""
+    from agent import payer as payer_module
+
+    monkeypatch.setattr(payer_module, "TIP_REUSE_S", reuse_s)
+    before = agent_home.balance()
+    with agent_home.open() as agent:
+        reads: list[object] = []
+        real_tip = agent.chain.tip
+
+        def counted_tip():
+            tip = real_tip()
+            reads.append(tip)
+            return tip
+
+        agent.payer()
+        monkeypatch.setattr(agent.chain, "tip", counted_tip)
+        with TClient(agent) as t:
+            for n in range(3):
+                assert t.chat(f"call {n}", session_id=f"s{n}").reply
+        rows = paid_rows(agent)
+        landed = [agent.chain.utxos_by_refs([OutputRef(r.tx_id, 0)]) for r in rows if r.tx_id]
+    assert [r.state for r in rows] == ["settled"] * 3 and len(landed) == 3 and all(landed)
+    sync_points = {(r.sync_slot, r.sync_id) for r in rows}
+    if reuse_s:
+        assert len(reads) == 1 and sync_points == {(reads[0].slot, reads[0].id)}
+    else:
+        assert len(reads) >= 3
+    assert before - agent_home.balance() == 3 * 2_000_000 + sum(r.fee_lovelace for r in rows)
