@@ -194,6 +194,8 @@ class Runner:
         landed: ``(parked job ids) -> ids or None``: at a new block, which parked calls' payments
             the chain now shows (only those are woken; the rest wait for the block that carries
             theirs, or their fallback retry); None, or without it: wake every parked call.
+        block_interval_s: the chain's nominal time between blocks, if known: the watcher's
+            measured mean starts from it (see :meth:`_park_delay_s`).
         budget_frees_at: ``(error, now) -> epoch or None``: when a refused budget has room again
             (None: never, e.g. a budget without a window); without it, over-budget jobs fail.
     """
@@ -205,7 +207,8 @@ class Runner:
                  tip: Callable[[], Any] | None = None, tip_poll_s: float = 0.25,
                  budget_frees_at: Callable[[BudgetExceededError, float], float | None] | None = None,
                  lanes: Callable[[int], Any] | None = None,
-                 landed: Callable[[list[Any]], set[Any] | None] | None = None) -> None:
+                 landed: Callable[[list[Any]], set[Any] | None] | None = None,
+                 block_interval_s: float | None = None) -> None:
         if workers < 1:
             raise AgentError("workers must be at least 1")
         if concurrency is not None and concurrency < 1:
@@ -240,8 +243,9 @@ class Runner:
         self.landed = landed
         self._lanes_busy = threading.Lock()
         self._lanes_thread: threading.Thread | None = None
-        self.block_interval_s: float | None = None
-        """The watcher's running mean of the time between blocks (None until two blocks were seen)."""
+        self.block_interval_s: float | None = block_interval_s
+        """The watcher's running mean of the time between blocks (from the nominal interval given,
+        else None until two blocks were seen)."""
         self._watch_since: float | None = None  # when the watcher started, then when it saw the last block
         self._first_block_s: float | None = None  # watch start to first block: a lower bound of one interval
 

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 64
 """Calls in flight by default: waiting for a block holds no worker, so many more than workers."""
 
+NOMINAL_BLOCK_INTERVAL_S = 20.0
+"""Mean time between blocks on every network we name (Praos: 1 s slots, active slot coefficient
+1/20; the sandbox's genesis says the same): where the settlement watcher's measured mean starts,
+so the calls parked before it has seen two blocks do not retry before their block."""
 TIP_POLL_S = {"ogmios": 0.25, "blockfrost": 2.0}
 """How often the settlement watcher reads the tip: Blockfrost's rate limit (10 requests/s) is shared."""
 
@@ -190,7 +194,8 @@ def run(agent: "Agent", *, workers: int = 1, concurrency: int | None = None, unt
     runner = Runner(agent.jobs, executor, scheduler=scheduler, workers=workers, lease_s=lease_s,
                     name=process_worker_name(), stop_grace_s=stop_grace_s, concurrency=in_flight,
                     tip=tip_reader(agent), tip_poll_s=TIP_POLL_S.get(agent.config.chain.backend, 2.0),
-                    budget_frees_at=budget_frees_at, lanes=lane_tender(agent), landed=landed_reader(agent))
+                    budget_frees_at=budget_frees_at, lanes=lane_tender(agent), landed=landed_reader(agent),
+                    block_interval_s=NOMINAL_BLOCK_INTERVAL_S)
     progress = on_progress
     if metrics is not None:  # the heartbeat rides on the runner's progress calls
         progress = metrics.wrap_progress(progress or (lambda counts, stats: None), workers=workers)
@@ -205,5 +210,5 @@ def run(agent: "Agent", *, workers: int = 1, concurrency: int | None = None, unt
         executor.close()
 
 
-__all__ = ["DEFAULT_CONCURRENCY", "TIP_POLL_S", "concurrency_cap", "pays_by_wallet", "recovery_text", "run",
+__all__ = ["DEFAULT_CONCURRENCY", "NOMINAL_BLOCK_INTERVAL_S", "TIP_POLL_S", "concurrency_cap", "pays_by_wallet", "recovery_text", "run",
            "landed_reader", "start_metrics", "take_back", "tip_reader"]

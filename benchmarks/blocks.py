@@ -51,7 +51,7 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
     """Queue ``jobs`` chat jobs in a fresh home (8 UTxOs) and run them parked; return the tally."""
     from agent.executor import TApiExecutor
     from agent.runner import Runner
-    from agent.service import TIP_POLL_S, landed_reader, tip_reader
+    from agent.service import NOMINAL_BLOCK_INTERVAL_S, TIP_POLL_S, landed_reader, tip_reader
 
     home, address = make_home(root, f"{tag}-blocks")
     assert address is not None
@@ -81,7 +81,8 @@ def run_jobs(sandbox: SandboxProcess, root: Any, jobs: int, block_time_s: float,
         measured = {agent.jobs.enqueue("chat", {"message": f"bench job {i}"}, now=now).id for i in range(jobs)}
         runner = Runner(agent.jobs, executor, workers=WORKERS, concurrency=jobs, name=f"{tag}blocks",
                         tip=tip, tip_poll_s=tip_poll_s,
-                        landed=landed_reader(agent) if block_time_s > 0 else None)
+                        landed=landed_reader(agent) if block_time_s > 0 else None,
+                        block_interval_s=NOMINAL_BLOCK_INTERVAL_S)
         cpu_before = _cpu_s()
         start = time.perf_counter()
         stats = runner.run(until_idle=True)

@@ -433,3 +433,21 @@ def test_before_two_blocks_the_wait_for_the_first_bounds_the_interval(store):
     assert runner.block_interval_s is None  # one block seen: no whole interval yet
     assert runner.run_once().id == job.id
     assert store.get(job.id).run_at - clock() == pytest.approx(max(PARKED_RETRY_LANDED_S, 2 * 15))
+
+
+def test_the_nominal_block_interval_sets_the_fallback_before_any_block_is_seen(store):
+    """`cardano-agent run` starts the watcher from the networks' nominal 20 s between blocks: a run
+    paying hundreds of calls before its first block does not retry them (to hear "pending") in
+    8 s; the measured mean then takes over, block by block."""
+    from agent.service import NOMINAL_BLOCK_INTERVAL_S
+
+    clock = Clock()
+    job = store.enqueue("chat", {"message": "x"}, now=clock())
+    runner = Runner(store, ParkAlways(), clock=clock, lease_s=60, concurrency=1, tip=lambda: 0,
+                    landed=lambda ids: set(), block_interval_s=NOMINAL_BLOCK_INTERVAL_S)
+    assert runner.run_once().id == job.id
+    assert store.get(job.id).run_at - clock() == pytest.approx(2 * NOMINAL_BLOCK_INTERVAL_S)
+    for _ in range(8):
+        runner._saw_interval(2.0)  # blocks come every 2 s here
+    assert runner.block_interval_s == pytest.approx(2.0, abs=2.0)
+    assert runner.block_interval_s < NOMINAL_BLOCK_INTERVAL_S / 2
