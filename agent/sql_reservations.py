@@ -65,19 +65,26 @@ def _utxo(d: dict[str, Any]) -> Utxo:
 class _View:
     """What this process last read of one wallet's reservations, at one generation."""
 
-    __slots__ = ("generation", "holders", "pending", "_listing")
+    __slots__ = ("generation", "holders", "pending", "_listing", "_change")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.holders: dict[OutputRef, str] = {}
         self.pending: dict[str, tuple[str, float, list[Utxo]]] = {}  # tx_id -> (owner, recorded_at, change)
         self._listing: list[tuple[float, str]] | None = None
+        self._change: tuple[Utxo, ...] | None = None  # every pending change output, in recording order
 
     def order(self) -> list[tuple[float, str]]:
         """Pending transactions as (recorded_at, tx_id), in recording order."""
         if self._listing is None:
             self._listing = sorted((at, tx_id) for tx_id, (_, at, _) in self.pending.items())
         return self._listing
+
+    def change(self) -> tuple[Utxo, ...]:
+        """Every pending change output in recording order (kept until the pending records change)."""
+        if self._change is None:
+            self._change = tuple(u for _, tx_id in self.order() for u in self.pending[tx_id][2])
+        return self._change
 
     def drop_owner(self, owner: str) -> None:
         for ref in [r for r, o in self.holders.items() if o == owner]:
@@ -86,9 +93,10 @@ class _View:
         for tx_id in gone:
             del self.pending[tx_id]
         if gone:
-            self._listing = None
+            self._listing = self._change = None
 
     def put_pending(self, tx_id: str, owner: str, at: float, change: list[Utxo]) -> None:
+        self._change = None
         if tx_id in self.pending or self._listing is None:
             self._listing = None
         else:
@@ -99,7 +107,7 @@ class _View:
 
     def drop_pending(self, tx_id: str) -> None:
         if self.pending.pop(tx_id, None) is not None:
-            self._listing = None
+            self._listing = self._change = None
 
 
 class SqliteReservations:
@@ -251,8 +259,7 @@ class SqliteReservations:
     def pending_change(self) -> list[Utxo]:
         """Change outputs of submitted, unconfirmed transactions, in the order they were recorded."""
         with self._lock:
-            view = self._current()
-            return [u for _, tx_id in view.order() for u in view.pending[tx_id][2]]
+            return list(self._current().change())
 
     def pending_tx_ids(self) -> list[str]:
         """Transactions submitted and not yet cleared (including those without change)."""
