@@ -233,6 +233,7 @@ class CookielessClient(httpx.Client):
 
 
 _NO_COOKIES = _NoCookies()
+_URLS_KEPT = 64
 
 
 @functools.cache
@@ -297,6 +298,7 @@ class TClient:
         self._new_request_id = request_ids
         self._max_body_bytes = max_body_bytes or DEFAULT_MAX_BODY_BYTES
         self._sleep = sleep
+        self._urls: dict[str, httpx.URL] = {}
         self._http = CookielessClient(base_url=self.base_url, transport=transport, timeout=timeout_s,
                                       verify=tls_context() if transport is None else True)
 
@@ -321,9 +323,19 @@ class TClient:
             if self._wallet_address:
                 headers["X-Wallet-Address"] = self._wallet_address
         return self._http.build_request(
-            call.method, call.path, json=call.json, params=call.params, headers=headers,
+            call.method, self._url(call.path), json=call.json, params=call.params, headers=headers,
             data=call.data, files=call.files,
         )
+
+    def _url(self, path: str) -> httpx.URL:
+        """``path`` on the base URL, as httpx joins them; kept per route, so a paid call's requests
+        skip parsing and joining the same URL again (two URL parses per request otherwise)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._http.build_request("GET", path).url
+            if len(self._urls) < _URLS_KEPT:  # routes are few; status paths carry invoice ids
+                self._urls[path] = url
+        return url
 
     def _auth_for(self, call: _Call) -> httpx.Auth | None:
         return self._auth if call.paid and not call.key_only and not self._api_key else None

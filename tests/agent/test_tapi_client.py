@@ -533,3 +533,23 @@ def test_clients_share_one_tls_context(monkeypatch) -> None:
             c.close()
     finally:
         tapi.tls_context.cache_clear()
+
+
+@pytest.mark.parametrize("base", ["https://api.test", "https://api.test/v1/", "http://127.0.0.1:8080/t/api"])
+def test_requests_go_to_the_url_httpx_would_join(base: str) -> None:
+    """Routes are joined to the base URL once and kept; the URLs are the ones httpx joins itself."""
+    seen: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"reply": "ok", "session_id": "s"})
+
+    with TClient(base, transport=httpx.MockTransport(server), api_key="k") as t, \
+            httpx.Client(base_url=base) as plain:
+        for _ in range(2):
+            t.chat("hi", session_id="s")
+            t.health()
+        t.payment_status("inv_1")
+        expected = [str(plain.build_request("POST", "/chat").url), str(plain.build_request("GET", "/health").url)] * 2
+        expected.append(str(plain.build_request("GET", "/payments/status/inv_1").url))
+    assert seen == expected
