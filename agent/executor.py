@@ -79,8 +79,10 @@ class TApiExecutor:
         # A parked job resumes the very call it made: same request id, same proof.
         resuming = job.state == AWAITING and bool(job.request_id)
         request_id = job.request_id if resuming else f"job{job.id}-{uuid.uuid4().hex[:12]}"
-        self._reconcile_unsettled(client, job.id)
-        resumed = (self._held_proof(client, request_id) if resuming else None) or self._resume(client, job.id, request_id)
+        paid_before = self._reconcile_unsettled(client, job.id)
+        # A job with no payment row has no proof to resume: its first attempt skips that read.
+        resumed = ((self._held_proof(client, request_id) if resuming else None)
+                   or (self._resume(client, job.id, request_id) if paid_before else None))
         store = self.agent.jobs
 
         def on_state(state: str) -> None:
@@ -158,18 +160,21 @@ class TApiExecutor:
             self.agent.x402_auth(partner=client._partner).remember(request_id, proof)
         return proof
 
-    def _reconcile_unsettled(self, client: Any, job_id: int) -> None:
+    def _reconcile_unsettled(self, client: Any, job_id: int) -> bool:
         """Settle this job's payments that were refused only because the server had already used them.
 
         A crash after the server consumed our payment (its answer lost) leaves the row
         ``unsettled`` once the resumed call is told "consumed"; asking the server's payment
         status on every attempt settles it even if the process died before it could ask.
+        Returns whether the job has any payment row at all.
         """
         if client.mode != "x402":
-            return
-        for row in self.agent.ledger.by_job(job_id):
+            return False
+        rows = self.agent.ledger.by_job(job_id)
+        for row in rows:
             if row.state == "unsettled" and row.tx_id and not row.invoice_id.startswith("x402v2:"):
                 self._consumed_by_us(client, row.invoice_id, row.tx_id, row.id)
+        return bool(rows)
 
     def _consumed_by_us(self, client: Any, invoice_id: str, payment: str, payment_id: int) -> bool:
         """True (and the row settled) if the server consumed ``invoice_id`` with our transaction."""
