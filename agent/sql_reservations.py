@@ -86,24 +86,19 @@ class _View:
             self._change = tuple(u for _, tx_id in self.order() for u in self.pending[tx_id][2])
         return self._change
 
+    def hold(self, refs: Collection[OutputRef], owner: str) -> None:
+        for ref in refs:
+            self.holders.setdefault(ref, owner)
+
     def drop_owner(self, owner: str) -> None:
         for ref in [r for r, o in self.holders.items() if o == owner]:
             del self.holders[ref]
-        gone = [t for t, (o, _, _) in self.pending.items() if o == owner]
-        for tx_id in gone:
-            del self.pending[tx_id]
-        if gone:
-            self._listing = self._change = None
+        for tx_id in [t for t, (o, _, _) in self.pending.items() if o == owner]:
+            self.drop_pending(tx_id)
 
     def put_pending(self, tx_id: str, owner: str, at: float, change: list[Utxo]) -> None:
-        self._change = None
-        if tx_id in self.pending or self._listing is None:
-            self._listing = None
-        else:
-            self._listing.append((at, tx_id))
-            if len(self._listing) > 1 and self._listing[-2] > self._listing[-1]:
-                self._listing = None  # recorded out of order (a slower clock elsewhere): sort again
         self.pending[tx_id] = (owner, at, change)
+        self._listing = self._change = None
 
     def drop_pending(self, tx_id: str) -> None:
         if self.pending.pop(tx_id, None) is not None:
@@ -133,89 +128,83 @@ class SqliteReservations:
 
     # --- writes: each bumps the generation, then updates the kept copy (or drops it) ---
 
-    def _bump(self, conn: Any) -> int:
-        row = conn.execute(
-            "INSERT INTO reservation_generations (wallet, generation) VALUES (?, 1)"
-            " ON CONFLICT (wallet) DO UPDATE SET generation = reservation_generations.generation + 1"
-            " RETURNING generation", (self.wallet,)).fetchone()
-        return int(row["generation"])
-
-    def _apply(self, generation: int, nested: bool, change: Callable[[_View], None]) -> None:
-        """After a committed write at ``generation``: apply it to the copy if the copy was current."""
-        view = self._view
-        if view is not None and not nested and view.generation == generation - 1:
-            change(view)
-            view.generation = generation
-        else:
-            self._view = None  # another writer came between (or an outer transaction may roll back)
+    def _write(self, body: Callable[[Any], Callable[[_View], None]]) -> None:
+        """Run ``body`` in one transaction that also bumps the wallet's generation; once committed,
+        apply the change ``body`` returns to the kept copy if the copy was current, else drop it."""
+        with self._lock:
+            nested = self.db.in_transaction()
+            with self.db.atomic() as conn:
+                change = body(conn)
+                generation = int(conn.execute(
+                    "INSERT INTO reservation_generations (wallet, generation) VALUES (?, 1)"
+                    " ON CONFLICT (wallet) DO UPDATE SET generation = reservation_generations.generation + 1"
+                    " RETURNING generation", (self.wallet,)).fetchone()["generation"])
+            view = self._view
+            if view is not None and not nested and view.generation == generation - 1:
+                change(view)
+                view.generation = generation
+            else:
+                self._view = None  # another writer came between (or an outer transaction may roll back)
 
     def reserve(self, owner: str, refs: Collection[OutputRef]) -> None:
         """Reserve every ref for ``owner``, all or nothing; ReservationConflict if another owner holds one."""
         wanted = set(refs)
-        with self._lock:
-            nested = self.db.in_transaction()
-            with self.db.atomic() as conn:
-                taken: set[OutputRef] = set()
-                holder: str | None = None
-                for ref in wanted:
-                    row = conn.execute(
-                        "SELECT owner FROM utxo_reservations WHERE wallet = ? AND tx_id = ? AND output_index = ?",
-                        (self.wallet, ref.tx_id, ref.index),
-                    ).fetchone()
-                    if row is not None and row["owner"] != owner:
-                        taken.add(ref)
-                        holder = row["owner"]
-                if taken:
-                    raise ReservationConflict(taken, holder=holder)
-                now = time.time()
-                conn.executemany(
-                    "INSERT INTO utxo_reservations (wallet, tx_id, output_index, owner, reserved_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(self.wallet, r.tx_id, r.index, owner, now) for r in wanted],
-                )
-                generation = self._bump(conn)
 
-            def change(view: _View) -> None:
-                for ref in wanted:
-                    view.holders.setdefault(ref, owner)
+        def body(conn: Any) -> Callable[[_View], None]:
+            taken: set[OutputRef] = set()
+            holder: str | None = None
+            for ref in wanted:
+                row = conn.execute(
+                    "SELECT owner FROM utxo_reservations WHERE wallet = ? AND tx_id = ? AND output_index = ?",
+                    (self.wallet, ref.tx_id, ref.index),
+                ).fetchone()
+                if row is not None and row["owner"] != owner:
+                    taken.add(ref)
+                    holder = row["owner"]
+            if taken:
+                raise ReservationConflict(taken, holder=holder)
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO utxo_reservations (wallet, tx_id, output_index, owner, reserved_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(self.wallet, r.tx_id, r.index, owner, now) for r in wanted],
+            )
+            return lambda view: view.hold(wanted, owner)
 
-            self._apply(generation, nested, change)
+        self._write(body)
 
     def release(self, owner: str) -> None:
         """Drop ``owner``'s reservations and its pending records."""
-        with self._lock:
-            nested = self.db.in_transaction()
-            with self.db.atomic() as conn:
-                conn.execute("DELETE FROM utxo_reservations WHERE wallet = ? AND owner = ?", (self.wallet, owner))
-                conn.execute("DELETE FROM pending_change WHERE wallet = ? AND owner = ?", (self.wallet, owner))
-                generation = self._bump(conn)
-            self._apply(generation, nested, lambda view: view.drop_owner(owner))
+        def body(conn: Any) -> Callable[[_View], None]:
+            conn.execute("DELETE FROM utxo_reservations WHERE wallet = ? AND owner = ?", (self.wallet, owner))
+            conn.execute("DELETE FROM pending_change WHERE wallet = ? AND owner = ?", (self.wallet, owner))
+            return lambda view: view.drop_owner(owner)
+
+        self._write(body)
 
     def record_pending(self, owner: str, tx_id: str, change: Sequence[Utxo]) -> None:
         """``owner``'s transaction ``tx_id`` was submitted; its ``change`` is usable until confirmed."""
         kept = list(change)
         payload = json.dumps([_utxo_json(u) for u in kept])
-        with self._lock:
-            nested = self.db.in_transaction()
-            with self.db.atomic() as conn:
-                row = conn.execute(
-                    "INSERT INTO pending_change (wallet, tx_id, owner, change, recorded_at) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (wallet, tx_id) DO UPDATE SET owner = excluded.owner, change = excluded.change"
-                    " RETURNING recorded_at",
-                    (self.wallet, tx_id, owner, payload, time.time()),
-                ).fetchone()
-                at = float(row["recorded_at"])
-                generation = self._bump(conn)
-            self._apply(generation, nested, lambda view: view.put_pending(tx_id, owner, at, kept))
+
+        def body(conn: Any) -> Callable[[_View], None]:
+            at = float(conn.execute(
+                "INSERT INTO pending_change (wallet, tx_id, owner, change, recorded_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (wallet, tx_id) DO UPDATE SET owner = excluded.owner, change = excluded.change"
+                " RETURNING recorded_at",
+                (self.wallet, tx_id, owner, payload, time.time()),
+            ).fetchone()["recorded_at"])
+            return lambda view: view.put_pending(tx_id, owner, at, kept)
+
+        self._write(body)
 
     def clear_pending(self, tx_id: str) -> None:
         """``tx_id`` confirmed (or dropped): forget its pending change."""
-        with self._lock:
-            nested = self.db.in_transaction()
-            with self.db.atomic() as conn:
-                conn.execute("DELETE FROM pending_change WHERE wallet = ? AND tx_id = ?", (self.wallet, tx_id))
-                generation = self._bump(conn)
-            self._apply(generation, nested, lambda view: view.drop_pending(tx_id))
+        def body(conn: Any) -> Callable[[_View], None]:
+            conn.execute("DELETE FROM pending_change WHERE wallet = ? AND tx_id = ?", (self.wallet, tx_id))
+            return lambda view: view.drop_pending(tx_id)
+
+        self._write(body)
 
     # --- reads: from the kept copy, re-read when the generation moved ---
 
