@@ -537,6 +537,7 @@ class X402Auth(httpx.Auth):
             request.headers.update(proof.headers)
         response = yield _Send(request, proof.invoice_id if proof is not None else None)
 
+        fresh = proof is None  # paid in this flow: its first retry's answer says how the server settles
         if proof is None:
             if response.status_code != 402:
                 return
@@ -554,7 +555,6 @@ class X402Auth(httpx.Auth):
             logger.info("paid invoice=%s request_id=%s; retrying %s %s", proof.invoice_id, key,
                         request.method, request.url.path)
             request.headers.update(proof.headers)
-            fresh = True
             if self._defer_first_retry(_origin(request.url), proof):
                 # This server answered "pending" to the paid retries it got right after payment:
                 # it wants the payment on chain. Parked, the call re-sends the proof once its
@@ -566,8 +566,6 @@ class X402Auth(httpx.Auth):
                     invoice_id=proof.invoice_id, request_id=key,
                     retry_after_s=self._pending_backoff.backoff_s(1, rng=self._rng))
             response = yield _Send(request, proof.invoice_id)
-        else:
-            fresh = False
 
         polls = 0
         while True:

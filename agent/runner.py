@@ -512,7 +512,7 @@ class Runner:
         done = done or threading.Event()
         last: Any = None
         last_at: float | None = None  # when the last new block was seen (not the first tip read)
-        self._watch_since = self.clock()
+        watch_start = self._watch_since = self.clock()
         while not self._stop.is_set() and not done.is_set():
             try:
                 tip = self.tip()
@@ -524,8 +524,8 @@ class Runner:
                     now = self.clock()
                     if last_at is not None:
                         self._saw_interval(now - last_at)
-                    elif self._watch_since is not None:
-                        self._first_block_s = max(0.0, now - self._watch_since)
+                    else:
+                        self._first_block_s = max(0.0, now - watch_start)
                     last_at = self._watch_since = now
                     self.wake()
                     self.tend_lanes()

@@ -210,5 +210,5 @@ def run(agent: "Agent", *, workers: int = 1, concurrency: int | None = None, unt
         executor.close()
 
 
-__all__ = ["DEFAULT_CONCURRENCY", "NOMINAL_BLOCK_INTERVAL_S", "TIP_POLL_S", "concurrency_cap", "pays_by_wallet", "recovery_text", "run",
-           "landed_reader", "start_metrics", "take_back", "tip_reader"]
+__all__ = ["DEFAULT_CONCURRENCY", "NOMINAL_BLOCK_INTERVAL_S", "TIP_POLL_S", "concurrency_cap", "pays_by_wallet",
+           "recovery_text", "run", "landed_reader", "start_metrics", "take_back", "tip_reader"]

@@ -219,6 +219,9 @@ class _NoCookies(httpx.Cookies):
         """A ``Set-Cookie`` is ignored: a server-set cookie would tie later jobs' calls together."""
 
 
+_NO_COOKIES = _NoCookies()
+
+
 class CookielessClient(httpx.Client):
     """``httpx.Client`` that never stores nor sends back cookies a server sets.
 
@@ -232,8 +235,8 @@ class CookielessClient(httpx.Client):
         return _NO_COOKIES
 
 
-_NO_COOKIES = _NoCookies()
 _URLS_KEPT = 64
+"""Routes a TClient keeps joined to its base URL (payment-status paths carry invoice ids)."""
 
 
 @functools.cache
@@ -333,7 +336,7 @@ class TClient:
         url = self._urls.get(path)
         if url is None:
             url = self._http.build_request("GET", path).url
-            if len(self._urls) < _URLS_KEPT:  # routes are few; status paths carry invoice ids
+            if len(self._urls) < _URLS_KEPT:
                 self._urls[path] = url
         return url
 
