@@ -146,6 +146,22 @@ def test_with_a_tip_watcher_a_call_parked_again_waits_longer_for_its_fallback_re
     assert runner.in_flight == 1
 
 
+def _tip_reads(clock: Clock, *, every_s: float, reads: list[int], done: threading.Event) -> Any:
+    """A tip reader for ``watch_chain``: each read moves ``clock`` by ``every_s`` and answers the
+    next of ``reads``; past the last it answers the last again and sets ``done``."""
+    answers = iter(reads)
+
+    def tip() -> int:
+        clock.t += every_s
+        value = next(answers, None)
+        if value is None:
+            done.set()
+            return reads[-1]
+        return value
+
+    return tip
+
+
 @pytest.mark.parametrize("block_s", [20.0, 2.0])
 def test_the_landed_fallback_waits_for_two_blocks_of_the_interval_the_watcher_measured(store, block_s):
     """With a landed reader, the block carrying a payment wakes its call; a fallback retry sooner
@@ -156,17 +172,8 @@ def test_the_landed_fallback_waits_for_two_blocks_of_the_interval_the_watcher_me
 
     clock = Clock()
     job = store.enqueue("chat", {"message": "x"}, now=clock())
-    blocks = iter(range(5))
     done = threading.Event()
-
-    def tip() -> int:
-        clock.t += block_s  # each read sees the next block, one interval later
-        block = next(blocks, None)
-        if block is None:
-            done.set()
-            return 4
-        return block
-
+    tip = _tip_reads(clock, every_s=block_s, reads=[0, 1, 2, 3, 4], done=done)  # each read a new block
     runner = Runner(store, ParkAlways(), clock=clock, lease_s=60, concurrency=1, tip=tip, tip_poll_s=0,
                     landed=lambda ids: set())
     assert runner.block_interval_s is None
@@ -416,17 +423,9 @@ def test_before_two_blocks_the_wait_for_the_first_bounds_the_interval(store):
 
     clock = Clock()
     job = store.enqueue("chat", {"message": "x"}, now=clock())
-    reads = iter([0, 0, 1])  # the tip, unchanged once, then a block 15 s after the watcher started
     done = threading.Event()
-
-    def tip() -> int:
-        clock.t += 5
-        value = next(reads, None)
-        if value is None:
-            done.set()
-            return 1
-        return value
-
+    # The tip, unchanged once, then a block 15 s after the watcher started.
+    tip = _tip_reads(clock, every_s=5, reads=[0, 0, 1], done=done)
     runner = Runner(store, ParkAlways(), clock=clock, lease_s=60, concurrency=1, tip=tip, tip_poll_s=0,
                     landed=lambda ids: set())
     runner.watch_chain(done)
